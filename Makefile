@@ -1,0 +1,45 @@
+# U-Net Explorer: two commands on a fresh clone — `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8501
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: run test lint unit browser-deps bench loadtest assets demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## run: start the product (the dashboard) on the bundled models and samples
+run: $(VENV)/.runtime
+	$(BIN)/python -m unet_core.demo
+
+## test: the whole suite (ruff, unit, app and browser tests)
+test: $(VENV)/.dev browser-deps
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+## browser-deps: Debian's chromium for the browser tests (skipped when already there)
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+
+## assets: regenerate the synthetic sample images in assets/
+assets: $(VENV)/.runtime
+	$(BIN)/python scripts/make_assets.py
+
+clean:
+	rm -rf .pytest_cache .ruff_cache test-artifacts

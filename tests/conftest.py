@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny models built on the fly and small generated data sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a real data set under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not (path / "images").is_dir():
+        pytest.skip(f"real data {path} is absent (only on the project's own machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small fully convolutional U-Net (stride 4) saved as .keras with a card."""
+    import keras
+
+    from unet_core.model import ModelCard, build_unet
+
+    keras.utils.set_random_seed(0)
+    model = build_unet(base_filters=4, depth=2, dropout=0.0, name="tiny")
+    path = tmp_path_factory.mktemp("models") / "tiny.keras"
+    model.save(path)
+    ModelCard(name="tiny", domain="test", multiple_of=4, min_size=32, threshold=0.5,
+              description="tiny test U-Net").save(path.with_suffix(".json"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def seismic_pairs(tmp_path_factory) -> Path:
+    """12 synthetic seismic pairs (101x101) in DIR/images + DIR/masks."""
+    from unet_core.synthetic import make_pairs
+
+    root = tmp_path_factory.mktemp("seismic")
+    make_pairs(root, "seismic", 12, seed=3)
+    return root
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

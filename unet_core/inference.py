@@ -1,0 +1,178 @@
+"""Inference: image(s) in, probability map(s) out, at exactly the input's size.
+
+The :class:`Segmenter` applies the model card's input normalisation, pads each image to what the
+network accepts (never resizes), runs a compiled forward pass and crops the result back:
+
+* fixed-size network (card.input_size): images up to that size are padded to it; larger images
+  are tiled with overlap and blended (:func:`unet_core.padding.predict_tiled`);
+* fully convolutional network: padded to at least ``card.min_size`` and up to a multiple of
+  ``card.multiple_of``.
+
+Forward passes go through one ``tf.function`` traced once for any (N, H, W, 1) float32 batch,
+not ``model.predict`` per image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import UnetCoreError
+from .metrics import threshold_mask
+from .model import NORMALISATIONS, LoadedModel
+from .padding import PadBox, check_mode, pad_to, pad_to_multiple, predict_tiled
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def normalise_input(image: np.ndarray, rule: str) -> np.ndarray:
+    """Apply a card's input normalisation to a float32 (H, W) image in [0, 1].
+
+    ``unit``: unchanged. ``minmax``: own min..max -> 0..1 (constant image -> zeros).
+    ``percentile``: own 1st..99th percentile -> 0..1, clipped.
+    """
+    if rule not in NORMALISATIONS:
+        raise UnetCoreError(
+            f"unknown input normalisation {rule!r}; accepted: {', '.join(NORMALISATIONS)}")
+    x = np.asarray(image, dtype=np.float32)
+    if rule == "unit":
+        return x
+    if rule == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+    else:
+        lo, hi = (float(v) for v in np.percentile(x, (1.0, 99.0)))
+    if hi - lo < 1e-6:
+        return np.zeros_like(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an input image: 2-D float in [0, 1], finite. Returns float32 (H, W)."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise UnetCoreError(
+            f"image has shape {arr.shape}; accepted: a 2-D grayscale array (H, W) "
+            "(read files with unet_core.io.read_image)")
+    if arr.size == 0:
+        raise UnetCoreError("image is empty (0 pixels)")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise UnetCoreError("image contains NaN or infinite values; accepted: finite values")
+    return arr
+
+
+class Segmenter:
+    """Runs a loaded model on images; see the module docstring for padding rules.
+
+    Args:
+        loaded: the model and its card.
+        padding_mode: default padding mode (None: the card's).
+        tta: flip test-time augmentation (None: the card's).
+        batch_size: images per forward pass in :meth:`predict_batch`.
+        tile_overlap: overlap in pixels when tiling a fixed-size network.
+        max_batch_pixels: a batch holds at most this many network-input pixels (large images
+            go through fewer at a time, so memory stays bounded).
+    """
+
+    def __init__(self, loaded: LoadedModel, *, padding_mode: str | None = None,
+                 tta: bool | None = None, batch_size: int = 16, tile_overlap: int = 32,
+                 max_batch_pixels: int = 2**22) -> None:
+        import tensorflow as tf
+
+        self.loaded = loaded
+        self.card = loaded.card
+        self.model = loaded.model
+        self.padding_mode = check_mode(padding_mode or self.card.padding_mode)
+        self.tta = self.card.tta if tta is None else tta
+        self.batch_size = batch_size
+        self.max_batch_pixels = max_batch_pixels
+        self.tile_overlap = tile_overlap
+        apply_sigmoid = self.card.output == "logits"
+        model = self.model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
+                     reduce_retracing=True)
+        def forward(x: Any) -> Any:
+            y = model(x, training=False)
+            if apply_sigmoid:
+                y = tf.sigmoid(y)
+            return y
+
+        self._forward = forward
+
+    # -- low level ---------------------------------------------------------------------------
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Network on a prepared batch: (N, H, W) float32 -> (N, H, W) float32 probabilities."""
+        x = np.ascontiguousarray(batch, dtype=np.float32)[..., None]
+        y = self._forward(x).numpy()[..., 0]
+        if self.tta:
+            yf = self._forward(np.ascontiguousarray(x[:, :, ::-1])).numpy()[..., 0]
+            y = 0.5 * (y + yf[:, :, ::-1])
+        return y.astype(np.float32, copy=False)
+
+    def network_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """(H, W) the network will see for an image of this size, or None if it will be tiled."""
+        card = self.card
+        if card.input_size:
+            th, tw = card.input_size
+            return (th, tw) if height <= th and width <= tw else None
+        m = max(1, card.multiple_of)
+        return (-(-max(height, card.min_size) // m) * m, -(-max(width, card.min_size) // m) * m)
+
+    def prepare(self, image: np.ndarray, padding_mode: str | None = None
+                ) -> tuple[np.ndarray, PadBox]:
+        """Normalise and pad one (H, W) image for the network -> (padded (Hp, Wp), box)."""
+        mode = check_mode(padding_mode or self.padding_mode)
+        x = normalise_input(check_image(image), self.card.normalisation)
+        card = self.card
+        if card.input_size:
+            th, tw = card.input_size
+            return pad_to(x, th, tw, mode)
+        return pad_to_multiple(x, max(1, card.multiple_of), mode, min_size=card.min_size)
+
+    # -- public ------------------------------------------------------------------------------
+    def predict_proba(self, image: np.ndarray, padding_mode: str | None = None) -> np.ndarray:
+        """Probability map of one image: (H, W) float in [0, 1] -> float32 (H, W)."""
+        img = check_image(image)
+        if self.network_size(*img.shape) is None:
+            th, tw = self.card.input_size  # type: ignore[misc]
+            x = normalise_input(img, self.card.normalisation)
+            return predict_tiled(self.forward, x, (th, tw), self.tile_overlap,
+                                 check_mode(padding_mode or self.padding_mode), self.batch_size)
+        padded, box = self.prepare(img, padding_mode)
+        return box.crop(self.forward(padded[None])[0])
+
+    def predict_batch(self, images: Sequence[np.ndarray], padding_mode: str | None = None
+                      ) -> list[np.ndarray]:
+        """Probability maps of many images (any sizes): list of float32 (H_i, W_i).
+
+        Images that pad to the same network size are stacked into batches of ``batch_size``.
+        """
+        out: list[np.ndarray | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            size = self.network_size(*np.asarray(im).shape[:2])
+            if size is None:
+                out[i] = self.predict_proba(im, padding_mode)
+            else:
+                groups.setdefault(size, []).append(i)
+        for (h, w), idx in groups.items():
+            step = max(1, min(self.batch_size, self.max_batch_pixels // (h * w)))
+            for s in range(0, len(idx), step):
+                chunk = idx[s : s + step]
+                prepared = [self.prepare(images[i], padding_mode) for i in chunk]
+                probs = self.forward(np.stack([p for p, _ in prepared]))
+                for i, (_, box), prob in zip(chunk, prepared, probs, strict=True):
+                    out[i] = box.crop(prob)
+        return [o for o in out if o is not None]
+
+    def predict_mask(self, image: np.ndarray, threshold: float | None = None,
+                     padding_mode: str | None = None) -> np.ndarray:
+        """Binary mask (bool (H, W)) at ``threshold`` (default: the card's)."""
+        t = self.card.threshold if threshold is None else threshold
+        return threshold_mask(self.predict_proba(image, padding_mode), t)
