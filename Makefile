@@ -20,11 +20,18 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 ## run: start the product (the dashboard) on the bundled models and samples
 run: $(VENV)/.runtime
-	$(BIN)/python -m unet_core.demo
+	$(BIN)/python -m streamlit run app/Home.py --server.port $(PORT)
 
-## test: the whole suite (ruff, unit, app and browser tests)
+## demo: the engine's command line on a bundled sample (no browser needed)
+demo: $(VENV)/.runtime
+	$(BIN)/python -m unet_core inspect --model models/salt.keras
+	$(BIN)/python -m unet_core predict --model models/salt.keras assets/seismic/images --out runs/demo
+	$(BIN)/python -m unet_core evaluate --model models/salt.keras --data assets/seismic
+
+## test: the whole suite (ruff, hadolint, unit, app and browser tests)
 test: $(VENV)/.dev browser-deps
 	$(BIN)/ruff check .
+	$(BIN)/hadolint Dockerfile
 	$(BIN)/python -m pytest
 
 ## browser-deps: Debian's chromium for the browser tests (skipped when already there)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import stat
@@ -293,12 +294,69 @@ def _pil_to_array(im: Image.Image) -> np.ndarray:
     return np.array(im.convert("RGB"))  # CMYK, YCbCr, LAB, HSV...
 
 
-def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarray:
+# TIFF compressions tifffile decodes itself. Deflate is checked first with a bounded
+# inflate (tifffile inflates a strip in one go, whatever its size); anything else
+# (PackBits, LZMA, LZW, JPEG...) goes to PIL/libtiff, which decodes into the image
+# buffer and so cannot be made to allocate more than the image needs.
+_TIFF_NONE = 1
+_TIFF_DEFLATE = frozenset({8, 32946})
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Drop tifffile's log records (it logs parse warnings to stderr) while reading."""
+    logger = logging.getLogger("tifffile")
+    logger.addFilter(_drop_record)
     try:
-        with tifffile.TiffFile(fh) as tif:
-            if not tif.pages:
-                raise ImageReadError(f"{name}: TIFF file contains no image ({_ACCEPTED})")
-            page = tif.pages[0]
+        yield
+    finally:
+        logger.removeFilter(_drop_record)
+
+
+def _drop_record(record: logging.LogRecord) -> bool:
+    return False
+
+
+def _check_tiff_chunks(fh: BinaryIO, page: tifffile.TiffPage, name: str, max_pixels: int) -> None:
+    """Refuse tiles over the pixel limit and deflate chunks that inflate past their size."""
+    if page.is_tiled:
+        tile_pixels = int(page.tilelength) * int(page.tilewidth) * max(1, int(page.tiledepth))
+        if tile_pixels > max_pixels:
+            raise ImageReadError(
+                f"{name}: TIFF tile of {page.tilelength}x{page.tilewidth} pixels is over the "
+                f"limit of {max_pixels:,} pixels (accepted: tiles up to {max_pixels:,} pixels; "
+                f"set {MAX_PIXELS_ENV} to raise it)"
+            )
+    if int(page.compression) not in _TIFF_DEFLATE:
+        return
+    itemsize = max(1, np.dtype(page.dtype).itemsize) if page.dtype is not None else 8
+    expected = int(np.prod(page.chunks, dtype=np.int64)) * itemsize
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+        if not count:
+            continue
+        fh.seek(int(offset))
+        data = fh.read(int(count))
+        try:
+            inflated = zlib.decompressobj().decompress(data, expected + 1)
+        except zlib.error as exc:
+            raise ImageReadError(
+                f"{name}: corrupt deflate data in TIFF ({_short(exc)}) ({_ACCEPTED})"
+            ) from None
+        if len(inflated) > expected:
+            raise ImageReadError(
+                f"{name}: TIFF strip/tile decompresses to more than the {expected:,} bytes "
+                "its size allows (decompression bomb; accepted: well-formed TIFF files)"
+            )
+
+
+def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarray:
+    codec_error: BaseException | None = None
+    try:
+        with _quiet_tifffile(), tifffile.TiffFile(fh) as tif:
+            try:
+                page = tif.pages[0]  # not len(tif.pages): that walks the whole IFD chain
+            except IndexError:
+                raise ImageReadError(f"{name}: TIFF file contains no image ({_ACCEPTED})") from None
             if not isinstance(page, tifffile.TiffPage):
                 page = page.aspage()
             height, width = int(page.imagelength), int(page.imagewidth)
@@ -320,12 +378,17 @@ def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarra
                         f"{name}: truncated TIFF file (image data ends at byte "
                         f"{int(offset) + int(count):,} but the file has {size:,} bytes)"
                     )
-            try:
-                arr = page.asarray()
-            except Exception as exc:
-                codec_error = exc
+            _check_tiff_chunks(fh, page, name, max_pixels)
+            compression = int(page.compression)
+            if compression != _TIFF_NONE and compression not in _TIFF_DEFLATE:
+                codec_error = ValueError(f"compression {page.compression.name} goes to PIL")
             else:
-                return _tiff_to_array(arr, page, name)
+                try:
+                    arr = page.asarray()
+                except Exception as exc:
+                    codec_error = exc
+                else:
+                    return _tiff_to_array(arr, page, name)
     except UnetCoreError:
         raise
     except Exception as exc:
@@ -333,13 +396,15 @@ def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarra
             f"{name}: corrupt or unreadable TIFF file ({_short(exc)}) ({_ACCEPTED})"
         ) from None
     # tifffile could parse the file but not decode it (typically LZW/JPEG compression
-    # without the optional imagecodecs package): let PIL/libtiff try.
+    # without the optional imagecodecs package), or it is not one tifffile may decode:
+    # let PIL/libtiff try.
     try:
         fh.seek(0)
         return _read_pil(fh, name, max_pixels, frozenset({"TIFF"}))
     except ImageReadError:
+        reason = _short(codec_error) if codec_error else "no decoder"
         raise ImageReadError(
-            f"{name}: cannot decode this TIFF ({_short(codec_error)}) "
+            f"{name}: cannot decode this TIFF ({reason}) "
             "(accepted: TIFF, uncompressed or deflate/LZW compressed, 8/16-bit or float)"
         ) from None
 
@@ -1013,6 +1078,8 @@ def _extract_zip(
                     f"({_short(exc)}); accepted: stored or deflate"
                 ) from None
             except (OSError, RuntimeError) as exc:
+                # strerror, not str(exc): that names the temporary folder, gone by now
+                reason = getattr(exc, "strerror", None) or _short(exc)
                 raise DataSetError(
-                    f"{label}: cannot extract {info.filename!r} ({_short(exc)})"
+                    f"{label}: cannot extract {info.filename!r} ({reason})"
                 ) from None

@@ -9,14 +9,19 @@ the network's input shape and every inferred field is listed in ``card.inferred`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError, ModelSpecError
+from .padding import PAD_MODES
 
 NORMALISATIONS: tuple[str, ...] = ("unit", "minmax", "percentile")
 """Input normalisation rules, applied to the [0, 1] image that :func:`unet_core.io.read_image`
@@ -196,6 +201,53 @@ def _sniff(path: Path) -> str:
 
 
 UNSAFE_H5_CLASSES: tuple[str, ...] = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+_UNSAFE_CLASSES: frozenset[str] = frozenset({*UNSAFE_H5_CLASSES, "__lambda__"})
+_MAX_CONFIG_BYTES = 64 << 20  # a U-Net's config.json is ~100 KB
+_MAX_ZIP_RATIO = 100.0  # Keras stores members uncompressed (ratio ~1); same limit as Keras's
+_MIN_RATIO_CHECK_BYTES = 1 << 20
+_REFUSED_CODE = ("such layers and classes hold or import Python code that would run on load. "
+                 "Accepted: models built from standard Keras layers")
+
+
+def _unsafe_entries(config: Any, skip_root_compile: bool = False) -> list[str]:
+    """Lambda layers, serialised lambdas and non-Keras classes named anywhere in a config.
+
+    Walks iteratively (a hostile config can be nested deeper than Python's recursion limit).
+    ``skip_root_compile`` skips the top-level ``compile_config`` of a .keras config, which
+    Keras drops when loading with compile=False (a trained model's custom loss lives there);
+    nested ones are deserialised, so they are checked.
+    """
+    found: set[str] = set()
+    if skip_root_compile and isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "compile_config"}
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            cls = node.get("class_name")
+            if isinstance(cls, str) and cls in _UNSAFE_CLASSES:
+                found.add(cls)
+            module = node.get("module")
+            if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+                found.add(f"{cls} (module {module})")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return sorted(found)
+
+
+def _parse_config(raw: Any, what: str) -> Any:
+    """json.loads with every failure (bad type, bad JSON, too deep) as ModelLoadError."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        raise ModelLoadError(f"{what} is not a JSON string (found {type(raw).__name__})")
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ModelLoadError(f"{what} is not valid JSON (too deeply nested)") from None
+    except ValueError:
+        raise ModelLoadError(f"{what} is not valid JSON") from None
 
 
 def check_legacy_h5(path: Path) -> None:
@@ -205,45 +257,95 @@ def check_legacy_h5(path: Path) -> None:
     """
     import h5py
 
+    path = Path(path)
     try:
         with h5py.File(path, "r") as f:
             raw = f.attrs.get("model_config")
-    except OSError as exc:
-        raise ModelLoadError(f"{path.name}: not a readable HDF5 model file ({exc})") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(
+            f"{path.name}: not a readable HDF5 model file ({_one_line(exc)})") from None
     if raw is None:
         raise ModelLoadError(
             f"{path.name}: HDF5 file holds no model config (weights-only files are not "
             "accepted; save the whole model with model.save('model.keras'))"
         )
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError:
-        raise ModelLoadError(f"{path.name}: HDF5 model config is not valid JSON") from None
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            cls = node.get("class_name")
-            if isinstance(cls, str) and cls in UNSAFE_H5_CLASSES:
-                found.add(cls)
-            module = node.get("module")
-            if isinstance(module, str) and not module.startswith("keras"):
-                found.add(f"{cls} (module {module})")
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(config)
+    config = _parse_config(raw, f"{path.name}: HDF5 model config")
+    found = _unsafe_entries(config)
     if found:
         raise ModelLoadError(
-            f"{path.name}: refused: legacy .h5 model contains {', '.join(sorted(found))}; such "
+            f"{path.name}: refused: legacy .h5 model contains {', '.join(found)}; such "
             "layers hold Python code that would run on load. Accepted: models built from "
             "standard Keras layers, ideally saved as .keras"
         )
+
+
+def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = False) -> None:
+    """Refuse a ``.keras`` archive that is malformed, a zip bomb, or (unless ``allow_code``)
+    whose config.json names Lambda layers, serialised lambdas or non-Keras classes. Runs
+    before Keras reads the archive, so a refusal never depends on how Keras handles it.
+    """
+    path = Path(path)
+    label = name or path.name
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if len(names) != len(set(names)):
+                dup = sorted({n for n in names if names.count(n) > 1})
+                raise ModelLoadError(
+                    f"{label}: refused: the archive holds duplicate members {dup[:3]} "
+                    "(accepted: a .keras file written by model.save)")
+            for info in infos:
+                ratio = info.file_size / max(info.compress_size, 1)
+                if info.file_size >= _MIN_RATIO_CHECK_BYTES and ratio > _MAX_ZIP_RATIO:
+                    raise ModelLoadError(
+                        f"{label}: refused: archive member {info.filename!r} has compression "
+                        f"ratio {ratio:,.0f}:1 (possible zip bomb; accepted: up to "
+                        f"{_MAX_ZIP_RATIO:,.0f}:1)")
+            if "config.json" not in names:
+                raise ModelLoadError(
+                    f"{label}: not a Keras 3 model: the archive has no config.json")
+            info = zf.getinfo("config.json")
+            if info.file_size > _MAX_CONFIG_BYTES:
+                raise ModelLoadError(
+                    f"{label}: refused: config.json is {info.file_size:,} bytes (accepted: up "
+                    f"to {_MAX_CONFIG_BYTES:,})")
+            with zf.open(info) as f:
+                raw = f.read(_MAX_CONFIG_BYTES + 1)
+    except ModelLoadError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            NotImplementedError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"{label}: not a readable Keras 3 archive ({_one_line(exc)})") from None
+    config = _parse_config(raw, f"{label}: config.json")
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{label}: config.json does not describe a model (not an object)")
+    found = [] if allow_code else _unsafe_entries(config, skip_root_compile=True)
+    if found:
+        raise ModelLoadError(
+            f"{label}: refused: model config contains {', '.join(found)}; {_REFUSED_CODE}")
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _keras_readable_path(p: Path) -> Iterator[Path]:
+    """``p``, or a link to it with a lower-case suffix (Keras only knows .keras/.h5/.hdf5)."""
+    suffix = p.suffix.lower()
+    if p.suffix == suffix:
+        yield p
+        return
+    with tempfile.TemporaryDirectory(prefix="unet_model_") as tmp:
+        alias = Path(tmp) / f"model{suffix}"
+        try:
+            alias.symlink_to(p.resolve())
+        except OSError:
+            shutil.copyfile(p, alias)
+        yield alias
 
 
 def _downsampling_stride(model: Any) -> int:
@@ -281,11 +383,18 @@ def infer_card(model: Any, name: str) -> ModelCard:
 
 def validate_model(model: Any, name: str) -> None:
     """Raise ModelSpecError unless the model maps one single-channel image to one 1-channel map."""
-    if len(model.inputs) != 1:
+    try:
+        inputs = list(model.inputs)
+        outputs = list(model.outputs)
+    except (AttributeError, TypeError, ValueError):
         raise ModelSpecError(
-            f"{name}: model has {len(model.inputs)} inputs; accepted: one image input "
+            f"{name}: model has no defined inputs or outputs (e.g. a Sequential saved before it "
+            "was built); accepted: a model with one image input (N, H, W, 1)") from None
+    if len(inputs) != 1:
+        raise ModelSpecError(
+            f"{name}: model has {len(inputs)} inputs; accepted: one image input "
             "(N, H, W, 1)")
-    shape = tuple(model.inputs[0].shape)
+    shape = tuple(inputs[0].shape)
     if len(shape) != 4:
         raise ModelSpecError(
             f"{name}: model input has shape {shape}; accepted: (N, H, W, 1) images")
@@ -293,11 +402,19 @@ def validate_model(model: Any, name: str) -> None:
         raise ModelSpecError(
             f"{name}: model expects input {shape} with {shape[-1]} channels; U-Net Explorer "
             "feeds single-channel (grayscale) images, shape (N, H, W, 1)")
-    if len(model.outputs) != 1:
+    if len(outputs) != 1:
         raise ModelSpecError(
-            f"{name}: model has {len(model.outputs)} outputs; accepted: one mask output "
+            f"{name}: model has {len(outputs)} outputs; accepted: one mask output "
             "(N, H, W, 1)")
-    out = tuple(model.outputs[0].shape)
+    try:
+        structure = model.output
+    except (AttributeError, TypeError, ValueError):
+        structure = None
+    if isinstance(structure, dict):
+        raise ModelSpecError(
+            f"{name}: model returns a dict of outputs ({', '.join(map(str, structure))}); "
+            "accepted: one mask output (N, H, W, 1)")
+    out = tuple(outputs[0].shape)
     if len(out) != 4 or out[-1] != 1:
         raise ModelSpecError(
             f"{name}: model output has shape {out}; accepted: one probability map "
@@ -311,11 +428,71 @@ def load_card(model_path: Path) -> ModelCard | None:
         return None
     try:
         data = json.loads(cpath.read_text())
+    except RecursionError:
+        raise ModelLoadError(
+            f"{cpath.name}: model card is not valid JSON (too deeply nested)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{cpath.name}: model card is not valid JSON ({exc})") from None
+        raise ModelLoadError(
+            f"{cpath.name}: model card is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{cpath.name}: model card must be a JSON object")
-    return ModelCard.from_dict(data)
+    card = ModelCard.from_dict(data)
+    check_card(card, cpath.name)
+    return card
+
+
+MAX_CARD_SIDE = 16384
+"""Largest ``input_size`` side / ``min_size`` a card may ask for (every image is padded to it)."""
+
+
+def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadError) -> None:
+    """Raise ``error`` naming the first card field whose type or value is unusable.
+
+    Bounds that protect the engine: every image is padded up to ``input_size`` /
+    ``min_size`` (at most :data:`MAX_CARD_SIDE`) and to a multiple of ``multiple_of``
+    (at most 1024).
+    """
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def bad(field_name: str, accepted: str) -> Exception:
+        value = repr(getattr(card, field_name))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        return error(
+            f"{name}: model card field {field_name} = {value} is invalid (accepted: {accepted})")
+
+    for text in ("name", "domain", "description", "foreground"):
+        if not isinstance(getattr(card, text), str):
+            raise bad(text, "a string")
+    size = card.input_size
+    if size is not None and (
+        not isinstance(size, list | tuple) or len(size) != 2
+        or not all(is_int(v) and 1 <= v <= MAX_CARD_SIDE for v in size)
+    ):
+        raise bad("input_size", f"null or [height, width] with sides 1..{MAX_CARD_SIDE}")
+    if not is_int(card.multiple_of) or not 1 <= card.multiple_of <= 1024:
+        raise bad("multiple_of", "an integer 1..1024")
+    if not is_int(card.min_size) or not 0 <= card.min_size <= MAX_CARD_SIDE:
+        raise bad("min_size", f"an integer 0..{MAX_CARD_SIDE}")
+    if not is_int(card.channels) or card.channels < 1:
+        raise bad("channels", "a positive integer")
+    if card.normalisation not in NORMALISATIONS:
+        raise bad("normalisation", ", ".join(NORMALISATIONS))
+    if card.padding_mode not in PAD_MODES:
+        raise bad("padding_mode", ", ".join(PAD_MODES))
+    t = card.threshold
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
+        raise bad("threshold", "a number 0..1")
+    if card.output not in ("probability", "logits"):
+        raise bad("output", "probability, logits")
+    if not isinstance(card.tta, bool):
+        raise bad("tta", "true or false")
+    for record in ("architecture", "training", "metrics"):
+        if not isinstance(getattr(card, record), dict):
+            raise bad(record, "a JSON object")
+    if not isinstance(card.inferred, list):
+        raise bad("inferred", "a list of field names")
 
 
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
@@ -330,9 +507,12 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     label = name or p.name
     if not p.is_file():
         raise ModelLoadError(f"{label}: model file not found")
-    if p.stat().st_size == 0:
-        raise ModelLoadError(f"{label}: model file is empty (0 bytes)")
-    kind = _sniff(p)
+    try:
+        if p.stat().st_size == 0:
+            raise ModelLoadError(f"{label}: model file is empty (0 bytes)")
+        kind = _sniff(p)
+    except OSError as exc:
+        raise ModelLoadError(f"{label}: cannot read model file ({_one_line(exc)})") from None
     if kind == "pickle" or p.suffix.lower() in (".pkl", ".pickle"):
         raise ModelLoadError(
             f"{label}: pickle files are refused (they run code when loaded); accepted: "
@@ -341,8 +521,10 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     if suffix not in MODEL_EXTENSIONS:
         raise ModelLoadError(
             f"{label}: not a Keras model file; accepted: .keras (Keras 3) or .h5 (legacy Keras)")
-    if suffix == ".keras" and (kind != "zip" or not zipfile.is_zipfile(p)):
-        raise ModelLoadError(f"{label}: not a Keras 3 model (a .keras file is a zip archive)")
+    if suffix == ".keras":
+        if kind != "zip" or not zipfile.is_zipfile(p):
+            raise ModelLoadError(f"{label}: not a Keras 3 model (a .keras file is a zip archive)")
+        check_keras_zip(p, label, allow_code=not safe_mode)
     if suffix in (".h5", ".hdf5"):
         if kind != "hdf5":
             raise ModelLoadError(f"{label}: not an HDF5 file (legacy Keras models are HDF5)")
@@ -351,7 +533,8 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     import keras
 
     try:
-        model = keras.models.load_model(p, compile=False, safe_mode=safe_mode)
+        with _keras_readable_path(p) as readable:
+            model = keras.models.load_model(readable, compile=False, safe_mode=safe_mode)
     except Exception as exc:  # Keras raises many types; report one line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Lambda" in msg or "safe_mode" in msg:
@@ -368,6 +551,8 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
         found = card is not None
     if card is None:
         card = infer_card(model, p.stem)
+        # a network can declare a huge fixed input or stride: every image would be padded to it
+        check_card(card, f"{label} (settings inferred from the network)", ModelSpecError)
     return LoadedModel(model=model, card=card, path=p, card_found=found)
 
 

@@ -1,0 +1,1 @@
+"""U-Net Explorer dashboard (Streamlit). Entry point: ``streamlit run app/Home.py``."""

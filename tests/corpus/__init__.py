@@ -1,0 +1,1 @@
+"""Generated corpus of bad or awkward inputs (see :mod:`corpus.make_corpus`)."""

@@ -1,0 +1,331 @@
+"""Dashboard tests with Streamlit's AppTest, on a tiny untrained U-Net (no browser).
+
+The model is the session's ``tiny_model_path`` copied next to a card with domain "seismic",
+served to the app through ``UNET_MODELS_DIR``. Data root: ``<repo>/assets``.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "Home.py"
+TIMEOUT = 60
+PAGES = ["segment", "evaluate", "filters", "activations"]
+
+
+@pytest.fixture(scope="session")
+def app_models_dir(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder with tiny.keras and a card (domain seismic, threshold 0.5)."""
+    from unet_core.model import ModelCard
+
+    folder = tmp_path_factory.mktemp("app_models")
+    shutil.copy(tiny_model_path, folder / "tiny.keras")
+    ModelCard(name="tiny", domain="seismic", description="tiny test U-Net", foreground="salt",
+              multiple_of=4, min_size=32, threshold=0.5).save(folder / "tiny.json")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def app_env(app_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNET_MODELS_DIR", str(app_models_dir))
+    monkeypatch.setenv("UNET_DATA_ROOT", str(ROOT / "assets"))
+
+
+def open_app(page: str | None = None) -> AppTest:
+    """Run the app, then switch to ``page`` (views/<page>.py) if given."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception element and no 'Unexpected error' on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    unexpected = [e.value for e in at.error if "Unexpected error" in e.value]
+    assert not unexpected, unexpected
+
+
+def texts(elements: Iterable[Any]) -> str:
+    """The values of some page elements, one per line (for assertion messages)."""
+    return "\n".join(str(e.value) for e in elements)
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The displayed value of the st.metric labelled ``label``."""
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def png(array: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 array."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_home_shows_card_and_layer_table() -> None:
+    at = open_app()
+    assert_clean(at)
+    assert at.title[0].value == "Model: tiny"
+    assert at.sidebar.selectbox(key="model_choice").value == "tiny"
+    assert not at.warning  # the card was found: no "inferred" warning
+    card = at.table[0].value
+    assert "seismic" in card["value"].tolist() and "0.50" in card["value"].tolist()
+    layers = at.dataframe[-1].value
+    assert {"name", "type", "output shape", "params", "kernel"} <= set(layers.columns)
+    assert "Conv2D" in layers["type"].tolist()
+    assert int(metric(at, "Total parameters").replace(",", "")) == int(layers["params"].sum())
+
+
+@pytest.mark.parametrize(("page", "widgets"), [
+    ("segment", [("radio", "Source"), ("selectbox", "Padding"), ("slider", "Threshold"),
+                 ("slider", "Overlay opacity"), ("radio", "Overlay style")]),
+    ("evaluate", [("radio", "Data source"), ("button", "Run evaluation")]),
+    ("filters", [("selectbox", "Layer"), ("number_input", "Input channel"),
+                 ("selectbox", "Filter")]),
+    ("activations", [("radio", "Image"), ("selectbox", "Layer"), ("selectbox", "Channel"),
+                     ("toggle", "Shared colour scale"), ("checkbox", "Overlay on input")]),
+])
+def test_page_renders_with_its_widgets(page: str, widgets: list[tuple[str, str]]) -> None:
+    at = open_app(page)
+    assert_clean(at)
+    assert at.title[0].value == page.capitalize()
+    for kind, label in widgets:
+        labels = [w.label for w in getattr(at, kind)]
+        assert label in labels, (kind, label, labels)
+
+
+def test_segment_threshold_rescores_without_running_the_network(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import common
+    from unet_core.inference import Segmenter
+
+    calls: list[int] = []
+    original = Segmenter.predict_proba
+
+    def counting(self: Segmenter, image: np.ndarray,
+                 padding_mode: str | None = None) -> np.ndarray:
+        calls.append(1)
+        return original(self, image, padding_mode)
+
+    monkeypatch.setattr(Segmenter, "predict_proba", counting)
+    common._probability_map.clear()
+    at = open_app("segment")
+    assert_clean(at)
+    assert at.selectbox(key="seg_sample").value == "sample:seismic/seismic_000.png"
+    assert at.slider(key="seg_threshold").value == pytest.approx(0.5)  # the card's
+    assert len(calls) == 1
+    at.slider(key="seg_threshold").set_value(0.0).run()
+    iou_low = metric(at, "IoU")
+    at.slider(key="seg_threshold").set_value(1.0).run()
+    assert_clean(at)
+    assert metric(at, "IoU") == "0.000"  # nothing is > 1.0
+    assert iou_low != metric(at, "IoU")
+    assert {m.label for m in at.metric} == {"IoU", "Dice", "Precision", "Recall", "TGS score"}
+    assert len(calls) == 1, "moving the threshold must not re-run the network"
+    assert at.session_state["threshold"] == pytest.approx(1.0)
+
+
+def test_segment_bad_upload_shows_error_with_file_name() -> None:
+    at = open_app("segment")
+    at.radio(key="seg_source").set_value("Upload images").run()
+    at.file_uploader(key="seg_upload_images").set_value(
+        ("bad.png", b"this is not an image", "image/png")).run()
+    assert_clean(at)
+    assert any("bad.png" in e.value for e in at.error), texts(at.error)
+    assert [w.label for w in at.slider][:1] == ["Threshold"]  # the controls still work
+
+
+def test_segment_upload_with_mismatched_mask_still_predicts() -> None:
+    image = (np.arange(40 * 48) % 251).astype(np.uint8).reshape(40, 48)
+    at = open_app("segment")
+    at.radio(key="seg_source").set_value("Upload images").run()
+    at.file_uploader(key="seg_upload_images").set_value(("a.png", png(image), "image/png"))
+    at.file_uploader(key="seg_upload_masks").set_value(
+        ("a.png", png(np.zeros((10, 10), np.uint8)), "image/png")).run()
+    assert_clean(at)
+    assert any("a.png" in e.value and "10x10" in e.value for e in at.error), texts(at.error)
+    assert not at.metric  # no scores without a usable mask
+    assert [b.label for b in at.download_button] == [
+        "Download mask (PNG)", "Download probabilities (.npy)"]
+
+
+def test_evaluate_bundled_samples_then_open_worst_in_segment() -> None:
+    at = open_app("evaluate")
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    table = at.dataframe[-1].value
+    assert len(table) == 6 and {"name", "coverage", "IoU", "Dice", "TGS score"} <= set(table)
+    best = float(metric(at, "Best threshold"))
+    assert 0.0 <= best <= 1.0
+    assert "best threshold" in " ".join(at.dataframe[0].value["at"])
+    assert [b.label for b in at.download_button] == ["Download per-image CSV"]
+    opens = [b for b in at.button if b.label == "Open in Segment"]
+    assert opens
+    opens[0].click().run()
+    assert_clean(at)
+    assert at.title[0].value == "Segment"
+    assert at.radio(key="seg_source").value == "Recent images"
+    assert {"IoU", "Dice", "TGS score"} <= {m.label for m in at.metric}  # shown with its mask
+
+
+def test_evaluate_folder_outside_data_root_is_refused() -> None:
+    at = open_app("evaluate")
+    at.radio(key="eval_source").set_value("Folder on the server").run()
+    at.text_input(key="eval_folder").input("/etc").run()
+    assert_clean(at)
+    assert any("outside the allowed data root" in e.value and str(ROOT / "assets") in e.value
+               for e in at.error), texts(at.error)
+    assert at.button(key="eval_run").disabled
+
+
+def test_filters_paging_text_and_layer_switch() -> None:
+    at = open_app("filters")
+    assert_clean(at)
+    assert any(" of " in c.value and "shown" in c.value for c in at.caption)
+    layers = at.selectbox(key="filters_layer").options
+    assert len(layers) > 3
+    at.selectbox(key="filters_layer").set_value("bottleneckb_conv").run()
+    assert_clean(at)
+    assert any(c.value.startswith("16 of 16 shown") for c in at.caption), texts(at.caption)
+
+
+def test_pager_shows_n_of_m() -> None:
+    def script() -> None:
+        from app import common
+
+        common.pager(40, key="p", noun="channels")
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert at.caption[0].value.startswith("16 of 40 shown")
+    at.number_input(key="p").set_value(3).run()
+    assert at.caption[0].value.startswith("8 of 40 shown")
+
+
+def test_activations_switching_layer_costs_no_forward_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.introspect import ActivationProbe
+
+    runs: list[int] = []
+    original = ActivationProbe.run
+
+    def counting(self: ActivationProbe, x: np.ndarray) -> dict[str, np.ndarray]:
+        runs.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(ActivationProbe, "run", counting)
+    at = open_app("activations")
+    assert_clean(at)
+
+    def passes() -> str:
+        return next(c.value for c in at.caption if c.value.startswith("Forward passes"))
+
+    before, n_runs = passes(), len(runs)
+    layers = at.selectbox(key="act_layer").options
+    at.selectbox(key="act_layer").set_value(layers[0]).run()
+    at.toggle(key="act_shared").set_value(False).run()
+    at.checkbox(key="act_overlay").check().run()
+    assert_clean(at)
+    assert passes() == before
+    assert len(runs) == n_runs
+
+
+def test_no_model_offers_upload_and_refuses_bad_model(tmp_path: Path, tiny_model_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
+    at = open_app()
+    assert_clean(at)
+    assert any("No models found" in w.value for w in at.sidebar.warning)
+    assert at.sidebar.selectbox(key="model_choice").options == ["Upload a model…"]
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("evil.keras", b"not a zip at all", "application/octet-stream")).run()
+    assert_clean(at)
+    assert any("evil.keras" in e.value for e in at.sidebar.error), texts(at.sidebar.error)
+    assert any("No model loaded" in i.value for i in at.info)
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("mine.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    assert at.title[0].value == "Model: mine"
+    assert any("inferred" in w.value for w in at.warning)  # uploaded without a card
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_resolve_data_folder_stays_inside_root(tmp_path: Path) -> None:
+    from app.common import resolve_data_folder
+    from unet_core.errors import DataSetError
+
+    root = tmp_path / "root"
+    (root / "set" / "images").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (root / "escape").symlink_to(tmp_path / "outside")
+    assert resolve_data_folder("set", root) == (root / "set").resolve()
+    assert resolve_data_folder(str(root / "set"), root) == (root / "set").resolve()
+    for bad in ("../outside", str(tmp_path / "outside"), "escape", "set/../../outside"):
+        with pytest.raises(DataSetError, match="outside the allowed data root"):
+            resolve_data_folder(bad, root)
+    with pytest.raises(DataSetError, match="no such folder"):
+        resolve_data_folder("missing", root)
+
+
+def test_items_from_uploads_pairs_masks_by_name_and_stem() -> None:
+    from app.common import items_from_uploads, safe_filename
+
+    items, notes = items_from_uploads(
+        [("a.png", b"A"), ("b.jpg", b"B"), ("c.png", b"C"), ("a.png", b"A2")],
+        [("a.png", b"MA"), ("b.png", b"MB"), ("zzz.png", b"MZ")])
+    assert [(i.name, i.mask_name) for i in items] == [
+        ("a.png", "a.png"), ("b.jpg", "b.png"), ("c.png", None)]
+    assert any("a.png: uploaded twice" in n for n in notes)
+    assert any(n.startswith("zzz.png: mask matches no uploaded image") for n in notes)
+    assert safe_filename("../../etc/passwd.keras") == "passwd.keras"
+    assert safe_filename("..") == "upload"
+
+
+def test_evaluate_uploaded_zip_and_bad_zip() -> None:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for sub in ("images", "masks"):
+            for path in sorted((ROOT / "assets" / "seismic" / sub).iterdir()):
+                zf.write(path, f"set/{sub}/{path.name}")
+    at = open_app("evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert len(at.dataframe[-1].value) == 6
+    at.file_uploader(key="eval_zip").set_value(("bad.zip", b"PK\x03\x04junk", "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert any(e.value.startswith("bad.zip: corrupt") for e in at.error), texts(at.error)
+
+
+def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import common
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(common, "probability_map", boom)
+    at = open_app("segment")
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Unexpected error: RuntimeError: boom second line"]

@@ -1,0 +1,57 @@
+"""Tests on the real labelled data in ../shared/data (skipped, with the reason, where absent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from unet_core.cli import main
+
+from conftest import ROOT, shared_dataset
+
+pytestmark = pytest.mark.realdata
+
+
+def _names_file(tmp_path: Path, names: list[str]) -> str:
+    p = tmp_path / "names.txt"
+    p.write_text("\n".join(names) + "\n")
+    return str(p)
+
+
+def test_evaluate_any_single_channel_unet_on_tgs(capsys, tiny_model_path, tmp_path):
+    data = shared_dataset("tgs_salt")
+    names = sorted(p.name for p in (data / "images").iterdir())[:150]
+    code = main(["evaluate", "--model", str(tiny_model_path), "--data", str(data), "--json",
+                 "--names", _names_file(tmp_path, names)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n"] == 150
+    for key in ("threshold", "iou", "dice", "tgs_metric", "best_threshold", "best_tgs_metric",
+                "best_iou"):
+        assert 0.0 <= res[key] <= 1.0
+
+
+@pytest.mark.parametrize(("model", "dataset", "metric"), [
+    ("salt", "tgs_salt", "tgs_metric"),
+    ("nuclei", "dsb2018_nuclei", "iou"),
+])
+def test_shipped_model_reproduces_its_card_on_held_out_pairs(capsys, tmp_path, model, dataset,
+                                                             metric):
+    """The held-out split (never trained on) gives the figures the card reports."""
+    path = ROOT / "models" / f"{model}.keras"
+    if not path.exists():
+        pytest.skip(f"{path} not shipped yet")
+    data = shared_dataset(dataset)
+    card = json.loads(path.with_suffix(".json").read_text())
+    held_out = path.with_suffix(".heldout.txt").read_text().split()
+    code = main(["evaluate", "--model", str(path), "--data", str(data), "--json", "--names",
+                 _names_file(tmp_path, held_out)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n"] == len(held_out) == card["metrics"]["test"]["n"]
+    assert res[metric] == pytest.approx(card["metrics"]["test"][
+        "tgs_metric" if metric == "tgs_metric" else "iou"], abs=0.01)
