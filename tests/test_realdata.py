@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, shared_dataset
 
 from unet_core.cli import main
-
-from conftest import ROOT, shared_dataset
 
 pytestmark = pytest.mark.realdata
 
