@@ -104,6 +104,9 @@ def _segmenter(args: argparse.Namespace):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
     from .io import find_images, read_image, write_mask_png
     from .metrics import threshold_mask
 
@@ -126,18 +129,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     t = seg.card.threshold if args.threshold is None else args.threshold
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    from tqdm import tqdm
-
     for p in tqdm(images, desc="predict", unit="img", disable=len(images) < 2, file=sys.stderr):
         try:
             prob = seg.predict_proba(read_image(p))
         except UnetCoreError as exc:
             failures += 1
-            print(f"error: {exc}", file=sys.stderr)
+            tqdm.write(f"error: {exc}", file=sys.stderr)
             continue
         np_path = out / f"{p.stem}_prob.npy"
-        import numpy as np
-
         np.save(np_path, prob.astype(np.float32))
         write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t))
     done = len(images) - failures

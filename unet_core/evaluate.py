@@ -52,6 +52,15 @@ class Evaluation:
         }
 
 
+def add_predictions(acc: SweepAccumulator, segmenter: Segmenter, images: Sequence[np.ndarray],
+                    truths: Sequence[np.ndarray], names: Sequence[str],
+                    padding_mode: str | None = None) -> None:
+    """Predict images (float32 (H, W) each) in one batch and add them with their bool truths."""
+    probs = segmenter.predict_batch(list(images), padding_mode)
+    for prob, truth, name in zip(probs, truths, names, strict=True):
+        acc.add(prob, truth, name)
+
+
 def iter_loaded(pairs: Sequence[Pair], max_pixels: int | None = None, workers: int = 2,
                 prefetch: int = 64) -> Iterator[tuple[Pair, np.ndarray, np.ndarray | None]]:
     """Yield (pair, image float32 (H, W), mask bool (H, W) | None), decoding ahead in threads."""
@@ -87,9 +96,8 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
 
     def flush() -> None:
         nonlocal done
-        probs = segmenter.predict_batch([b[1] for b in batch], padding_mode)
-        for (pair, _, mask), prob in zip(batch, probs, strict=True):
-            acc.add(prob, mask, pair.name)
+        add_predictions(acc, segmenter, [b[1] for b in batch], [b[2] for b in batch],
+                        [b[0].name for b in batch], padding_mode)
         done += len(batch)
         batch.clear()
         if progress:

@@ -128,7 +128,10 @@ class Segmenter:
                 ) -> tuple[np.ndarray, PadBox]:
         """Normalise and pad one (H, W) image for the network -> (padded (Hp, Wp), box)."""
         mode = check_mode(padding_mode or self.padding_mode)
-        x = normalise_input(check_image(image), self.card.normalisation)
+        return self._pad(normalise_input(check_image(image), self.card.normalisation), mode)
+
+    def _pad(self, x: np.ndarray, mode: str) -> tuple[np.ndarray, PadBox]:
+        """Pad a validated, normalised (H, W) image to the network's size."""
         card = self.card
         if card.input_size:
             th, tw = card.input_size
@@ -138,13 +141,13 @@ class Segmenter:
     # -- public ------------------------------------------------------------------------------
     def predict_proba(self, image: np.ndarray, padding_mode: str | None = None) -> np.ndarray:
         """Probability map of one image: (H, W) float in [0, 1] -> float32 (H, W)."""
-        img = check_image(image)
-        if self.network_size(*img.shape) is None:
+        mode = check_mode(padding_mode or self.padding_mode)
+        x = normalise_input(check_image(image), self.card.normalisation)
+        if self.network_size(*x.shape) is None:
             th, tw = self.card.input_size  # type: ignore[misc]
-            x = normalise_input(img, self.card.normalisation)
-            return predict_tiled(self.forward, x, (th, tw), self.tile_overlap,
-                                 check_mode(padding_mode or self.padding_mode), self.batch_size)
-        padded, box = self.prepare(img, padding_mode)
+            return predict_tiled(self.forward, x, (th, tw), self.tile_overlap, mode,
+                                 self.batch_size)
+        padded, box = self._pad(x, mode)
         return box.crop(self.forward(padded[None])[0])
 
     def predict_batch(self, images: Sequence[np.ndarray], padding_mode: str | None = None

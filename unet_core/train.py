@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnetCoreError
+from .evaluate import add_predictions
 from .inference import Segmenter, normalise_input
 from .io import find_pairs, load_pair
 from .metrics import SweepAccumulator
@@ -262,9 +263,8 @@ def sweep_split(segmenter: Segmenter, images: Sequence[np.ndarray], masks: Seque
     """Threshold sweep of a model over a split -> SweepResult (images already normalised)."""
     acc = SweepAccumulator()
     for s in range(0, len(images), 32):
-        probs = segmenter.predict_batch(list(images[s : s + 32]))
-        for prob, m, n in zip(probs, masks[s : s + 32], names[s : s + 32], strict=True):
-            acc.add(prob, m > 0.5, n)
+        add_predictions(acc, segmenter, images[s : s + 32],
+                        [m > 0.5 for m in masks[s : s + 32]], names[s : s + 32])
     return acc.result()
 
 
@@ -339,10 +339,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     class Checkpoint(keras.callbacks.Callback):
         """Validation sweep, best/last checkpoints, early stopping and the CSV log."""
 
-        def __init__(self, phase: str, phase_start: int) -> None:
+        def __init__(self, phase: str) -> None:
             super().__init__()
             self.phase = phase
-            self.phase_start = phase_start
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -387,8 +386,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     for phase, n_epochs, lr in phases:
         start, end = epoch0, epoch0 + n_epochs
         epoch0 = end
-        if state["epoch"] >= end or (state["phase"] != phase and phase == "bce_dice"
-                                     and state["phase"] == "lovasz"):
+        if state["epoch"] >= end or (phase == "bce_dice" and state["phase"] == "lovasz"):
             continue
         if phase == "lovasz" and state["phase"] != "lovasz":
             # Start the IoU phase from the best BCE+Dice weights with a fresh optimizer.
@@ -411,7 +409,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         seq.epoch = state["epoch"]
         model.fit(seq, epochs=end, initial_epoch=max(start, state["epoch"]), verbose=verbose,
                   callbacks=[keras.callbacks.LearningRateScheduler(schedule),
-                             Checkpoint(phase, start)])
+                             Checkpoint(phase)])
         state["wait"] = 0 if phase == "bce_dice" else state["wait"]
 
     # -- finish: best weights, threshold on val, honest score on test, model + card ----------
