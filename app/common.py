@@ -485,6 +485,26 @@ def sample_select(domain: str, key: str, label: str = "Sample") -> ImageItem | N
     return by_key[chosen]
 
 
+def image_sources(upload_label: str, widget_key: str, recent: dict[str, ImageItem]
+                  ) -> list[str]:
+    """Options of a page's image-source radio (bundled, upload, recent if any), seeded so the
+    radio shows "Recent images" when the carried-over image is one of them."""
+    sources = ["Bundled sample", upload_label] + (["Recent images"] if recent else [])
+    ss = st.session_state
+    if ss.get(widget_key) not in sources:
+        ss[widget_key] = "Recent images" if ss.get("image_key") in recent else sources[0]
+    return sources
+
+
+def recent_select(key: str, recent: dict[str, ImageItem], show_mask: bool = True) -> ImageItem:
+    """Selectbox "Recent image" over this session's recent images; carries ``image_key``."""
+    seed_widget(key, "image_key", next(iter(recent)), lambda v: v in recent)
+    pick = st.selectbox("Recent image", list(recent), key=key,
+                        format_func=lambda k: recent[k].name
+                        + (" (+ mask)" if show_mask and recent[k].mask_data else ""))
+    return recent[pick]
+
+
 def items_from_uploads(images: Sequence[tuple[str, bytes]],
                        masks: Sequence[tuple[str, bytes]] = ()
                        ) -> tuple[list[ImageItem], list[str]]:

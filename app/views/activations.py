@@ -25,9 +25,7 @@ st.caption(f"Model **{bundle.label}** · maps are cropped to the image (padding 
 
 # ---------------------------------------------------------------- image + layer
 recent = common.recent_items()
-sources = ["Bundled sample", "Upload an image"] + (["Recent images"] if recent else [])
-if ss.get("act_source") not in sources:
-    ss["act_source"] = "Recent images" if ss.get("image_key") in recent else sources[0]
+sources = common.image_sources("Upload an image", "act_source", recent)
 
 c_img, c_opts = st.columns([2, 1])
 item: common.ImageItem | None = None
@@ -43,10 +41,7 @@ with c_img:
         else:
             st.info("Upload an image to look at its activations.")
     else:
-        common.seed_widget("act_recent", "image_key", next(iter(recent)), lambda v: v in recent)
-        key = st.selectbox("Recent image", list(recent), key="act_recent",
-                           format_func=lambda k: recent[k].name)
-        item = recent[key]
+        item = common.recent_select("act_recent", recent, show_mask=False)
 with c_opts:
     padding = common.padding_select("act_padding", card.padding_mode)
 

@@ -19,12 +19,10 @@ st.caption(f"Model **{bundle.label}** · {card.foreground} · input {card.input_
 
 # ---------------------------------------------------------------- controls
 recent = common.recent_items()
-sources = ["Bundled sample", "Upload images"] + (["Recent images"] if recent else [])
 if ss.pop("_segment_open_recent", False) and recent:
     ss["seg_source"] = "Recent images"
     ss["seg_recent"] = ss.get("image_key")
-if ss.get("seg_source") not in sources:
-    ss["seg_source"] = "Recent images" if ss.get("image_key") in recent else sources[0]
+sources = common.image_sources("Upload images", "seg_source", recent)
 
 c_src, c_run, c_view = st.columns([1.4, 1, 1])
 item: common.ImageItem | None = None
@@ -63,12 +61,7 @@ with c_src:
         elif not items:
             st.info("Upload one or more images; add masks to score them.")
     else:
-        common.seed_widget("seg_recent", "image_key", next(iter(recent)),
-                           lambda v: v in recent)
-        key = st.selectbox("Recent image", list(recent), key="seg_recent",
-                           format_func=lambda k: recent[k].name
-                           + (" (+ mask)" if recent[k].mask_data else ""))
-        item = recent[key]
+        item = common.recent_select("seg_recent", recent)
 with c_run:
     padding = common.padding_select("seg_padding", card.padding_mode)
     tta = common.tta_checkbox("seg_tta", card.tta)
