@@ -31,5 +31,6 @@ PAGES = [
 
 page = st.navigation(PAGES)
 common.sidebar_model_picker()
+common.sidebar_backend_picker()
 with common.run_safely(what=f"page {page.title}"):
     page.run()

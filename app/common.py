@@ -4,7 +4,7 @@ Caching (all keyed by content hashes, never by object identity):
 
 * :func:`load_model_cached` (``st.cache_resource``): one LoadedModel per (file path, sha256 of
   the model file + its card). :func:`get_segmenter` (``st.cache_resource``): one Segmenter per
-  (model key, TTA); its ``tf.function`` is traced once.
+  (model key, TTA, backend: see :func:`sidebar_backend_picker`).
 * :func:`probability_map` (``st.cache_data``, 64 entries / 512 MB): the network's output per
   (model key, image sha256, padding mode, TTA). Moving the threshold only re-thresholds this
   array; the network never runs again for it.
@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from unet_core.backends import BACKENDS, default_backend
 from unet_core.errors import DataSetError, MaskError, UnetCoreError
 from unet_core.io import IMAGE_EXTENSIONS, Pair, find_pairs, get_max_pixels, read_image, read_mask
 from unet_core.model import MODEL_EXTENSIONS, LoadedModel, ModelCard, card_path_for, load_model
@@ -64,6 +65,8 @@ DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei"}
 #: Default cap on the activation maps of one image (MiB); $UNET_ACTIVATION_MAX_MB overrides it.
 ACTIVATION_MAX_MB = 1024
 PER_PAGE = 16
+BACKEND_LABELS: dict[str, str] = {"auto": "Auto (fastest available)",
+                                  "onnxruntime": "ONNX Runtime", "tensorflow": "TensorFlow"}
 
 # Page widgets re-seeded from the card when another model is picked.
 _MODEL_BOUND_WIDGETS = ("seg_threshold", "eval_threshold", "seg_padding", "eval_padding",
@@ -258,11 +261,41 @@ def load_model_cached(path: str, fingerprint: str, display_name: str) -> LoadedM
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def get_segmenter(model_key: str, tta: bool, _loaded: LoadedModel) -> Any:
-    """One :class:`~unet_core.inference.Segmenter` per (model, TTA)."""
+def _segmenter(model_key: str, tta: bool, backend: str, _loaded: LoadedModel) -> Any:
+    LOG.info("segmenter: model %s tta %s backend %s", model_key, tta, backend)
     from unet_core.inference import Segmenter
 
-    return Segmenter(_loaded, tta=tta)
+    return Segmenter(_loaded, tta=tta, backend=backend)
+
+
+def current_backend() -> str:
+    """The inference backend picked in the sidebar (default: ``UNET_BACKEND`` or ``auto``)."""
+    name = st.session_state.get("backend")
+    return name if name in BACKENDS else default_backend()
+
+
+def get_segmenter(bundle: ModelBundle, tta: bool, backend: str | None = None) -> Any:
+    """One :class:`~unet_core.inference.Segmenter` per (model, TTA, backend); ``backend``
+    defaults to the sidebar's choice. The ONNX export it may build is cached on disk."""
+    return _segmenter(bundle.key, bool(tta), backend or current_backend(), bundle.loaded)
+
+
+def backend_caption(seg: Any) -> str:
+    """One line saying which backend runs and why (e.g. the ONNX-vs-Keras difference)."""
+    label = BACKEND_LABELS.get(seg.backend.name, seg.backend.name)
+    return f"Backend: {label}" + (f" · {seg.backend.note}" if seg.backend.note else "")
+
+
+def sidebar_backend_picker() -> str:
+    """Sidebar select box of inference backends; returns the chosen name."""
+    if "backend" not in st.session_state:
+        st.session_state["backend"] = default_backend()
+    return st.sidebar.selectbox(
+        "Inference backend", list(BACKENDS), key="backend",
+        format_func=lambda b: BACKEND_LABELS.get(b, b),
+        help="Auto runs ONNX Runtime on an export of the model (built once, cached on disk, "
+             "checked against Keras) and falls back to TensorFlow when that is unavailable. "
+             "Probabilities agree to ~1e-7.")
 
 
 def safe_filename(name: str, default: str = "upload") -> str:
@@ -594,18 +627,20 @@ def recent_items() -> dict[str, ImageItem]:
 
 
 @st.cache_data(max_entries=64, max_size="512MB", show_spinner=False)
-def _probability_map(model_key: str, image_sha: str, padding: str, tta: bool,
+def _probability_map(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
                      _segmenter: Any, _image: np.ndarray) -> np.ndarray:
-    LOG.info("forward pass: model %s image %s padding %s tta %s", model_key, image_sha[:12],
-             padding, tta)
+    LOG.info("forward pass: model %s image %s padding %s tta %s backend %s", model_key,
+             image_sha[:12], padding, tta, backend)
     return _segmenter.predict_proba(_image, padding)
 
 
 def probability_map(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
                     tta: bool) -> np.ndarray:
-    """Probability map (float32 (H, W)), cached per (model, image sha256, padding, TTA)."""
-    seg = get_segmenter(bundle.key, bool(tta), bundle.loaded)
-    return _probability_map(bundle.key, item.sha, padding, bool(tta), seg, image)
+    """Probability map (float32 (H, W)), cached per (model, image sha256, padding, TTA,
+    backend)."""
+    seg = get_segmenter(bundle, bool(tta))
+    return _probability_map(bundle.key, item.sha, padding, bool(tta), seg.backend.name, seg,
+                            image)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# ONNX exports made by the tests go to a throw-away cache, never the user's ~/.cache.
+os.environ.setdefault("UNET_CACHE_DIR", tempfile.mkdtemp(prefix="unet_test_cache_"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

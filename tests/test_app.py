@@ -140,6 +140,20 @@ def test_segment_threshold_rescores_without_running_the_network(
     assert at.session_state["threshold"] == pytest.approx(1.0)
 
 
+def test_sidebar_backend_choice_reaches_the_segment_page() -> None:
+    at = open_app("segment")
+    assert_clean(at)
+    box = at.sidebar.selectbox(key="backend")
+    assert box.label == "Inference backend" and box.options == ["Auto (fastest available)",
+                                                                "ONNX Runtime", "TensorFlow"]
+    assert "Backend: ONNX Runtime" in texts(at.caption)  # auto picks ONNX Runtime
+    auto_iou = metric(at, "IoU")
+    box.set_value("tensorflow").run()
+    assert_clean(at)
+    assert "Backend: TensorFlow" in texts(at.caption)
+    assert metric(at, "IoU") == auto_iou  # same weights, same mask
+
+
 def test_segment_bad_upload_shows_error_with_file_name() -> None:
     at = open_app("segment")
     at.radio(key="seg_source").set_value("Upload images").run()

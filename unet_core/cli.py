@@ -15,10 +15,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from .backends import BACKENDS  # noqa: E402
 from .errors import UnetCoreError  # noqa: E402
 from .padding import PAD_MODES  # noqa: E402
 
 EXIT_USER_ERROR = 2
+BACKEND_HELP = ("inference backend: auto (default: ONNX Runtime on a cached export, checked "
+                "against Keras; TensorFlow if that is unavailable), onnxruntime or tensorflow; "
+                "env UNET_BACKEND sets the default")
 
 
 def _threshold(text: str) -> float:
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="flip test-time augmentation (default: the model card's)")
+    pr.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
 
     ev = sub.add_parser("evaluate", help="score a model on a folder (or .zip) of pairs",
                         description="Score a model on DIR/images/NAME + DIR/masks/NAME pairs (or a "
@@ -65,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "mean_dice"), help="metric that picks the best threshold")
     ev.add_argument("--per-image", metavar="CSV", help="also write per-image results to CSV")
     ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
 
     ins = sub.add_parser("inspect", help="print the model card and layer table")
     ins.add_argument("--model", required=True)
@@ -100,7 +106,12 @@ def _segmenter(args: argparse.Namespace):
 
     loaded = load_model(args.model)
     return Segmenter(loaded, padding_mode=getattr(args, "padding", None),
-                     tta=getattr(args, "tta", None))
+                     tta=getattr(args, "tta", None), backend=getattr(args, "backend", None))
+
+
+def _backend_line(seg) -> str:
+    note = seg.backend.note
+    return f"backend {seg.backend.name}" + (f" ({note})" if note else "")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -140,8 +151,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         np.save(np_path, prob.astype(np.float32))
         write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t))
     done = len(images) - failures
-    print(f"wrote {done} mask(s) and probability map(s) to {out} (threshold {t:g})",
-          file=sys.stderr)
+    print(f"wrote {done} mask(s) and probability map(s) to {out} (threshold {t:g}; "
+          f"{_backend_line(seg)})", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -175,7 +186,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                             select_metric=args.select, batch_size=args.batch_size,
                             progress=progress)
         bar.close()
-    summary = {"model": str(args.model), "data": str(args.data), **ev.summary()}
+    summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
+               "backend": seg.backend.name}
     if args.per_image:
         import csv
 
@@ -187,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"model {args.model} on {args.data}: {summary['n']} images")
+    print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}")
     print(f"at threshold {summary['threshold']:.2f} (model card): IoU {summary['iou']:.4f}  "
           f"Dice {summary['dice']:.4f}  precision {summary['precision']:.4f}  "
           f"recall {summary['recall']:.4f}  TGS metric {summary['tgs_metric']:.4f}")

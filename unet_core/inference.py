@@ -8,18 +8,19 @@ network accepts (never resizes), runs a compiled forward pass and crops the resu
 * fully convolutional network: padded to at least ``card.min_size`` and up to a multiple of
   ``card.multiple_of``.
 
-Forward passes go through one ``tf.function`` traced once for any (N, H, W, 1) float32 batch,
-not ``model.predict`` per image.
+Forward passes go through an inference backend (:mod:`unet_core.backends`): ONNX Runtime on a
+cached export of the model by default, or one ``tf.function`` traced once for any (N, H, W, 1)
+float32 batch; never ``model.predict`` per image.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
+from .backends import make_backend
 from .errors import UnetCoreError
 from .metrics import threshold_mask
 from .model import NORMALISATIONS, LoadedModel
@@ -81,9 +82,7 @@ class Segmenter:
 
     def __init__(self, loaded: LoadedModel, *, padding_mode: str | None = None,
                  tta: bool | None = None, batch_size: int = 16, tile_overlap: int = 32,
-                 max_batch_pixels: int = 2**22) -> None:
-        import tensorflow as tf
-
+                 max_batch_pixels: int = 2**22, backend: str | None = None) -> None:
         self.loaded = loaded
         self.card = loaded.card
         self.model = loaded.model
@@ -92,28 +91,25 @@ class Segmenter:
         self.batch_size = batch_size
         self.max_batch_pixels = max_batch_pixels
         self.tile_overlap = tile_overlap
-        apply_sigmoid = self.card.output == "logits"
-        model = self.model
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
-                     reduce_retracing=True)
-        def forward(x: Any) -> Any:
-            y = model(x, training=False)
-            if apply_sigmoid:
-                y = tf.sigmoid(y)
-            return y
-
-        self._forward = forward
+        self.backend = make_backend(loaded, backend)
 
     # -- low level ---------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Network on a prepared batch: (N, H, W) float32 -> (N, H, W) float32 probabilities."""
+        """Network on a prepared batch: (N, H, W) float32 -> (N, H, W) float32 probabilities.
+
+        With TTA the image and its left-right mirror go through in one call when the doubled
+        batch fits ``max_batch_pixels``, and their probabilities are averaged.
+        """
         x = np.ascontiguousarray(batch, dtype=np.float32)[..., None]
-        y = self._forward(x).numpy()[..., 0]
-        if self.tta:
-            yf = self._forward(np.ascontiguousarray(x[:, :, ::-1])).numpy()[..., 0]
-            y = 0.5 * (y + yf[:, :, ::-1])
-        return y.astype(np.float32, copy=False)
+        if not self.tta:
+            return self.backend(x)
+        n = len(x)
+        if 2 * x.size <= self.max_batch_pixels:
+            both = self.backend(np.concatenate([x, x[:, :, ::-1]]))
+            y, yf = both[:n], both[n:]
+        else:
+            y, yf = self.backend(x), self.backend(np.ascontiguousarray(x[:, :, ::-1]))
+        return (0.5 * (y + yf[:, :, ::-1])).astype(np.float32, copy=False)
 
     def network_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(H, W) the network will see for an image of this size, or None if it will be tiled."""

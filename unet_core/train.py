@@ -327,7 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     print(f"[train] model {model.count_params():,} parameters", flush=True)
 
     segmenter = Segmenter(from_keras(model, _card_for(cfg, tta=False), cfg.model_name),
-                          batch_size=32)
+                          batch_size=32, backend="tensorflow")  # live weights: no export
     val_imgs = [images[i] for i in va]
     val_masks = [masks[i] for i in va]
     val_names = [names[i] for i in va]
@@ -418,7 +418,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                        residual=cfg.residual, name=cfg.model_name)
     final.set_weights(best.get_weights())
     card = _card_for(cfg, tta=cfg.tta)
-    seg = Segmenter(from_keras(final, card, cfg.model_name), batch_size=32)
+    seg = Segmenter(from_keras(final, card, cfg.model_name), batch_size=32, backend="tensorflow")
     val_res = sweep_split(seg, val_imgs, val_masks, val_names)
     threshold = float(val_res.best_threshold(cfg.select_metric))
     card.threshold = round(threshold, 2)

@@ -57,7 +57,7 @@ common.remember_item(item)
 
 maps_by_layer = None
 with common.run_safely(what="activations"):
-    seg = common.get_segmenter(bundle.key, False, bundle.loaded)
+    seg = common.get_segmenter(bundle, False, "tensorflow")  # only its padding rules are used
     padded, box = seg.prepare(image, padding)
     with st.spinner("Building the activation probe…"):
         probe = common.get_probe(bundle.key, bundle.loaded)

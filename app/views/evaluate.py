@@ -42,10 +42,10 @@ def _run(folder: Path, label: str, extra: str, padding: str, tta: bool,
     pairs = find_pairs(folder, require_masks=True)
     fingerprint = common.pairs_fingerprint(pairs, extra, with_mtime=holder is None)
     store = common.evaluation_store()
-    cache_key = (bundle.key, fingerprint, padding, bool(tta))
+    seg = common.get_segmenter(bundle, bool(tta))
+    cache_key = (bundle.key, fingerprint, padding, bool(tta), seg.backend.name)
     evaluation = store.get(cache_key)
     if evaluation is None:
-        seg = common.get_segmenter(bundle.key, bool(tta), bundle.loaded)
         bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
 
         def progress(done: int, total: int) -> None:

@@ -103,9 +103,11 @@ f2.plotly_chart(viz.heatmap_figure(prob_d, "Probability", zmin=0.0, zmax=1.0,
 f3.plotly_chart(viz.image_figure(viz.overlay_rgb(image_d, pred_d, style, opacity),
                                  f"Mask at {threshold:.2f} · {pred.mean():.1%} foreground"),
                 width="stretch", key="seg_fig_overlay")
+notes = [common.backend_caption(common.get_segmenter(bundle, tta))]
 if k_img > 1 or k_prob > 1:
-    st.caption(f"Display only: large images are shown every {max(k_img, k_prob)}th pixel; "
-               "masks, downloads and metrics use every pixel.")
+    notes.append(f"Display only: large images are shown every {max(k_img, k_prob)}th pixel; "
+                 "masks, downloads and metrics use every pixel.")
+st.caption(" · ".join(notes))
 
 # ---------------------------------------------------------------- scores
 if mask is not None:

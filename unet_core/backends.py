@@ -1,0 +1,267 @@
+"""Inference backends: the network as a function (N, H, W, 1) float32 -> (N, H, W) probabilities.
+
+Two backends run the same weights:
+
+* ``tensorflow``: the Keras model inside one ``tf.function`` traced once for any batch and size.
+* ``onnxruntime``: the model exported once to ONNX (Keras ``model.export(format="onnx")``) and run
+  by ONNX Runtime. The export is cached on disk under :func:`cache_dir` as ``KEY.onnx``, where
+  KEY is the SHA-256 of the model file (or of its weights and config for an in-memory model) plus
+  the exporter versions, so a changed model file gets a new export. At export time the ONNX output
+  is compared with Keras on a fixed random sample; the maximum absolute difference is stored next
+  to the export (``KEY.json``) and reported as :attr:`OnnxBackend.max_abs_diff`.
+
+``auto`` (the default) picks ``onnxruntime`` for a model loaded from a file when it is installed,
+the export succeeds and the difference is below :data:`MAX_ABS_DIFF`; otherwise ``tensorflow``,
+with the reason kept in :attr:`Backend.note`. Environment: ``UNET_BACKEND`` overrides the default
+choice, ``UNET_CACHE_DIR`` moves the export cache, ``UNET_THREADS`` caps ONNX Runtime's threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UnetCoreError
+from .model import LoadedModel
+
+BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorflow")
+MAX_ABS_DIFF = 1e-3  # an export whose probabilities differ more than this from Keras is not used
+_EXPORT_FORMAT = 1  # bump when the export recipe changes, to invalidate old cache entries
+
+
+def default_backend() -> str:
+    """The backend name used when none is given: ``UNET_BACKEND`` or ``auto``."""
+    name = os.environ.get("UNET_BACKEND", "auto").strip().lower() or "auto"
+    return check_backend(name)
+
+
+def check_backend(name: str) -> str:
+    """Validate a backend name; returns it."""
+    if name not in BACKENDS:
+        raise UnetCoreError(f"unknown backend {name!r}; accepted: {', '.join(BACKENDS)}")
+    return name
+
+
+def cache_dir() -> Path:
+    """Folder of ONNX exports: ``$UNET_CACHE_DIR/onnx`` or ``~/.cache/unet-explorer/onnx``."""
+    root = os.environ.get("UNET_CACHE_DIR") or Path.home() / ".cache" / "unet-explorer"
+    return Path(root) / "onnx"
+
+
+def _sigmoid(y: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-y))).astype(np.float32, copy=False)
+
+
+class Backend:
+    """Common interface: ``backend(x)`` with x float32 (N, H, W, 1) -> float32 (N, H, W)."""
+
+    name: str = ""
+    note: str = ""  # why this backend was chosen (e.g. why ONNX Runtime was not)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TensorFlowBackend(Backend):
+    """The Keras model in one ``tf.function`` (input signature (None, None, None, 1) float32)."""
+
+    name = "tensorflow"
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        import tensorflow as tf
+
+        model = loaded.model
+        apply_sigmoid = loaded.card.output == "logits"
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
+                     reduce_retracing=True)
+        def forward(x: Any) -> Any:
+            y = model(x, training=False)
+            if apply_sigmoid:
+                y = tf.sigmoid(y)
+            return y[..., 0]
+
+        self._forward = forward
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(np.ascontiguousarray(x, dtype=np.float32)).numpy()
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """Cache key of a model: SHA-256 of its file (or weights + config) and the exporter versions."""
+    h = hashlib.sha256()
+    if loaded.path is not None and Path(loaded.path).is_file():
+        with open(loaded.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    else:
+        h.update(json.dumps(loaded.model.get_config(), sort_keys=True, default=str).encode())
+        for w in loaded.model.get_weights():
+            h.update(np.ascontiguousarray(w).tobytes())
+    import keras
+    import onnxruntime
+
+    versions = f"{_EXPORT_FORMAT}|keras {keras.__version__}|ort {onnxruntime.__version__}"
+    try:
+        import tf2onnx
+
+        versions += f"|tf2onnx {tf2onnx.__version__}"
+    except ImportError:
+        pass
+    h.update(versions.encode())
+    return h.hexdigest()[:32]
+
+
+def check_sample(loaded: LoadedModel) -> np.ndarray:
+    """The fixed sample an export is checked on: float32 (2, H, W, 1), H, W the network size."""
+    card = loaded.card
+    if card.input_size:
+        h, w = card.input_size
+    else:
+        m = max(1, card.multiple_of)
+        h = w = -(-max(card.min_size, 64) // m) * m
+    return np.random.default_rng(0).random((2, h, w, 1), dtype=np.float32)
+
+
+def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """Export (or reuse the cached export of) a model to ONNX -> (path, info).
+
+    ``info``: ``max_abs_diff`` (ONNX vs Keras probabilities on :func:`check_sample`),
+    ``export_s`` (seconds the export took), ``cached`` (True when it was already on disk).
+    """
+    import tensorflow as tf
+
+    folder = folder or cache_dir()
+    key = model_key(loaded)
+    path, meta = folder / f"{key}.onnx", folder / f"{key}.json"
+    if path.is_file() and meta.is_file():
+        try:
+            info = json.loads(meta.read_text())
+            if isinstance(info.get("max_abs_diff"), float):
+                return path, {**info, "cached": True}
+        except (OSError, ValueError):
+            pass
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)
+    os.close(fd)
+    try:
+        sig = [tf.TensorSpec([None, None, None, 1], tf.float32, name="image")]
+        try:
+            with warnings.catch_warnings():  # the exporter's own numpy FutureWarnings
+                warnings.simplefilter("ignore", FutureWarning)
+                loaded.model.export(tmp, format="onnx", input_signature=sig, verbose=False)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure means "no ONNX"
+            raise UnetCoreError(f"ONNX export failed: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+        export_s = time.perf_counter() - t0
+        sample = check_sample(loaded)
+        session = _session(Path(tmp))
+        y_onnx = _run(session, sample, loaded.card.output == "logits")
+        y_keras = TensorFlowBackend(loaded)(sample)
+        diff = float(np.abs(y_onnx - y_keras).max())
+        info = {"max_abs_diff": diff, "sample_shape": list(sample.shape),
+                "export_s": round(export_s, 2), "model": loaded.name}
+        os.replace(tmp, path)
+        meta.write_text(json.dumps(info))
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path, {**info, "cached": False}
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = int(os.environ.get("UNET_THREADS", "0") or 0)
+    opts.intra_op_num_threads = max(0, threads)
+    opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = False  # image sizes vary; a fixed memory plan does not help
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, x: np.ndarray, apply_sigmoid: bool) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    y = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0][..., 0]
+    return _sigmoid(y) if apply_sigmoid else y.astype(np.float32, copy=False)
+
+
+class OnnxBackend(Backend):
+    """The model exported to ONNX and run by ONNX Runtime (see the module docstring)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, loaded: LoadedModel, folder: Path | None = None) -> None:
+        self.path, self.info = export_onnx(loaded, folder)
+        try:
+            self._session = _session(self.path)
+        except Exception:  # noqa: BLE001 - a damaged cache entry: export again, once
+            self.path.unlink(missing_ok=True)
+            self.path, self.info = export_onnx(loaded, folder)
+            self._session = _session(self.path)
+        self.max_abs_diff: float = float(self.info["max_abs_diff"])
+        self._sigmoid = loaded.card.output == "logits"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return _run(self._session, x, self._sigmoid)
+
+
+def make_backend(loaded: LoadedModel, name: str | None = None) -> Backend:
+    """The backend ``name`` (None: :func:`default_backend`) for a loaded model.
+
+    ``auto`` falls back to TensorFlow (reason in ``.note``) when ONNX Runtime is missing, the
+    export fails or its output differs from Keras by more than :data:`MAX_ABS_DIFF`. An explicit
+    ``onnxruntime`` raises :class:`UnetCoreError` in those cases instead.
+    """
+    name = check_backend(name or default_backend())
+    if name == "tensorflow":
+        return TensorFlowBackend(loaded)
+    if name == "auto" and loaded.path is None:
+        # An in-memory model (from_keras) may still be training: an export would go stale.
+        tf_backend = TensorFlowBackend(loaded)
+        tf_backend.note = "in-memory model: its weights may still change, so no ONNX export"
+        return tf_backend
+    try:
+        import onnxruntime  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        reason = f"ONNX Runtime backend unavailable ({exc.name} is not installed)"
+        if name == "onnxruntime":
+            raise UnetCoreError(reason + "; install onnxruntime and tf2onnx, or use "
+                                "--backend tensorflow") from exc
+        tf_backend = TensorFlowBackend(loaded)
+        tf_backend.note = reason
+        return tf_backend
+    try:
+        backend = OnnxBackend(loaded)
+    except (UnetCoreError, OSError) as exc:
+        if name == "onnxruntime":
+            if isinstance(exc, OSError):
+                raise UnetCoreError(f"cannot write the ONNX export cache {cache_dir()}: "
+                                    f"{exc.strerror or exc}; set UNET_CACHE_DIR") from exc
+            raise
+        tf_backend = TensorFlowBackend(loaded)
+        tf_backend.note = str(exc)
+        return tf_backend
+    if backend.max_abs_diff > MAX_ABS_DIFF:
+        reason = (f"ONNX export differs from Keras by {backend.max_abs_diff:.2g} "
+                  f"(limit {MAX_ABS_DIFF:g})")
+        if name == "onnxruntime":
+            raise UnetCoreError(reason + "; use --backend tensorflow")
+        tf_backend = TensorFlowBackend(loaded)
+        tf_backend.note = reason
+        return tf_backend
+    backend.note = (f"ONNX export {'reused from cache' if backend.info['cached'] else 'built'}; "
+                    f"max |ONNX - Keras| = {backend.max_abs_diff:.1e}")
+    return backend
