@@ -41,6 +41,10 @@ browser-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+## bench: inference and dashboard benchmark on the shipped models -> bench/results.md
+bench: $(VENV)/.dev browser-deps
+	$(BIN)/python bench/run_bench.py
+
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 

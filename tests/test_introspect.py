@@ -347,3 +347,16 @@ def test_crop_activation_with_probe(unet):
     assert crop_activation(maps["bottleneck_add"], box, padded.shape).shape == (26, 26, 16)
     with pytest.raises(UnetCoreError, match="does not fit the padded size"):
         crop_activation(maps["enc0a_conv"], PadBox(20, 0, 120, 10), (128, 128))
+
+
+def test_model_flops_matches_hand_count():
+    import keras
+
+    from unet_core.introspect import model_flops
+
+    inp = keras.Input((None, None, 1))
+    out = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp)
+    conv = keras.Model(inp, out)
+    # 8x8 outputs x 4 filters x (3x3x1) multiply-adds x 2 operations each
+    assert model_flops(conv, 8, 8) == 8 * 8 * 4 * 9 * 2
+    assert model_flops(conv, 16, 8) == 2 * model_flops(conv, 8, 8)

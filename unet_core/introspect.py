@@ -12,6 +12,7 @@ such as :class:`unet_core.model.LoadedModel` or :class:`unet_core.inference.Segm
   is one forward pass that returns the maps of every chosen layer, so looking at another layer
   costs no extra pass. :func:`crop_activation` crops a layer's maps to the original image
   (dropping the padding), at that layer's resolution.
+* :func:`model_flops`: floating-point operations of one forward pass at a given input size.
 
 No Streamlit here: the dashboard and the CLI both use these functions.
 """
@@ -686,3 +687,26 @@ def crop_activation(maps: np.ndarray, box: PadBox, padded_shape: tuple[int, int]
     t, b = span(box.top, box.height, h, hp)
     left, r = span(box.left, box.width, w, wp)
     return arr[t:b, left:r]
+
+
+def model_flops(model: Any, height: int, width: int) -> int:
+    """Floating-point operations of one forward pass on a (1, height, width, C) input.
+
+    Counted by TensorFlow's profiler on the frozen graph of the pass (a multiply-add counts as
+    2 operations; convolutions dominate). Divide by a machine's FLOP/s for the time floor.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+    from tensorflow.python.profiler.model_analyzer import profile
+    from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
+
+    keras_model = _keras_model(model)
+    channels = keras_model.inputs[0].shape[-1] or 1
+    spec = tf.TensorSpec([1, height, width, channels], tf.float32)
+    concrete = tf.function(lambda x: keras_model(x, training=False)).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(concrete)
+    opts = (ProfileOptionBuilder(ProfileOptionBuilder.float_operation())
+            .with_empty_output().build())
+    return int(profile(frozen.graph, options=opts).total_float_ops)

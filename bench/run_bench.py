@@ -1,0 +1,401 @@
+"""``make bench``: inference and dashboard figures for the shipped models -> bench/results.md.
+
+Everything is measured in ONE process, one model after the other, so the ratios compare runs
+under the same machine load. Per model (``models/*.keras`` with a card), on a 128x128 input:
+
+* single-image latency (median, p90) of Keras ``model.predict``, eager ``model(x)``, the
+  ``tf.function`` backend, ONNX Runtime fp32 and the default backend (``Segmenter``'s choice);
+* batch-32 throughput of the ``tf.function`` and ONNX Runtime backends;
+* end-to-end ``evaluate_pairs`` throughput on a data set (decode + pad + forward + sweep) vs the
+  pure forward throughput of the same backend on the same, already prepared images;
+* activations: one pass for every layer, then one layer's maps (crop + channel statistics, what
+  a layer switch on the Activations page computes) with the pass counter checked;
+* FLOPs per image and the time floor they imply at the measured fp32 matrix-multiply peak;
+* optional int8 (``--int8``): ONNX Runtime static quantisation, its latency and IoU change.
+
+Then the dashboard: cold start to first page ready, and threshold slider -> updated IoU text in
+a real browser (median of 20 moves), with the server's resident memory after both models ran.
+
+Usage: ``python bench/run_bench.py [--models salt nuclei] [--quick] [--no-app]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from unet_core.backends import OnnxBackend, TensorFlowBackend  # noqa: E402
+from unet_core.evaluate import evaluate_pairs  # noqa: E402
+from unet_core.inference import Segmenter  # noqa: E402
+from unet_core.introspect import (  # noqa: E402
+    ActivationProbe,
+    channel_stats,
+    crop_activation,
+    model_flops,
+)
+from unet_core.io import Pair, find_pairs, load_pair  # noqa: E402
+from unet_core.model import LoadedModel, load_model  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+REAL_DATA = {"salt": "tgs_salt", "nuclei": "dsb2018_nuclei"}
+SAMPLES = {"seismic": "seismic", "microscopy": "nuclei"}
+SIZE = 128
+
+
+def times_ms(fn: Callable[[], Any], reps: int, warmup: int = 3) -> list[float]:
+    """Wall times (ms) of ``reps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000.0)
+    return out
+
+
+def med_p90(ts: list[float]) -> tuple[float, float]:
+    return statistics.median(ts), float(np.percentile(ts, 90))
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process (MB)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak_gflops() -> float:
+    """Best fp32 matrix-multiply rate of this machine (GFLOP/s), numpy and TensorFlow."""
+    import tensorflow as tf
+
+    n = 2048
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    best = min(times_ms(lambda: a @ b, 5, 1)) / 1000
+    ta, tb = tf.constant(a), tf.constant(b)
+    best_tf = min(times_ms(lambda: tf.linalg.matmul(ta, tb).numpy(), 5, 1)) / 1000
+    return 2 * n**3 / min(best, best_tf) / 1e9
+
+
+def bench_data(loaded: LoadedModel, path: Path) -> tuple[list[Pair], str]:
+    """Held-out real pairs when ../shared/data is there, else the bundled synthetic samples."""
+    name = path.stem
+    held = path.with_suffix(".heldout.txt")
+    real = SHARED / REAL_DATA.get(name, "-")
+    if real.is_dir() and held.is_file():
+        wanted = {ln.strip() for ln in held.read_text().splitlines() if ln.strip()}
+        pairs = [p for p in find_pairs(real, require_masks=True) if p.name in wanted]
+        if pairs:
+            return pairs, f"{len(pairs)} held-out {REAL_DATA[name]} pairs"
+    folder = ROOT / "assets" / SAMPLES.get(loaded.card.domain, "seismic")
+    pairs = find_pairs(folder, require_masks=True)
+    return pairs, f"{len(pairs)} bundled synthetic samples ({folder.name}); real data absent"
+
+
+def pure_forward_rate(seg: Segmenter, pairs: list[Pair], batch: int) -> float:
+    """Images/s of the backend alone on the data set's images, already decoded and padded."""
+    prepared: dict[tuple[int, int], list[np.ndarray]] = {}
+    for p in pairs:
+        img, _ = load_pair(p)
+        x, _box = seg.prepare(img)
+        prepared.setdefault(x.shape, []).append(x)
+    batches = [np.stack(v[i:i + batch])[..., None] for v in prepared.values()
+               for i in range(0, len(v), batch)]
+    seg.backend(batches[0])  # warm
+    t = time.perf_counter()
+    for b in batches:
+        seg.backend(b)
+    return len(pairs) / (time.perf_counter() - t)
+
+
+def quantised_int8(loaded: LoadedModel, onnx: OnnxBackend, calib: list[np.ndarray],
+                   out: Path) -> Path:
+    """ONNX Runtime static int8 quantisation (QDQ, per-channel) calibrated on ``calib``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"image": x[None, ..., None].astype(np.float32)} for x in calib])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(onnx.path), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    pre.unlink(missing_ok=True)
+    return out
+
+
+def bench_model(path: Path, quick: bool, int8: bool, peak: float) -> dict[str, Any]:
+    reps = 10 if quick else 30
+    loaded = load_model(path)
+    model = loaded.model
+    r: dict[str, Any] = {"model": loaded.name, "parameters": int(model.count_params())}
+    x1 = np.random.default_rng(0).random((1, SIZE, SIZE, 1), dtype=np.float32)
+    x32 = np.random.default_rng(1).random((32, SIZE, SIZE, 1), dtype=np.float32)
+
+    tf_backend = TensorFlowBackend(loaded)
+    t = time.perf_counter()
+    onnx = OnnxBackend(loaded)
+    r["onnx_export_s"] = round(time.perf_counter() - t, 2)
+    r["onnx_max_abs_diff"] = onnx.max_abs_diff
+    default = Segmenter(loaded, tta=False)
+    r["default_backend"] = default.backend.name
+    lat = {
+        "model.predict": times_ms(lambda: model.predict(x1, verbose=0), reps),
+        "eager model(x)": times_ms(lambda: model(x1, training=False).numpy(), reps),
+        "tf.function": times_ms(lambda: tf_backend(x1), reps),
+        "ONNX Runtime fp32": times_ms(lambda: onnx(x1), reps),
+        f"default ({default.backend.name})": times_ms(lambda: default.backend(x1), reps),
+    }
+    r["latency_ms"] = {k: med_p90(v) for k, v in lat.items()}
+    brep = 3 if quick else 6
+    r["batch32_img_s"] = {
+        "tf.function": 32000 / statistics.median(times_ms(lambda: tf_backend(x32), brep, 1)),
+        "ONNX Runtime fp32": 32000 / statistics.median(times_ms(lambda: onnx(x32), brep, 1)),
+    }
+
+    pairs, what = bench_data(loaded, path)
+    if quick:
+        pairs = pairs[:64]
+    r["data"] = what if not quick else f"{what} (first {len(pairs)})"
+    evaluate_pairs(default, pairs[:8], batch_size=32)  # warm every code path
+    t = time.perf_counter()
+    ev = evaluate_pairs(default, pairs, batch_size=32)
+    r["evaluate_img_s"] = len(pairs) / (time.perf_counter() - t)
+    r["evaluate_iou"] = ev.summary()["iou"]
+    r["forward_img_s"] = pure_forward_rate(default, pairs, 32)
+
+    img, _ = load_pair(pairs[0])
+    padded, box = default.prepare(img)
+    probe = ActivationProbe(loaded)
+    t = time.perf_counter()
+    maps = probe.run(padded)
+    r["activation_first_pass_ms"] = (time.perf_counter() - t) * 1000
+    r["activation_pass_ms"] = statistics.median(times_ms(lambda: probe.run(padded), 5, 0))
+    layers = probe.layer_names
+    passes = probe.forward_passes
+    order = iter(range(10**9))
+
+    def one_layer() -> None:
+        name = layers[next(order) % len(layers)]
+        channel_stats(crop_activation(maps[name], box, padded.shape))
+
+    r["activation_layer_ms"] = med_p90(times_ms(one_layer, 40 if not quick else 10))
+    r["activation_layer_passes"] = probe.forward_passes - passes
+    r["activation_layers"] = len(layers)
+    r["activation_image"] = f"{img.shape[0]}x{img.shape[1]} padded to {padded.shape[0]}x" \
+                            f"{padded.shape[1]}"
+
+    r["gflop"] = model_flops(model, SIZE, SIZE) / 1e9
+    r["floor_ms"] = r["gflop"] / peak * 1000
+
+    if int8:
+        try:
+            calib = [default.prepare(load_pair(p)[0])[0] for p in pairs[:32]]
+            qpath = quantised_int8(loaded, onnx, calib,
+                                   ROOT / "bench" / f".{loaded.name}_int8.onnx")
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(qpath), providers=["CPUExecutionProvider"])
+            q = lambda x: sess.run(None, {"image": x})[0][..., 0]  # noqa: E731
+            r["int8_latency_ms"] = med_p90(times_ms(lambda: q(x1), reps))
+            class Q:  # a backend-shaped wrapper for the same evaluation code path
+                name = "onnxruntime-int8"
+                note = ""
+
+                def __call__(self, x: np.ndarray) -> np.ndarray:
+                    return q(np.ascontiguousarray(x, dtype=np.float32))
+
+            default.backend = Q()
+            r["int8_evaluate_iou"] = evaluate_pairs(default, pairs, batch_size=32).summary()["iou"]
+            qpath.unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - the stretch path is reported, not fatal
+            r["int8_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    r["rss_mb"] = rss_mb()
+    return r
+
+
+def bench_app(quick: bool) -> dict[str, Any]:
+    """Dashboard figures with a real browser (needs tools.browser, chromium, playwright)."""
+    from tools import browser as tb
+
+    return tb.dashboard_figures(ROOT / "models", moves=10 if quick else 20)
+
+
+def fmt(v: float, digits: int = 1) -> str:
+    return f"{v:,.{digits}f}"
+
+
+def ok(flag: bool) -> str:
+    return "**met**" if flag else "**missed**"
+
+
+def report(results: list[dict[str, Any]], app: dict[str, Any] | None, peak: float,
+           args: argparse.Namespace, wall: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`make bench` ({'quick, ' if args.quick else ''}one process, {wall:.0f} s), "
+        f"{dt.datetime.now().strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, Python {platform.python_version()}. Input "
+        f"{SIZE}x{SIZE}x1 float32, batch 1 unless stated; no test-time augmentation (TTA "
+        "doubles every forward figure). Measured fp32 matrix-multiply peak of this machine: "
+        f"**{peak:,.0f} GFLOP/s** (2048x2048 matmul, best of numpy and TensorFlow).",
+        "",
+        "This machine is shared and noisy: compare ratios within one run, not absolute times "
+        "across runs.",
+        "",
+    ]
+    for r in results:
+        lat = r["latency_ms"]
+        d = next(k for k in lat if k.startswith("default"))
+        onnx, pred, tfn = lat["ONNX Runtime fp32"][0], lat["model.predict"][0], \
+            lat["tf.function"][0]
+        lines += [
+            f"## {r['model']} ({r['parameters']:,} parameters, {r['gflop']:.2f} GFLOP per "
+            f"{SIZE}x{SIZE} image)",
+            "",
+            f"Default backend: **{r['default_backend']}** (ONNX export {r['onnx_export_s']} s "
+            f"or cached; max |ONNX - Keras| = {r['onnx_max_abs_diff']:.1e}).",
+            "",
+            "| single image | median ms | p90 ms | vs default |",
+            "|---|---:|---:|---:|",
+        ]
+        for k, (m, p) in lat.items():
+            lines.append(f"| {k} | {fmt(m, 2)} | {fmt(p, 2)} | {m / lat[d][0]:.2f}x |")
+        if "int8_latency_ms" in r:
+            m, p = r["int8_latency_ms"]
+            lines.append(f"| ONNX Runtime int8 (opt-in experiment) | {fmt(m, 2)} | {fmt(p, 2)} "
+                         f"| {m / lat[d][0]:.2f}x |")
+        lines.append(f"| fp32 floor ({r['gflop']:.2f} GFLOP at {peak:,.0f} GFLOP/s) | "
+                     f"{fmt(r['floor_ms'], 2)} | | {r['floor_ms'] / lat[d][0]:.2f}x |")
+        b = r["batch32_img_s"]
+        ev_ratio = r["evaluate_img_s"] / r["forward_img_s"]
+        lines += [
+            "",
+            "| throughput | images/s |",
+            "|---|---:|",
+            f"| batch 32, tf.function | {fmt(b['tf.function'])} |",
+            f"| batch 32, ONNX Runtime fp32 | {fmt(b['ONNX Runtime fp32'])} |",
+            f"| evaluate end-to-end ({r['data']}) | {fmt(r['evaluate_img_s'])} |",
+            f"| pure forward, same images and backend | {fmt(r['forward_img_s'])} |",
+            "",
+            "| activations | figure |",
+            "|---|---:|",
+            f"| one pass for all {r['activation_layers']} layers, first (traces) | "
+            f"{fmt(r['activation_first_pass_ms'])} ms |",
+            f"| one pass for all layers, warm ({r['activation_image']}) | "
+            f"{fmt(r['activation_pass_ms'])} ms |",
+            f"| one layer's maps warm (crop + channel stats), median / p90 | "
+            f"{fmt(r['activation_layer_ms'][0], 2)} / {fmt(r['activation_layer_ms'][1], 2)} ms |",
+            f"| forward passes for 40 layer switches | {r['activation_layer_passes']} |",
+            "",
+            "| target | figure | |",
+            "|---|---:|---|",
+            f"| default ≤ 1.0x ONNX Runtime fp32 (single image) | {lat[d][0] / onnx:.2f}x | "
+            f"{ok(lat[d][0] / onnx <= 1.05)} |",
+            f"| default ≥ 3x faster than model.predict | {pred / lat[d][0]:.1f}x | "
+            f"{ok(pred / lat[d][0] >= 3)} |",
+            f"| evaluate ≥ 0.8x pure forward | {ev_ratio:.2f}x | {ok(ev_ratio >= 0.8)} |",
+            f"| layer switch: no forward pass, ≤ 50 ms warm | "
+            f"{r['activation_layer_passes']} passes, {fmt(r['activation_layer_ms'][0], 2)} ms | "
+            f"{ok(r['activation_layer_passes'] == 0 and r['activation_layer_ms'][0] <= 50)} |",
+            "",
+            f"tf.function vs ONNX Runtime fp32: {tfn / onnx:.2f}x the time; evaluate mean IoU "
+            f"at the card's threshold {r['evaluate_iou']:.4f}."
+            + (f" int8: mean IoU {r['int8_evaluate_iou']:.4f} "
+               f"({r['int8_evaluate_iou'] - r['evaluate_iou']:+.4f} vs fp32)."
+               if "int8_evaluate_iou" in r else "")
+            + (f" int8 failed: {r['int8_error']}." if "int8_error" in r else ""),
+            "",
+        ]
+    lines += ["## Process memory", "",
+              f"Peak resident memory of this benchmark process (both models, both backends, "
+              f"probes): **{peak_rss_mb():,.0f} MB**.", ""]
+    if app:
+        slider, rss = app["slider_ms_median"], app["rss_two_models_mb"]
+        lines += [
+            "## Dashboard (real browser: Debian chromium driven by Playwright)", "",
+            "| figure | value | target | |", "|---|---:|---:|---|",
+            f"| cold start: process start to first page ready | {fmt(app['cold_start_s'], 1)} s"
+            " | | |",
+            f"| threshold slider → updated IoU text, median of {app['moves']} moves | "
+            f"{fmt(slider)} ms | ≤ 150 ms | {ok(slider <= 150)} |",
+            f"| same, p90 | {fmt(app['slider_ms_p90'])} ms | | |",
+            f"| server resident memory, two models loaded and run | {fmt(rss, 0)} MB | "
+            f"≤ 1,500 MB | {ok(rss <= 1500)} |",
+            "",
+        ]
+    elif args.no_app:
+        lines += ["Dashboard figures skipped (`--no-app`).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=None, help="model names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also try ONNX Runtime static int8 (default on)")
+    ap.add_argument("--no-app", action="store_true", help="skip the browser figures")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    paths = sorted(p for p in (ROOT / "models").glob("*.keras")
+                   if args.models is None or p.stem in args.models)
+    if not paths:
+        print("no models to benchmark in models/", file=sys.stderr)
+        return 2
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak {peak:,.0f} GFLOP/s", file=sys.stderr)
+    results = []
+    for p in paths:
+        print(f"benchmarking {p.name} ...", file=sys.stderr)
+        results.append(bench_model(p, args.quick, args.int8, peak))
+    app = None
+    if not args.no_app:
+        print("benchmarking the dashboard ...", file=sys.stderr)
+        app = bench_app(args.quick)
+    text = report(results, app, peak, args, time.perf_counter() - t0)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"models": results, "app": app, "peak_gflops": peak}, indent=1, default=float))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
