@@ -186,6 +186,9 @@ def _session(path: Path) -> Any:
     opts.intra_op_num_threads = max(0, threads)
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = False  # image sizes vary; a fixed memory plan does not help
+    # Idle worker threads sleep instead of spinning: on a shared machine (a dashboard serving
+    # many sessions, training next to it) spinning threads steal the cores that do the work.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts,
                                 providers=["CPUExecutionProvider"])
