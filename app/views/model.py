@@ -24,14 +24,22 @@ def _layer_rows(model_key: str, _loaded: Any) -> tuple[list[dict[str, Any]], int
 
 
 def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame | None:
-    rows = {split: {c: vals[c] for c in METRIC_COLUMNS if c in vals}
+    """One row per metric, one column per split (fits a narrow column)."""
+    cols = {split: {c: vals[c] for c in METRIC_COLUMNS if c in vals}
             for split, vals in metrics.items() if isinstance(vals, dict)}
-    if not rows:
+    if not cols:
         return None
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    if "n" in df:
-        df["n"] = df["n"].astype("Int64")
-    return df
+    df = pd.DataFrame(cols).reindex([c for c in METRIC_COLUMNS
+                                     if any(c in v for v in cols.values())])
+    return df.apply(lambda col: [("—" if pd.isna(v) else f"{int(v)}" if k == "n"
+                                  else f"{v:.3f}") for k, v in col.items()])
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _gflop(model_key: str, _loaded: Any, height: int, width: int) -> float:
+    from unet_core.introspect import model_flops
+
+    return model_flops(_loaded.model, height, width) / 1e9
 
 
 def _fmt(value: Any) -> str:
@@ -80,9 +88,7 @@ with left:
     metrics = _metrics_table(card.metrics or {})
     st.markdown("**Validation / test metrics** (at the recommended threshold)")
     if metrics is not None:
-        st.dataframe(metrics, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                    for c in METRIC_COLUMNS if c != "n"})
+        st.table(metrics)
         if card.metrics.get("selected_by"):
             st.caption(f"Threshold selected on validation by {card.metrics['selected_by']}.")
     else:
@@ -109,10 +115,15 @@ with right:
 st.subheader("Layers")
 with common.run_safely(what="layer table"):
     rows, total, trainable = _layer_rows(bundle.key, loaded)
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     c1.metric("Total parameters", f"{total:,}")
     c2.metric("Trainable", f"{trainable:,}")
     c3.metric("Layers", f"{len(rows):,}")
+    fh, fw = card.input_size or (max(card.min_size, 128),) * 2
+    with common.run_safely(c4, "FLOP count"):
+        c4.metric(f"GFLOP per {fh}x{fw} image", f"{_gflop(bundle.key, loaded, fh, fw):.2f}",
+                  help="Floating-point operations of one forward pass (multiply-add = 2), "
+                  "counted by TensorFlow's profiler.")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
     st.caption("Output shapes read H x W relative to the input (a fully convolutional network "
                "accepts any size that pads to its stride).")
