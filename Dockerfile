@@ -24,6 +24,10 @@ RUN groupadd --system --gid 10001 unet \
 USER 10001:10001
 ENV HOME=/home/unet
 
+# Build the ONNX Runtime exports of the bundled models now (cached in ~/.cache/unet-explorer),
+# so the first page view does not pay for them.
+RUN python -c "import glob; from unet_core.model import load_model; from unet_core.backends import OnnxBackend; [OnnxBackend(load_model(p)) for p in glob.glob('models/*.keras')]"
+
 EXPOSE 8501
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
