@@ -249,10 +249,45 @@ def bench_model(path: Path, quick: bool, int8: bool, peak: float) -> dict[str, A
 
 
 def bench_app(quick: bool) -> dict[str, Any]:
-    """Dashboard figures with a real browser (needs tools.browser, chromium, playwright)."""
+    """Dashboard figures in a real browser (Debian chromium + Playwright, tools.browser).
+
+    Cold start: server process start -> the first page (Model) idle in the browser, model
+    loaded. Slider: on Segment with the salt model and a bundled sample with a mask, the time
+    from one ArrowRight/ArrowLeft key press to the new "At threshold X.XX" result text.
+    Memory: the server's RSS after both bundled models have run a prediction.
+    """
     from tools import browser as tb
 
-    return tb.dashboard_figures(ROOT / "models", moves=10 if quick else 20)
+    moves = 10 if quick else 20
+    out: dict[str, Any] = {"moves": moves}
+    with tb.chromium_browser() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        t0 = time.perf_counter()
+        with tb.streamlit_server(models_dir=ROOT / "models",
+                                 log_path=ROOT / "test-artifacts" / "streamlit-bench.log"
+                                 ) as server:
+            out["rss_start_mb"] = server.rss_mb()
+            tb.goto(page, server.url, "")
+            out["cold_start_s"] = time.perf_counter() - t0
+            tb.goto(page, server.url, "segment")
+            tb.pick_model(page, r"salt")
+            tb.show_scored_sample(page)
+            for _ in range(3):  # warm: caches of this image filled
+                tb.move_threshold(page)
+            tb.wait_idle(page)
+            ms = []
+            for _ in range(moves):
+                ms.append(tb.move_threshold(page))
+                tb.wait_idle(page, settle=0.3)  # the next press starts from a quiet page
+            out["slider_ms"] = ms
+            out["slider_ms_median"], out["slider_ms_p90"] = med_p90(ms)
+            tb.pick_model(page, r"nucle")
+            tb.wait_idle(page)
+            tb.assert_no_exception(page, "segment with the second model")
+            out["rss_two_models_mb"] = server.rss_mb()
+        context.close()
+    return out
 
 
 def fmt(v: float, digits: int = 1) -> str:
@@ -371,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                     help="also try ONNX Runtime static int8 (default on)")
     ap.add_argument("--no-app", action="store_true", help="skip the browser figures")
+    ap.add_argument("--app-only", action="store_true", help="only the browser figures")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -379,10 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         print("no models to benchmark in models/", file=sys.stderr)
         return 2
-    peak = matmul_peak_gflops()
+    peak = 0.0 if args.app_only else matmul_peak_gflops()
     print(f"fp32 matmul peak {peak:,.0f} GFLOP/s", file=sys.stderr)
     results = []
-    for p in paths:
+    for p in [] if args.app_only else paths:
         print(f"benchmarking {p.name} ...", file=sys.stderr)
         results.append(bench_model(p, args.quick, args.int8, peak))
     app = None

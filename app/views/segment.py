@@ -24,7 +24,7 @@ if ss.pop("_segment_open_recent", False) and recent:
     ss["seg_recent"] = ss.get("image_key")
 sources = common.image_sources("Upload images", "seg_source", recent)
 
-c_src, c_run, c_view = st.columns([1.4, 1, 1])
+c_src, c_run = st.columns([2, 1])
 item: common.ImageItem | None = None
 with c_src:
     source = st.radio("Source", sources, key="seg_source", horizontal=True)
@@ -65,10 +65,6 @@ with c_src:
 with c_run:
     padding = common.padding_select("seg_padding", card.padding_mode)
     tta = common.tta_checkbox("seg_tta", card.tta)
-    threshold = common.threshold_slider("seg_threshold", card.threshold)
-with c_view:
-    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="seg_opacity")
-    style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True, key="seg_style")
 
 if item is None:
     st.stop()
@@ -88,62 +84,79 @@ with common.run_safely(what="predict"), st.spinner("Running the network…"):
     prob = common.probability_map(bundle, item, image, padding, tta)
 if prob is None:
     st.stop()
-pred = threshold_mask(prob, threshold)
 
-# ---------------------------------------------------------------- figures
+# ---------------------------------------------------------------- network output (fixed)
 h, w = image.shape
 image_d, k_img = viz.decimate(image, IMAGE_MAX_SIDE)
-pred_d = pred[::k_img, ::k_img]
 prob_d, k_prob = viz.decimate(prob, HEATMAP_MAX_SIDE)
-f1, f2, f3 = st.columns(3)
+mask_d = mask[::k_img, ::k_img] if mask is not None else None
+f1, f2 = st.columns(2)
 f1.plotly_chart(viz.image_figure(viz.to_uint8(image_d), f"Input · {item.name} ({h}x{w})"),
                 width="stretch", key="seg_fig_input")
 f2.plotly_chart(viz.heatmap_figure(prob_d, "Probability", zmin=0.0, zmax=1.0,
                                    colorbar_title="P"), width="stretch", key="seg_fig_prob")
-f3.plotly_chart(viz.image_figure(viz.overlay_rgb(image_d, pred_d, style, opacity),
-                                 f"Mask at {threshold:.2f} · {pred.mean():.1%} foreground"),
-                width="stretch", key="seg_fig_overlay")
 notes = [common.backend_caption(common.get_segmenter(bundle, tta))]
 if k_img > 1 or k_prob > 1:
     notes.append(f"Display only: large images are shown every {max(k_img, k_prob)}th pixel; "
                  "masks, downloads and metrics use every pixel.")
 st.caption(" · ".join(notes))
-
-# ---------------------------------------------------------------- scores
+sweep = None
 if mask is not None:
-    m = segmentation_metrics(pred, mask)
-    cols = st.columns(5)
-    for col, (label, key) in zip(cols, [("IoU", "iou"), ("Dice", "dice"),
-                                        ("Precision", "precision"), ("Recall", "recall"),
-                                        ("TGS score", "tgs_score")], strict=True):
-        col.metric(label, f"{m[key]:.3f}")
-    st.caption(f"At threshold {threshold:.2f}: true foreground {m['coverage_true']:.1%}, "
-               f"predicted {m['coverage_pred']:.1%} of the pixels.")
-    e1, e2 = st.columns(2)
-    legend = [("TP: found", viz.TP_COLOR), ("FP: false alarm", viz.FP_COLOR),
-              ("FN: missed", viz.FN_COLOR)]
-    e1.plotly_chart(viz.image_figure(viz.error_map_rgb(image_d, pred_d, mask[::k_img, ::k_img]),
-                                     "Errors at this threshold", legend=legend),
-                    width="stretch", key="seg_fig_errors")
     with common.run_safely(what="image sweep"):
         sweep = common.image_sweep(bundle, item, prob, mask, padding, tta)
-        t = sweep["thresholds"]
-        iou = sweep["iou"]
-        tied = np.flatnonzero(iou >= iou.max() - 1e-12)
-        best = float(t[tied[int(np.argmin(np.abs(t[tied] - 0.5)))]])
-        e2.plotly_chart(viz.curves_figure(t, {"IoU": iou, "Dice": sweep["dice"]},
-                                          current=threshold, best=best, reference=card.threshold,
-                                          title=f"{item.name}: IoU vs threshold"),
-                        width="stretch", key="seg_fig_curve")
 elif item.mask_data is None:
     st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
             "precision, recall, TGS score, error map and its IoU-vs-threshold curve.")
 
-# ---------------------------------------------------------------- downloads
-d1, d2, _ = st.columns(3)
-d1.download_button("Download mask (PNG)", viz.mask_png_bytes(pred),
-                   file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
-                   key="seg_dl_mask")
-d2.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
+
+@st.fragment
+def threshold_view() -> None:
+    """Everything that depends on the threshold and the overlay style.
+
+    A fragment: moving the slider re-runs only this part of the page (the network output
+    above is neither recomputed nor re-sent), and the masks are sent as small PNGs.
+    """
+    c_t, c_o, c_s = st.columns([2, 1, 1])
+    with c_t:
+        threshold = common.threshold_slider("seg_threshold", card.threshold)
+    with c_o:
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="seg_opacity")
+    with c_s:
+        style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True, key="seg_style")
+    pred = threshold_mask(prob, threshold)
+    pred_d = pred[::k_img, ::k_img]
+    if mask is not None:
+        m = segmentation_metrics(pred, mask)
+        cols = st.columns(5)
+        for col, (label, key) in zip(cols, [("IoU", "iou"), ("Dice", "dice"),
+                                            ("Precision", "precision"), ("Recall", "recall"),
+                                            ("TGS score", "tgs_score")], strict=True):
+            col.metric(label, f"{m[key]:.3f}")
+        st.caption(f"At threshold {threshold:.2f}: true foreground {m['coverage_true']:.1%}, "
+                   f"predicted {m['coverage_pred']:.1%} of the pixels.")
+    g1, g2, g3 = st.columns(3)
+    g1.image(viz.overlay_rgb(image_d, pred_d, style, opacity), width="stretch",
+             caption=f"Mask at {threshold:.2f} · {pred.mean():.1%} foreground")
+    if mask_d is not None:
+        g2.image(viz.error_map_rgb(image_d, pred_d, mask_d), width="stretch",
+                 caption="Errors at this threshold: green = found (TP) · orange = false "
+                 "alarm (FP) · purple = missed (FN)")
+    if sweep is not None:
+        t = sweep["thresholds"]
+        iou = sweep["iou"]
+        tied = np.flatnonzero(iou >= iou.max() - 1e-12)
+        best = float(t[tied[int(np.argmin(np.abs(t[tied] - 0.5)))]])
+        g3.plotly_chart(viz.curves_figure(t, {"IoU": iou, "Dice": sweep["dice"]},
+                                          current=threshold, best=best,
+                                          reference=card.threshold,
+                                          title=f"{item.name}: IoU vs threshold"),
+                        width="stretch", key="seg_fig_curve")
+    st.download_button("Download mask (PNG)", viz.mask_png_bytes(pred),
+                       file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
+                       key="seg_dl_mask", on_click="ignore")
+
+
+threshold_view()
+st.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
                    file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
-                   key="seg_dl_prob")
+                   key="seg_dl_prob", on_click="ignore")
