@@ -90,3 +90,59 @@ def test_normalisations():
     assert not normalise_input(np.full((3, 3), 0.5, np.float32), "minmax").any()
     with pytest.raises(UnetCoreError, match="accepted"):
         normalise_input(x, "zscore")
+
+
+def test_fully_convolutional_large_image_is_tiled_and_agrees(tiny_model_path):
+    """Over the pixel budget a fully convolutional model runs in tiles, each within the
+    budget, on its stride grid; the blended result matches the one-pass result closely."""
+    from unet_core.synthetic import seismic_section
+
+    s = Segmenter(load_model(tiny_model_path))  # multiple_of 4, min_size 32
+    image, _ = seismic_section((200, 170), seed=3, salt=True)
+    budget = 96 * 96
+    assert s.network_size(200, 170) == (200, 172)  # default budget: one pass
+    assert s.network_size(200, 170, max_pixels=budget) is None
+    th, tw = s.tile_size(200, 170, max_pixels=budget)
+    assert (th, tw) == (96, 96) and th * tw <= budget
+    assert s.tile_overlap_for((th, tw)) % 4 == 0
+
+    seen: list[tuple[int, ...]] = []
+    forward = s.forward
+
+    def spy(batch):
+        seen.append(batch.shape)
+        return forward(batch)
+
+    s.forward = spy  # type: ignore[method-assign]
+    tiled = s.predict_proba(image, max_pixels=budget)
+    del s.forward
+    whole = s.predict_proba(image)
+    assert len(seen) >= 1 and all(h * w <= budget for _, h, w in seen), seen
+    assert tiled.shape == whole.shape == (200, 170) and tiled.dtype == np.float32
+    diff = np.abs(tiled - whole)
+    assert diff.mean() < 0.005 and diff.max() < 0.1, (diff.mean(), diff.max())
+    assert ((tiled > 0.5) != (whole > 0.5)).mean() < 0.001
+
+
+def test_tile_size_respects_multiple_and_min_size(tiny_model_path):
+    loaded = load_model(tiny_model_path)
+    loaded.card.multiple_of, loaded.card.min_size = 16, 128
+    s = Segmenter(loaded, max_network_pixels=1000)  # smaller than one min_size tile
+    assert s.network_size(300, 300) is None
+    assert s.tile_size(300, 300) == (128, 128)
+    s = Segmenter(loaded)  # default 1024 x 1024
+    assert s.max_network_pixels == 1024 * 1024
+    assert s.network_size(1024, 1024) == (1024, 1024)
+    assert s.network_size(4096, 4096) is None
+    assert s.tile_size(4096, 4096) == (1024, 1024)
+    assert s.tile_size(4096, 100) == (1024, 128)  # never wider than the padded image
+    assert Segmenter(loaded, max_network_pixels=None).network_size(4096, 4096) == (4096, 4096)
+
+
+def test_predict_batch_tiles_images_over_the_budget(tiny_model_path):
+    s = Segmenter(load_model(tiny_model_path), max_network_pixels=64 * 64)
+    rng = np.random.default_rng(5)
+    imgs = [rng.random((40, 40)).astype(np.float32), rng.random((150, 90)).astype(np.float32)]
+    out = s.predict_batch(imgs)
+    assert [o.shape for o in out] == [(40, 40), (150, 90)]
+    np.testing.assert_allclose(out[1], s.predict_proba(imgs[1]), atol=1e-5)

@@ -6,7 +6,9 @@ network accepts (never resizes), runs a compiled forward pass and crops the resu
 * fixed-size network (card.input_size): images up to that size are padded to it; larger images
   are tiled with overlap and blended (:func:`unet_core.padding.predict_tiled`);
 * fully convolutional network: padded to at least ``card.min_size`` and up to a multiple of
-  ``card.multiple_of``.
+  ``card.multiple_of``; when that padded image would exceed ``max_network_pixels`` (default
+  1024 x 1024), it is predicted in overlapping square tiles of at most that many pixels and
+  blended the same way, so memory stays bounded for any image size.
 
 Forward passes go through an inference backend (:mod:`unet_core.backends`): ONNX Runtime on a
 cached export of the model by default, or one ``tf.function`` traced once for any (N, H, W, 1)
@@ -15,6 +17,7 @@ float32 batch; never ``model.predict`` per image.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -24,9 +27,13 @@ from .backends import make_backend
 from .errors import UnetCoreError
 from .metrics import threshold_mask
 from .model import NORMALISATIONS, LoadedModel
-from .padding import PadBox, check_mode, pad_to, pad_to_multiple, predict_tiled
+from .padding import PadBox, check_mode, pad_to, pad_to_multiple, predict_tiled, round_up
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: Largest padded image a fully convolutional network sees in one piece (1024 x 1024 pixels);
+#: larger images are tiled. Keeps a forward pass's activations to a few hundred MB.
+MAX_NETWORK_PIXELS = 1024 * 1024
 
 
 def normalise_input(image: np.ndarray, rule: str) -> np.ndarray:
@@ -78,11 +85,17 @@ class Segmenter:
         tile_overlap: overlap in pixels when tiling a fixed-size network.
         max_batch_pixels: a batch holds at most this many network-input pixels (large images
             go through fewer at a time, so memory stays bounded).
+        max_network_pixels: a fully convolutional network sees at most this many pixels per
+            image (default :data:`MAX_NETWORK_PIXELS`, 1024 x 1024); a larger padded image is
+            predicted in overlapping tiles (see :meth:`tile_size`). ``None``: never tile.
+        backend: inference backend name (None: the default, see :mod:`unet_core.backends`).
     """
 
     def __init__(self, loaded: LoadedModel, *, padding_mode: str | None = None,
                  tta: bool | None = None, batch_size: int = 16, tile_overlap: int = 32,
-                 max_batch_pixels: int = 2**22, backend: str | None = None) -> None:
+                 max_batch_pixels: int = 2**22,
+                 max_network_pixels: int | None = MAX_NETWORK_PIXELS,
+                 backend: str | None = None) -> None:
         self.loaded = loaded
         self.card = loaded.card
         self.model = loaded.model
@@ -91,6 +104,7 @@ class Segmenter:
         self.batch_size = batch_size
         self.max_batch_pixels = max_batch_pixels
         self.tile_overlap = tile_overlap
+        self.max_network_pixels = max_network_pixels
         self.backend = make_backend(loaded, backend)
 
     # -- low level ---------------------------------------------------------------------------
@@ -111,14 +125,56 @@ class Segmenter:
             y, yf = self.backend(x), self.backend(np.ascontiguousarray(x[:, :, ::-1]))
         return (0.5 * (y + yf[:, :, ::-1])).astype(np.float32, copy=False)
 
-    def network_size(self, height: int, width: int) -> tuple[int, int] | None:
-        """(H, W) the network will see for an image of this size, or None if it will be tiled."""
+    def _padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) a fully convolutional network needs for an image of this size, untiled."""
+        card = self.card
+        m = max(1, card.multiple_of)
+        return round_up(max(height, card.min_size), m), round_up(max(width, card.min_size), m)
+
+    def network_size(self, height: int, width: int, max_pixels: int | None = None
+                     ) -> tuple[int, int] | None:
+        """(H, W) the network will see for an image of this size, or None if it will be tiled.
+
+        ``max_pixels`` overrides ``max_network_pixels`` for a fully convolutional network.
+        """
         card = self.card
         if card.input_size:
             th, tw = card.input_size
             return (th, tw) if height <= th and width <= tw else None
+        size = self._padded_size(height, width)
+        budget = self.max_network_pixels if max_pixels is None else max_pixels
+        if budget and size[0] * size[1] > budget:
+            return None
+        return size
+
+    def tile_size(self, height: int, width: int, max_pixels: int | None = None
+                  ) -> tuple[int, int]:
+        """(th, tw) of the tiles for an image that :meth:`network_size` says is tiled.
+
+        A fixed-size network: its input size. A fully convolutional one: squares of the
+        largest multiple of ``card.multiple_of`` whose area fits the pixel budget (at least
+        ``card.min_size``), no larger than the padded image on either axis.
+        """
+        card = self.card
+        if card.input_size:
+            th, tw = card.input_size
+            return th, tw
         m = max(1, card.multiple_of)
-        return (-(-max(height, card.min_size) // m) * m, -(-max(width, card.min_size) // m) * m)
+        budget = self.max_network_pixels if max_pixels is None else max_pixels
+        smallest = round_up(max(card.min_size, 1), m)
+        side = max(smallest, (math.isqrt(max(1, budget or 0)) // m) * m)
+        ph, pw = self._padded_size(height, width)
+        return min(side, ph), min(side, pw)
+
+    def tile_overlap_for(self, tile: tuple[int, int]) -> int:
+        """Overlap between tiles: ``tile_overlap``; for a fully convolutional network at least
+        1/8 of the tile's shorter side (context for the receptive field), rounded up to a
+        multiple of ``card.multiple_of`` and at most half a tile."""
+        if self.card.input_size:
+            return self.tile_overlap
+        m = max(1, self.card.multiple_of)
+        overlap = round_up(max(self.tile_overlap, min(tile) // 8), m)
+        return min(overlap, (min(tile) // 2 // m) * m)
 
     def prepare(self, image: np.ndarray, padding_mode: str | None = None
                 ) -> tuple[np.ndarray, PadBox]:
@@ -135,14 +191,27 @@ class Segmenter:
         return pad_to_multiple(x, max(1, card.multiple_of), mode, min_size=card.min_size)
 
     # -- public ------------------------------------------------------------------------------
-    def predict_proba(self, image: np.ndarray, padding_mode: str | None = None) -> np.ndarray:
-        """Probability map of one image: (H, W) float in [0, 1] -> float32 (H, W)."""
+    def predict_proba(self, image: np.ndarray, padding_mode: str | None = None, *,
+                      max_pixels: int | None = None) -> np.ndarray:
+        """Probability map of one image: (H, W) float in [0, 1] -> float32 (H, W).
+
+        Images too large for one pass (over the fixed input size, or over ``max_pixels``,
+        default ``max_network_pixels``, once padded) are predicted in overlapping tiles
+        blended with linear ramps (:func:`unet_core.padding.predict_tiled`).
+        """
         mode = check_mode(padding_mode or self.padding_mode)
         x = normalise_input(check_image(image), self.card.normalisation)
-        if self.network_size(*x.shape) is None:
-            th, tw = self.card.input_size  # type: ignore[misc]
-            return predict_tiled(self.forward, x, (th, tw), self.tile_overlap, mode,
-                                 self.batch_size)
+        if self.network_size(*x.shape, max_pixels=max_pixels) is None:
+            tile = self.tile_size(*x.shape, max_pixels=max_pixels)
+            per_batch = max(1, min(self.batch_size, self.max_batch_pixels // (tile[0] * tile[1])))
+            if self.card.input_size:
+                return predict_tiled(self.forward, x, tile, self.tile_overlap, mode, per_batch)
+            # Fully convolutional: pad as for one pass, then tile on the network's stride grid
+            # (tiles, overlaps and offsets are multiples of card.multiple_of), so every tile
+            # sees the same pooling grid as the untiled pass would.
+            padded, box = self._pad(x, mode)
+            return box.crop(predict_tiled(self.forward, padded, tile, self.tile_overlap_for(tile),
+                                          mode, per_batch))
         padded, box = self._pad(x, mode)
         return box.crop(self.forward(padded[None])[0])
 
