@@ -58,8 +58,10 @@ ASSETS = ROOT / "assets"
 UPLOAD_OPTION = "Upload a model…"
 IMAGE_TYPES: list[str] = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
 MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
-#: Default pixel limit of the dashboard (2048 x 2048); $UNET_MAX_PIXELS overrides it.
-APP_MAX_PIXELS = 2048 * 2048
+#: Default pixel limit of the dashboard (4096 x 4096); $UNET_MAX_PIXELS overrides it. Images
+#: whose padded size exceeds the engine's MAX_NETWORK_PIXELS (1024 x 1024) are predicted in
+#: overlapping tiles, so a forward pass stays bounded whatever the image size.
+APP_MAX_PIXELS = 4096 * 4096
 #: Which bundled sample set goes first for a model card's domain.
 DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei"}
 #: Default cap on the activation maps of one image (MiB); $UNET_ACTIVATION_MAX_MB overrides it.
@@ -95,7 +97,7 @@ def data_root() -> Path:
 
 
 def app_max_pixels() -> int:
-    """Pixel limit for images read by the dashboard (``$UNET_MAX_PIXELS`` or 2048 x 2048)."""
+    """Pixel limit for images read by the dashboard (``$UNET_MAX_PIXELS`` or 4096 x 4096)."""
     if os.environ.get("UNET_MAX_PIXELS", "").strip():
         return get_max_pixels()
     return APP_MAX_PIXELS

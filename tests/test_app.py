@@ -343,3 +343,118 @@ def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.Monkey
     at = open_app("segment")
     assert not at.exception
     assert [e.value for e in at.error] == ["Unexpected error: RuntimeError: boom second line"]
+
+
+# --------------------------------------------------------------------------- big inputs
+
+
+def gradient_png(height: int, width: int) -> bytes:
+    """A smooth (well-compressing) 8-bit image of any size, as PNG bytes."""
+    row = (np.arange(width) * 255 // max(1, width - 1)).astype(np.uint8)
+    image = np.broadcast_to(row, (height, width)).copy()
+    image[: height // 2, : width // 3] //= 2
+    return png(image)
+
+
+def test_segment_4096_upload_is_tiled_and_shows_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.inference import MAX_NETWORK_PIXELS, Segmenter
+
+    shapes: list[tuple[int, ...]] = []
+    original = Segmenter.forward
+
+    def recording(self: Segmenter, batch: np.ndarray) -> np.ndarray:
+        shapes.append(batch.shape)
+        return original(self, batch)
+
+    monkeypatch.setattr(Segmenter, "forward", recording)
+    mask = np.zeros((4096, 4096), np.uint8)
+    mask[1000:3000, 500:2500] = 255
+    at = open_app("segment")
+    at.radio(key="seg_source").set_value("Upload images").run()
+    at.file_uploader(key="seg_upload_images").set_value(
+        ("big.png", gradient_png(4096, 4096), "image/png"))
+    at.file_uploader(key="seg_upload_masks").set_value(("big.png", png(mask), "image/png"))
+    at.run(timeout=240)
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    assert shapes and all(h * w <= MAX_NETWORK_PIXELS for _, h, w in shapes), shapes[:5]
+    assert len(shapes) > 1  # tiled: more than one forward pass
+    assert {m.label for m in at.metric} >= {"IoU", "Dice"}
+    assert any("Display only" in c.value for c in at.caption), texts(at.caption)
+    assert [b.label for b in at.download_button] == [
+        "Download mask (PNG)", "Download probabilities (.npy)"]
+
+
+def test_segment_image_over_the_pixel_limit_is_refused_with_the_limit() -> None:
+    from app import common
+
+    assert common.APP_MAX_PIXELS == 4096 * 4096
+    at = open_app("segment")
+    at.radio(key="seg_source").set_value("Upload images").run()
+    at.file_uploader(key="seg_upload_images").set_value(
+        ("huge.png", gradient_png(4097, 4096), "image/png")).run()
+    assert_clean(at)
+    message = texts(at.error)
+    assert "huge.png" in message and "16,777,216" in message, message
+    assert "UNET_MAX_PIXELS" in message, message
+    assert not at.metric and not at.download_button
+
+
+def test_activations_on_a_large_image_are_refused_before_the_pass(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.introspect import ActivationProbe
+
+    runs: list[int] = []
+    original = ActivationProbe.run
+
+    def counting(self: ActivationProbe, x: np.ndarray) -> dict[str, np.ndarray]:
+        runs.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(ActivationProbe, "run", counting)
+    at = open_app("activations")
+    at.radio(key="act_source").set_value("Upload an image").run()
+    before = len(runs)  # the bundled sample of the first run had its pass
+    at.file_uploader(key="act_upload").set_value(
+        ("big.png", gradient_png(4096, 4096), "image/png")).run(timeout=120)
+    assert_clean(at)
+    message = texts(at.error)
+    assert "big.png" in message and "1,024 MiB" in message, message
+    assert "UNET_ACTIVATION_MAX_MB" in message, message
+    assert len(runs) == before, "the forward pass must not run over the activation limit"
+
+
+def test_activations_256_channel_layer_renders_page_by_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from app import viz
+    from unet_core.model import ModelCard, build_unet
+
+    keras.utils.set_random_seed(0)
+    build_unet(base_filters=32, depth=3, dropout=0.0, name="wide").save(tmp_path / "wide.keras")
+    ModelCard(name="wide", domain="seismic", multiple_of=8, min_size=32,
+              threshold=0.5).save(tmp_path / "wide.json")
+    monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
+    tiles_drawn: list[int] = []
+    original = viz.grid_figure
+
+    def recording(tiles: list[np.ndarray], *args: Any, **kwargs: Any) -> Any:
+        tiles_drawn.append(len(tiles))
+        return original(tiles, *args, **kwargs)
+
+    monkeypatch.setattr(viz, "grid_figure", recording)
+    at = open_app("activations")
+    assert_clean(at)
+    wide = [o for o in at.selectbox(key="act_layer").options if "256)" in o]
+    assert wide, at.selectbox(key="act_layer").options
+    layer = next(n for n in at.selectbox(key="act_layer").options if n in wide[0])
+    at.selectbox(key="act_layer").set_value(layer.split(" ")[0]).run()
+    assert_clean(at)
+    assert any(c.value.startswith("16 of 256 shown") and "page 1/16" in c.value
+               for c in at.caption), texts(at.caption)
+    at.number_input(key=f"act_page_{layer.split(' ')[0]}").set_value(16).run()
+    assert_clean(at)
+    assert any(c.value.startswith("16 of 256 shown (channels 240–255, page 16/16)")
+               for c in at.caption), texts(at.caption)
+    assert tiles_drawn and max(tiles_drawn) <= 16, tiles_drawn

@@ -61,6 +61,15 @@ with common.run_safely(what="activations"):
     padded, box = seg.prepare(image, padding)
     with st.spinner("Building the activation probe…"):
         probe = common.get_probe(bundle.key, bundle.loaded)
+    need, cap = probe.estimate_bytes(*padded.shape), common.activation_max_bytes()
+    if need > cap:  # refuse before anything is allocated
+        st.error(f"{item.name}: the activation maps of this {image.shape[0]}x{image.shape[1]} "
+                 f"image (padded to {padded.shape[0]}x{padded.shape[1]}) would take about "
+                 f"{need / 2**20:,.0f} MiB, over the dashboard's limit of "
+                 f"{cap / 2**20:,.0f} MiB per image; accepted: a smaller image or crop "
+                 "(set UNET_ACTIVATION_MAX_MB to raise the limit). The Segment page "
+                 "handles large images in tiles.")
+        st.stop()
     with st.spinner("One forward pass for every layer…"):
         maps_by_layer = common.activation_maps(bundle, item, padding, probe, padded)
 if maps_by_layer is None:
