@@ -34,6 +34,10 @@ test: $(VENV)/.dev browser-deps
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python -m pytest
 
+## loadtest: 20 headless browser sessions x 60 s against one server -> bench/loadtest.md
+loadtest: $(VENV)/.dev browser-deps
+	$(BIN)/python scripts/loadtest.py
+
 ## browser-deps: Debian's chromium for the browser tests (skipped when already there)
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \

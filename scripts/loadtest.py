@@ -1,0 +1,401 @@
+"""Load test of the dashboard: many browser sessions against one Streamlit server.
+
+Usage, from the repository root (``make loadtest`` runs the defaults)::
+
+    python scripts/loadtest.py [--sessions 20] [--duration 60] [--out bench/loadtest.md]
+
+One ``streamlit run app/Home.py`` on localhost serves the bundled models (``models/``). One
+headless chromium opens ``--sessions`` browser contexts (one Streamlit session each), driven
+from one asyncio loop. Every session opens the Segment page, picks a model (even sessions
+``salt``, odd ones ``nuclei``, so two models are loaded and predict), uploads its own generated
+image with its mask (``unet_core.synthetic``: a 202x202 seismic section or a 256x256
+fluorescence field), then for ``--duration`` seconds moves the "Threshold" slider one keyboard
+step at a time (ten steps one way, ten back), pausing ``--think`` seconds between steps as a
+user reading the result would. Each step is timed from the key press until the caption under
+the metrics shows the new threshold (:func:`tools.browser.async_move_threshold`).
+
+Reported: sessions, slider updates, errors (exceptions, error boxes, time-outs, and isolation
+failures: a session that shows another session's model, image or threshold), p50 / p95 / max
+update latency, and the server's resident memory (process + children) before any session,
+after the warm-up (both models loaded and used), at its peak and at the end, each with a
+PASS/FAIL line against the targets (0 errors, p95 <= 1 s, RSS with two models <= 1.5 GB, growth
+during the slider phase within the caches' bounds). The figures are printed and written to
+``--out`` as markdown. Exit status 0 when every target passes, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import random
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tools.browser import (  # noqa: E402
+    ARTIFACTS,
+    THRESHOLD_CAPTION_JS,
+    WIDE,
+    async_choose_option,
+    async_error_texts,
+    async_goto,
+    async_move_threshold,
+    async_upload,
+    async_wait_idle,
+    launch_chromium,
+    streamlit_server,
+    widget,
+)
+
+#: (model option regex, image kind) by session parity.
+MODELS: list[tuple[str, str]] = [(r"^salt$", "seismic"), (r"^nuclei$", "nuclei")]
+TARGET_P95_MS = 1000.0
+TARGET_RSS_MB = 1500.0
+#: Allowed RSS growth during the slider phase: moving the threshold adds no cache entry (the
+#: probability map and the image's sweep are cached at warm-up), so anything beyond allocator
+#: noise would be a leak.
+TARGET_GROWTH_MB = 150.0
+STEPS_EACH_WAY = 10
+
+
+@dataclass
+class SessionResult:
+    """What one browser session did."""
+
+    index: int
+    model: str
+    image: str
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    isolation_errors: list[str] = field(default_factory=list)
+    ready: bool = False
+
+
+@dataclass
+class LoadTestResult:
+    """Figures of one load-test run (see the module docstring)."""
+
+    sessions: int
+    duration_s: float
+    think_s: float
+    updates: int
+    errors: int
+    isolation_errors: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
+    rss_before_mb: float
+    rss_warm_mb: float
+    rss_peak_mb: float
+    rss_end_mb: float
+    setup_s: float
+    error_samples: list[str]
+    models: list[str]
+
+    @property
+    def growth_mb(self) -> float:
+        return self.rss_end_mb - self.rss_warm_mb
+
+    def checks(self) -> list[tuple[str, bool, str]]:
+        """(target, passed, figure) for each target."""
+        return [
+            ("errors = 0", self.errors == 0, f"{self.errors}"),
+            ("sessions isolated", self.isolation_errors == 0,
+             f"{self.isolation_errors} isolation errors"),
+            (f"p95 update latency <= {TARGET_P95_MS:.0f} ms", self.p95_ms <= TARGET_P95_MS,
+             f"{self.p95_ms:.0f} ms"),
+            (f"RSS with two models <= {TARGET_RSS_MB:.0f} MB",
+             max(self.rss_warm_mb, self.rss_peak_mb) <= TARGET_RSS_MB,
+             f"{self.rss_warm_mb:.0f} MB after warm-up, {self.rss_peak_mb:.0f} MB peak"),
+            (f"RSS growth while sliding <= {TARGET_GROWTH_MB:.0f} MB",
+             self.growth_mb <= TARGET_GROWTH_MB, f"{self.growth_mb:+.0f} MB"),
+        ]
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.checks())
+
+    def report(self) -> str:
+        """Plain-text report (what the command prints)."""
+        lines = [
+            f"sessions            {self.sessions} ({', '.join(self.models)}; "
+            f"{self.duration_s:.0f} s of slider moves each, {self.think_s:.1f} s think time)",
+            f"set-up              {self.setup_s:.0f} s (open page, pick model, upload + mask)",
+            f"slider updates      {self.updates}",
+            f"errors              {self.errors} (isolation: {self.isolation_errors})",
+            f"update latency      p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
+            f"max {self.max_ms:.0f} ms",
+            f"server RSS          before {self.rss_before_mb:.0f} MB, after warm-up (two models) "
+            f"{self.rss_warm_mb:.0f} MB, peak {self.rss_peak_mb:.0f} MB, "
+            f"end {self.rss_end_mb:.0f} MB",
+        ]
+        lines += [f"{'PASS' if ok else 'FAIL'}  {name}: {fig}" for name, ok, fig in self.checks()]
+        lines += [f"  error: {e}" for e in self.error_samples]
+        return "\n".join(lines)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0..100, linear interpolation); nan when empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def make_images(folder: Path, sessions: int) -> list[tuple[Path, Path]]:
+    """One distinct (image, mask) PNG pair per session, under ``folder/images|masks``."""
+    from unet_core.synthetic import fluorescence_nuclei, seismic_section, write_pair
+
+    pairs = []
+    for i in range(sessions):
+        kind = MODELS[i % len(MODELS)][1]
+        name = f"load_{i:02d}_{kind}.png"
+        if kind == "seismic":
+            image, mask = seismic_section((202, 202), seed=9000 + i, salt=True)
+        else:
+            image, mask = fluorescence_nuclei((256, 256), seed=9000 + i)
+        write_pair(folder, name, image, mask)
+        pairs.append((folder / "images" / name, folder / "masks" / name))
+    return pairs
+
+
+async def _main_text(page) -> str:
+    return await page.evaluate(
+        "() => (document.querySelector('[data-testid=\"stMain\"]') || {}).textContent || ''")
+
+
+async def _setup(page, base: str, res: SessionResult, pattern: str, image: Path, mask: Path,
+                 gate: asyncio.Semaphore) -> None:
+    """Open Segment, pick the model, upload image + mask; the page then shows its metrics."""
+    async with gate:
+        await async_goto(page, base, "segment", timeout=180)
+        chosen = await async_choose_option(page, widget(page, "stSelectbox", "Model"), pattern)
+        if chosen is None:
+            raise AssertionError(f"no model matching {pattern!r} in the sidebar")
+        res.model = chosen
+        await async_wait_idle(page, timeout=180)
+        await async_upload(page, "Upload images", [image], timeout=180)
+        await async_upload(page, "Upload masks (same file names)", [mask], timeout=180)
+        await page.wait_for_function(THRESHOLD_CAPTION_JS, timeout=180_000)
+        errors = await async_error_texts(page)
+        if errors:
+            raise AssertionError("error on the page after upload: " + " | ".join(errors))
+        res.ready = True
+
+
+async def _check_isolation(page, res: SessionResult, threshold: str | None) -> None:
+    """The page shows this session's model, image and threshold, nobody else's."""
+    text = await _main_text(page)
+    shown_models = set(re.findall(r"Model\s*(\w+)\s*·", text))
+    if shown_models != {res.model}:
+        res.isolation_errors.append(
+            f"session {res.index}: model {res.model!r} expected, page shows {shown_models}")
+    others = set(re.findall(r"load_\d\d_\w+?\.png", text)) - {res.image}
+    if res.image not in text or others:
+        res.isolation_errors.append(
+            f"session {res.index}: expected image {res.image}, page names {sorted(others)}")
+    shown = await page.evaluate(THRESHOLD_CAPTION_JS)
+    if threshold is not None and shown != threshold:
+        res.isolation_errors.append(
+            f"session {res.index}: threshold {shown} shown, this session set {threshold}")
+
+
+async def _slide(page, res: SessionResult, until: float, think: float) -> None:
+    """Move the threshold until ``until`` (monotonic), ten steps one way, ten back."""
+    rng = random.Random(res.index)
+    direction, steps = (1 if res.index % 2 else -1), 0
+    await asyncio.sleep(rng.uniform(0, max(think, 0.2)))  # do not start in lock-step
+    while time.monotonic() < until:
+        try:
+            ms = await async_move_threshold(page, direction, timeout=30)
+            res.latencies_ms.append(ms)
+            errors = await async_error_texts(page)
+            if errors:
+                res.errors.append(f"session {res.index}: " + " | ".join(errors)[:300])
+                await async_wait_idle(page, timeout=60)
+        except Exception as exc:  # a time-out or a broken page counts as an error
+            res.errors.append(f"session {res.index}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]}")
+            with contextlib.suppress(Exception):
+                await async_wait_idle(page, timeout=60)
+        steps += 1
+        if steps % STEPS_EACH_WAY == 0:
+            direction = -direction
+        await asyncio.sleep(think * rng.uniform(0.5, 1.5))
+    with contextlib.suppress(Exception):
+        await async_wait_idle(page, timeout=60)
+        await _check_isolation(page, res, await page.evaluate(THRESHOLD_CAPTION_JS))
+
+
+async def _sample_rss(server, peak: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], server.rss_mb())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _run(server, pairs: list[tuple[Path, Path]], duration: float, think: float,
+               setup_parallel: int) -> tuple[list[SessionResult], float, float, float]:
+    from playwright.async_api import async_playwright
+
+    results = [SessionResult(i, "", pairs[i][0].name) for i in range(len(pairs))]
+    async with async_playwright() as p:
+        browser = await launch_chromium(p)
+        try:
+            contexts = [await browser.new_context(viewport=WIDE) for _ in pairs]
+            pages = [await c.new_page() for c in contexts]
+            gate = asyncio.Semaphore(setup_parallel)
+            t0 = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(_setup(pg, server.url, res, MODELS[res.index % len(MODELS)][0], img, msk, gate)
+                  for pg, res, (img, msk) in zip(pages, results, pairs, strict=True)),
+                return_exceptions=True)
+            setup_s = time.monotonic() - t0
+            for res, out in zip(results, outcomes, strict=True):
+                if isinstance(out, BaseException):
+                    res.errors.append(f"session {res.index} set-up: {type(out).__name__}: "
+                                      f"{str(out).splitlines()[0][:200] if str(out) else ''}")
+            for pg, res in zip(pages, results, strict=True):
+                if res.ready:
+                    await _check_isolation(pg, res, None)
+            rss_warm = server.rss_mb()
+            peak = [rss_warm]
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(_sample_rss(server, peak, stop))
+            until = time.monotonic() + duration
+            await asyncio.gather(*(_slide(pg, res, until, think)
+                                   for pg, res in zip(pages, results, strict=True) if res.ready))
+            stop.set()
+            await sampler
+            for c in contexts:
+                with contextlib.suppress(Exception):
+                    await c.close()
+        finally:
+            await browser.close()
+    return results, setup_s, rss_warm, peak[0]
+
+
+def run_loadtest(sessions: int = 20, duration: float = 60.0, think: float = 1.0,
+                 models_dir: Path | None = None, setup_parallel: int = 3,
+                 log_path: Path | None = None) -> LoadTestResult:
+    """Run the load test (see the module docstring) and return its figures."""
+    models_dir = models_dir or REPO_ROOT / "models"
+    missing = [f"{name}.keras" for name in ("salt", "nuclei")
+               if not (models_dir / f"{name}.keras").is_file()]
+    if missing:
+        raise SystemExit(f"error: {models_dir} lacks {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="unet_loadtest_") as tmp:
+        pairs = make_images(Path(tmp), sessions)
+        log_path = log_path or ARTIFACTS / "streamlit-loadtest.log"
+        with streamlit_server(models_dir=models_dir, log_path=log_path, timeout=120) as server:
+            time.sleep(1.0)
+            rss_before = server.rss_mb()
+            results, setup_s, rss_warm, rss_peak = asyncio.run(
+                _run(server, pairs, duration, think, setup_parallel))
+            time.sleep(1.0)
+            rss_end = server.rss_mb()
+            rss_peak = max(rss_peak, rss_end)
+    latencies = [ms for r in results for ms in r.latencies_ms]
+    errors = [e for r in results for e in r.errors]
+    isolation = [e for r in results for e in r.isolation_errors]
+    return LoadTestResult(
+        sessions=sessions, duration_s=duration, think_s=think, updates=len(latencies),
+        errors=len(errors) + len(isolation), isolation_errors=len(isolation),
+        p50_ms=percentile(latencies, 50), p95_ms=percentile(latencies, 95),
+        max_ms=max(latencies, default=float("nan")), rss_before_mb=rss_before,
+        rss_warm_mb=rss_warm, rss_peak_mb=rss_peak, rss_end_mb=rss_end, setup_s=setup_s,
+        error_samples=(errors + isolation)[:10],
+        models=sorted({r.model for r in results if r.model}))
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def markdown(result: LoadTestResult, command: str) -> str:
+    """The figures as a small markdown page."""
+    r = result
+    rows = [
+        ("sessions", f"{r.sessions} (half `salt`, half `nuclei`), {r.duration_s:.0f} s each"),
+        ("slider updates", f"{r.updates}"),
+        ("errors (target 0)", f"{r.errors} (of which isolation: {r.isolation_errors})"),
+        ("update latency p50 / p95 / max (target p95 ≤ 1000 ms)",
+         f"{r.p50_ms:.0f} / {r.p95_ms:.0f} / {r.max_ms:.0f} ms"),
+        ("server RSS before any session", f"{r.rss_before_mb:.0f} MB"),
+        ("server RSS after warm-up: two models loaded and used (target ≤ 1500 MB)",
+         f"{r.rss_warm_mb:.0f} MB"),
+        ("server RSS peak / end", f"{r.rss_peak_mb:.0f} / {r.rss_end_mb:.0f} MB"),
+        (f"RSS growth while sliding (target ≤ {TARGET_GROWTH_MB:.0f} MB)",
+         f"{r.growth_mb:+.0f} MB"),
+        ("set-up (open page, pick model, upload image + mask)", f"{r.setup_s:.0f} s"),
+    ]
+    checks = "\n".join(f"- **{'PASS' if ok else 'FAIL'}** {name}: {fig}"
+                       for name, ok, fig in r.checks())
+    errors = ("\n\nFirst errors:\n\n" + "\n".join(f"- `{e}`" for e in r.error_samples)
+              if r.error_samples else "")
+    return f"""# Dashboard load test
+
+`{command}` on {dt.datetime.now().strftime("%Y-%m-%d %H:%M")}, machine: {os.cpu_count()} CPU
+cores ({_cpu_model()}), Python {platform.python_version()}. The server, the headless chromium
+running every session and (when this was run) any other work of the machine share these cores.
+
+Each session is a browser context of one chromium: it opens Segment, picks its model, uploads its
+own generated image with its mask, then moves the "Threshold" slider one keyboard step at a time
+with {r.think_s:.1f} s (±50%) between steps. Latency: key press until the caption under the
+metrics shows the new threshold. RSS: the Streamlit server process (and children), from
+/proc/PID/status.
+
+| figure | value |
+|---|---|
+{chr(10).join(f"| {a} | {b} |" for a, b in rows)}
+
+{checks}{errors}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sessions", type=int, default=20, help="browser sessions (default 20)")
+    ap.add_argument("--duration", type=float, default=60.0,
+                    help="seconds of slider moves per session (default 60)")
+    ap.add_argument("--think", type=float, default=1.0,
+                    help="mean pause between two slider steps of a session, s (default 1.0)")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "loadtest.md",
+                    help="markdown report (default bench/loadtest.md; '-' for none)")
+    ap.add_argument("--models-dir", type=Path, default=REPO_ROOT / "models",
+                    help="bundled models (needs salt.keras and nuclei.keras)")
+    args = ap.parse_args(argv)
+    if args.sessions < 1 or args.duration <= 0 or args.think < 0:
+        ap.error("--sessions must be >= 1, --duration > 0, --think >= 0")
+    result = run_loadtest(args.sessions, args.duration, args.think, args.models_dir)
+    print(result.report())
+    if str(args.out) != "-":
+        given = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python scripts/loadtest.py", *given])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(markdown(result, command))
+        print(f"wrote {args.out}")
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
