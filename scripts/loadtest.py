@@ -54,6 +54,7 @@ from tools.browser import (  # noqa: E402
     async_upload,
     async_wait_idle,
     launch_chromium,
+    machine_busy_seconds,
     streamlit_server,
     widget,
 )
@@ -102,6 +103,13 @@ class LoadTestResult:
     setup_s: float
     error_samples: list[str]
     models: list[str]
+    server_cores: float = float("nan")
+    machine_cores: float = float("nan")
+
+    @property
+    def server_ms_per_update(self) -> float:
+        """Server CPU time per slider update while sliding (ms)."""
+        return self.server_cores * self.duration_s * 1000.0 / max(self.updates, 1)
 
     @property
     def growth_mb(self) -> float:
@@ -132,6 +140,9 @@ class LoadTestResult:
             f"sessions            {self.sessions} ({', '.join(self.models)}; "
             f"{self.duration_s:.0f} s of slider moves each, {self.think_s:.1f} s think time)",
             f"set-up              {self.setup_s:.0f} s (open page, pick model, upload + mask)",
+            f"CPU while sliding   server {self.server_cores:.2f} cores, whole machine "
+            f"{self.machine_cores:.2f} of {os.cpu_count()} (the rest: chromium, this script); "
+            f"server CPU per update {self.server_ms_per_update:.0f} ms",
             f"slider updates      {self.updates}",
             f"errors              {self.errors} (isolation: {self.isolation_errors})",
             f"update latency      p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
@@ -249,7 +260,8 @@ async def _sample_rss(server, peak: list[float], stop: asyncio.Event) -> None:
 
 
 async def _run(server, pairs: list[tuple[Path, Path]], duration: float, think: float,
-               setup_parallel: int) -> tuple[list[SessionResult], float, float, float]:
+               setup_parallel: int
+               ) -> tuple[list[SessionResult], float, float, float, tuple[float, float]]:
     from playwright.async_api import async_playwright
 
     results = [SessionResult(i, "", pairs[i][0].name) for i in range(len(pairs))]
@@ -276,9 +288,12 @@ async def _run(server, pairs: list[tuple[Path, Path]], duration: float, think: f
             peak = [rss_warm]
             stop = asyncio.Event()
             sampler = asyncio.create_task(_sample_rss(server, peak, stop))
-            until = time.monotonic() + duration
+            t_start, cpu0, busy0 = time.monotonic(), server.cpu_seconds(), machine_busy_seconds()
+            until = t_start + duration
             await asyncio.gather(*(_slide(pg, res, until, think)
                                    for pg, res in zip(pages, results, strict=True) if res.ready))
+            wall = max(time.monotonic() - t_start, 1e-9)
+            cores = ((server.cpu_seconds() - cpu0) / wall, (machine_busy_seconds() - busy0) / wall)
             stop.set()
             await sampler
             for c in contexts:
@@ -286,7 +301,7 @@ async def _run(server, pairs: list[tuple[Path, Path]], duration: float, think: f
                     await c.close()
         finally:
             await browser.close()
-    return results, setup_s, rss_warm, peak[0]
+    return results, setup_s, rss_warm, peak[0], cores
 
 
 def run_loadtest(sessions: int = 20, duration: float = 60.0, think: float = 1.0,
@@ -304,7 +319,7 @@ def run_loadtest(sessions: int = 20, duration: float = 60.0, think: float = 1.0,
         with streamlit_server(models_dir=models_dir, log_path=log_path, timeout=120) as server:
             time.sleep(1.0)
             rss_before = server.rss_mb()
-            results, setup_s, rss_warm, rss_peak = asyncio.run(
+            results, setup_s, rss_warm, rss_peak, cores = asyncio.run(
                 _run(server, pairs, duration, think, setup_parallel))
             time.sleep(1.0)
             rss_end = server.rss_mb()
@@ -319,7 +334,8 @@ def run_loadtest(sessions: int = 20, duration: float = 60.0, think: float = 1.0,
         max_ms=max(latencies, default=float("nan")), rss_before_mb=rss_before,
         rss_warm_mb=rss_warm, rss_peak_mb=rss_peak, rss_end_mb=rss_end, setup_s=setup_s,
         error_samples=(errors + isolation)[:10],
-        models=sorted({r.model for r in results if r.model}))
+        models=sorted({r.model for r in results if r.model}), server_cores=cores[0],
+        machine_cores=cores[1])
 
 
 def _cpu_model() -> str:
@@ -346,6 +362,9 @@ def markdown(result: LoadTestResult, command: str) -> str:
         (f"RSS growth while sliding (target ≤ {TARGET_GROWTH_MB:.0f} MB)",
          f"{r.growth_mb:+.0f} MB"),
         ("set-up (open page, pick model, upload image + mask)", f"{r.setup_s:.0f} s"),
+        ("CPU while sliding: server / whole machine",
+         f"{r.server_cores:.2f} / {r.machine_cores:.2f} of {os.cpu_count()} cores"),
+        ("server CPU per slider update", f"{r.server_ms_per_update:.0f} ms"),
     ]
     checks = "\n".join(f"- **{'PASS' if ok else 'FAIL'}** {name}: {fig}"
                        for name, ok, fig in r.checks())

@@ -133,6 +133,32 @@ def rss_bytes(pid: int, children: bool = True) -> int:
     return total
 
 
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """CPU time (user + system, seconds) used so far by ``pid`` and, if ``children``, its
+    living descendants (from /proc/PID/stat); 0 for a process that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        if children:
+            todo.extend(_children(p))
+    return total / tick
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have spent busy since boot (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class StreamlitServer:
     """A running ``streamlit run app/Home.py`` (see :func:`streamlit_server`)."""
@@ -150,6 +176,10 @@ class StreamlitServer:
     def rss_mb(self) -> float:
         """Resident memory of the server process and its children, in MB (10^6 bytes)."""
         return self.rss_bytes() / 1e6
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the server process and its children."""
+        return cpu_seconds(self.pid)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of the server's log file."""
