@@ -313,7 +313,8 @@ def test_cli_predict_bad_image(capsys, corpus_dir: Path, tmp_path: Path, name: s
     assert code == 1
     assert len(lines) == 2, lines
     assert lines[0].startswith(f"error: {name}: ")
-    assert lines[1] == f"wrote 0 mask(s) and probability map(s) to {out} (threshold 0.5)"
+    assert lines[1].startswith(
+        f"wrote 0 mask(s) and probability map(s) to {out} (threshold 0.5; backend ")
     assert stdout == ""
     assert list(out.iterdir()) == []
 
