@@ -41,6 +41,22 @@ def app_env(app_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNET_DATA_ROOT", str(ROOT / "assets"))
 
 
+@pytest.fixture()
+def probe_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets one entry per ActivationProbe.run (one forward pass) from now on."""
+    from unet_core.introspect import ActivationProbe
+
+    runs: list[int] = []
+    original = ActivationProbe.run
+
+    def counting(self: ActivationProbe, x: np.ndarray) -> dict[str, np.ndarray]:
+        runs.append(1)
+        return original(self, x)
+
+    monkeypatch.setattr(ActivationProbe, "run", counting)
+    return runs
+
+
 def open_app(page: str | None = None) -> AppTest:
     """Run the app, then switch to ``page`` (views/<page>.py) if given."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
@@ -230,18 +246,8 @@ def test_pager_shows_n_of_m() -> None:
     assert at.caption[0].value.startswith("8 of 40 shown")
 
 
-def test_activations_switching_layer_costs_no_forward_pass(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from unet_core.introspect import ActivationProbe
-
-    runs: list[int] = []
-    original = ActivationProbe.run
-
-    def counting(self: ActivationProbe, x: np.ndarray) -> dict[str, np.ndarray]:
-        runs.append(1)
-        return original(self, x)
-
-    monkeypatch.setattr(ActivationProbe, "run", counting)
+def test_activations_switching_layer_costs_no_forward_pass(probe_runs: list[int]) -> None:
+    runs = probe_runs
     at = open_app("activations")
     assert_clean(at)
 
@@ -401,17 +407,8 @@ def test_segment_image_over_the_pixel_limit_is_refused_with_the_limit() -> None:
 
 
 def test_activations_on_a_large_image_are_refused_before_the_pass(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from unet_core.introspect import ActivationProbe
-
-    runs: list[int] = []
-    original = ActivationProbe.run
-
-    def counting(self: ActivationProbe, x: np.ndarray) -> dict[str, np.ndarray]:
-        runs.append(1)
-        return original(self, x)
-
-    monkeypatch.setattr(ActivationProbe, "run", counting)
+        probe_runs: list[int]) -> None:
+    runs = probe_runs
     at = open_app("activations")
     at.radio(key="act_source").set_value("Upload an image").run()
     before = len(runs)  # the bundled sample of the first run had its pass

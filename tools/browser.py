@@ -321,6 +321,28 @@ def is_idle(state: dict[str, Any] | None) -> bool:
     )
 
 
+class _IdleClock:
+    """Shared rule of :func:`wait_idle` / :func:`async_wait_idle`: idle (:func:`is_idle`) must
+    hold for ``settle`` seconds in a row; AssertionError once ``timeout`` seconds have passed."""
+
+    def __init__(self, timeout: float, settle: float) -> None:
+        self.timeout, self.settle = timeout, settle
+        self.deadline = time.monotonic() + timeout
+        self.idle_since: float | None = None
+
+    def settled(self, state: dict[str, Any] | None) -> bool:
+        now = time.monotonic()
+        if is_idle(state):
+            self.idle_since = self.idle_since or now
+            if now - self.idle_since >= self.settle:
+                return True
+        else:
+            self.idle_since = None
+        if now > self.deadline:
+            raise AssertionError(f"Streamlit still busy after {self.timeout:.0f}s: {state}")
+        return False
+
+
 def wait_idle(page: Any, timeout: float = 90.0, settle: float = 0.8) -> None:
     """Wait until Streamlit has finished running the script and the page is drawn.
 
@@ -328,23 +350,14 @@ def wait_idle(page: Any, timeout: float = 90.0, settle: float = 0.8) -> None:
     a widget change is about to trigger is not mistaken for the end of the previous one.
     Raises AssertionError after ``timeout`` seconds.
     """
-    deadline = time.monotonic() + timeout
-    idle_since: float | None = None
-    last = None
+    clock = _IdleClock(timeout, settle)
     while True:
-        now = time.monotonic()
         try:
-            last = page.evaluate(STATE_JS)
+            state = page.evaluate(STATE_JS)
         except Exception as exc:  # page navigating: the execution context was replaced
-            last = {"error": str(exc)}
-        if is_idle(last):
-            idle_since = idle_since or now
-            if now - idle_since >= settle:
-                break
-        else:
-            idle_since = None
-        if now > deadline:
-            raise AssertionError(f"Streamlit still busy after {timeout:.0f}s: {last}")
+            state = {"error": str(exc)}
+        if clock.settled(state):
+            break
         page.wait_for_timeout(150)
     # Images are fetched from /media after the delta arrives; let them load.
     with contextlib.suppress(Exception):
@@ -584,23 +597,14 @@ async def async_wait_idle(page: Any, timeout: float = 90.0, settle: float = 0.8)
     """:func:`wait_idle` for an async Playwright page."""
     import asyncio
 
-    deadline = time.monotonic() + timeout
-    idle_since: float | None = None
-    last = None
+    clock = _IdleClock(timeout, settle)
     while True:
-        now = time.monotonic()
         try:
-            last = await page.evaluate(STATE_JS)
+            state = await page.evaluate(STATE_JS)
         except Exception as exc:  # page navigating: the execution context was replaced
-            last = {"error": str(exc)}
-        if is_idle(last):
-            idle_since = idle_since or now
-            if now - idle_since >= settle:
-                break
-        else:
-            idle_since = None
-        if now > deadline:
-            raise AssertionError(f"Streamlit still busy after {timeout:.0f}s: {last}")
+            state = {"error": str(exc)}
+        if clock.settled(state):
+            break
         await asyncio.sleep(0.15)
 
 
