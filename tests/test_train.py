@@ -5,11 +5,57 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from unet_core.cli import main
 from unet_core.inference import Segmenter
 from unet_core.model import load_model
-from unet_core.train import TrainConfig, augment_pair, stratified_split
+from unet_core.train import (
+    TrainConfig,
+    augment_pair,
+    lovasz_hinge_loss,
+    stratified_split,
+    symmetric_lovasz_loss,
+)
+
+
+def _probs(logits: list[float]) -> np.ndarray:
+    """(1, 1, N, 1) float32 probabilities whose logits are the given values."""
+    return (1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))).astype(np.float32)[
+        None, None, :, None]
+
+
+def test_lovasz_losses_match_hand_computed_values():
+    # labels (1, 0), logits (2, -1): hinge errors (-1, 0); sorted (0, -1) with labels (0, 1);
+    # Jaccard steps (0.5, 1) -> grad (0.5, 0.5); loss = 0.5*(elu(0)+1) + 0.5*(elu(-1)+1).
+    y = np.array([1.0, 0.0], np.float32)[None, None, :, None]
+    want = 0.5 + 0.5 * np.exp(-1.0)
+    assert float(lovasz_hinge_loss(y, _probs([2.0, -1.0]))[0]) == pytest.approx(want, abs=1e-4)
+    # inverted problem: labels (0, 1), logits (-2, 1), errors (-1, 0); sorted (0, -1) with
+    # labels (1, 0); Jaccard steps (1, 1) -> grad (1, 0); background term = elu(0)+1 = 1
+    assert float(symmetric_lovasz_loss(y, _probs([2.0, -1.0]))[0]) == pytest.approx(
+        (want + 1.0) / 2, abs=1e-4)
+    # empty mask, logits (1, -1): foreground term = elu(2)+1 = 3 (worst pixel only);
+    # background term: labels (1, 1), errors (2, 0), grad (0.5, 0.5) -> 0.5*3 + 0.5*1 = 2
+    empty = np.zeros((1, 1, 2, 1), np.float32)
+    assert float(lovasz_hinge_loss(empty, _probs([1.0, -1.0]))[0]) == pytest.approx(3.0, abs=1e-4)
+    assert float(symmetric_lovasz_loss(empty, _probs([1.0, -1.0]))[0]) == pytest.approx(
+        2.5, abs=1e-4)
+
+
+def test_symmetric_lovasz_penalises_every_false_positive_on_an_empty_mask():
+    import tensorflow as tf
+
+    empty = tf.zeros((1, 1, 3, 1))
+    p = tf.Variable(_probs([1.0, 0.5, -1.0]))
+    grads = {}
+    for name, loss in (("plain", lovasz_hinge_loss), ("sym", symmetric_lovasz_loss)):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(loss(empty, p))
+        grads[name] = tape.gradient(value, p).numpy().ravel()
+    # the plain hinge only pushes down the worst pixel; the symmetric one pushes both positives
+    assert grads["plain"][0] > 0 and grads["plain"][1] == 0
+    assert grads["sym"][0] > 0 and grads["sym"][1] > 0
 
 
 def test_stratified_split_is_deterministic_and_balanced():
@@ -43,19 +89,23 @@ def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):
     out = tmp_path / "models" / "tiny.keras"
     code = main(["train", "--data", str(seismic_pairs), "--out", str(out), "--run-dir",
                  str(tmp_path / "run"), "--base-filters", "4", "--depth", "2", "--crop", "64",
-                 "--epochs", "2", "--lovasz-epochs", "1", "--batch-size", "4",
+                 "--epochs", "2", "--lovasz-epochs", "1", "--sym-lovasz-epochs", "1",
+                 "--batch-size", "4",
                  "--samples-per-epoch", "8", "--verbose", "0", "--val-fraction", "0.2",
                  "--test-fraction", "0.2"])
     assert code == 0, capsys.readouterr().err
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["command"].startswith("python -m unet_core train --data")
-    assert card["training"]["epochs_run"] == 3
+    assert card["training"]["epochs_run"] == 4
+    assert card["training"]["loss"].endswith("then symmetric Lovász hinge")
     assert card["min_size"] == 64 and card["multiple_of"] == 4
     assert 0 <= card["threshold"] <= 1
     assert {"validation", "test"} <= set(card["metrics"])
     assert out.with_suffix(".heldout.txt").read_text().strip()
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert len(log) == 4 and "val_best_tgs_metric" in log[0]
+    assert len(log) == 5 and "val_best_tgs_metric" in log[0]
+    assert [row.split(",")[1] for row in log[1:]] == ["bce_dice", "bce_dice", "lovasz",
+                                                       "lovasz_sym"]
     loaded = load_model(out)
     assert loaded.card_found and loaded.card.name == "tiny"
     prob = Segmenter(loaded).predict_proba(np.random.default_rng(0).random((101, 101)))
@@ -64,8 +114,9 @@ def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):
     # --resume after the run is complete re-finishes without training more epochs
     code = main(["train", "--data", str(seismic_pairs), "--out", str(out), "--run-dir",
                  str(tmp_path / "run"), "--base-filters", "4", "--depth", "2", "--crop", "64",
-                 "--epochs", "2", "--lovasz-epochs", "1", "--batch-size", "4",
+                 "--epochs", "2", "--lovasz-epochs", "1", "--sym-lovasz-epochs", "1",
+                 "--batch-size", "4",
                  "--samples-per-epoch", "8", "--verbose", "0", "--val-fraction", "0.2",
                  "--test-fraction", "0.2", "--resume"])
     assert code == 0
-    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 4
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 5

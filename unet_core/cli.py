@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                       ("foreground", str), ("data_terms", str), ("normalisation", str),
                       ("padding_mode", str), ("crop", int), ("base_filters", int),
                       ("depth", int), ("dropout", float), ("epochs", int),
-                      ("lovasz_epochs", int), ("batch_size", int), ("samples_per_epoch", int),
-                      ("lr", float), ("lovasz_lr", float), ("patience", int),
+                      ("lovasz_epochs", int), ("sym_lovasz_epochs", int), ("batch_size", int), ("samples_per_epoch", int),
+                      ("lr", float), ("lovasz_lr", float), ("sym_lovasz_lr", float),
+                      ("patience", int),
                       ("val_fraction", float), ("test_fraction", float), ("seed", int),
                       ("scale_range", float), ("shift", int), ("select_metric", str),
                       ("max_images", int), ("threads", int), ("verbose", int)):

@@ -9,8 +9,11 @@ What a run does (``python -m unet_core train --data DIR --out models/NAME.keras`
    shift, horizontal flip, optional vertical flip / 90-degree rotations), applied to image and mask
    together, then brightness/contrast jitter on the image. Images smaller than the crop are
    mirror-padded (centred, as at inference), larger ones are cropped at random;
-3. loss: BCE + soft Dice, then optionally a Lovász-hinge phase (an IoU surrogate);
-   cosine learning-rate schedule per phase, early stopping on the validation metric;
+3. loss: BCE + soft Dice, then optionally a Lovász-hinge phase (an IoU surrogate), then
+   optionally a symmetric Lovász phase (foreground and background IoU, so that empty masks get a
+   gradient on every false positive, not only the worst one); each later phase starts from the
+   best weights so far with a fresh optimizer; cosine learning-rate schedule per phase, early
+   stopping on the validation metric;
 4. checkpoints every epoch into ``RUN_DIR`` (``last.keras`` + ``state.json``, ``best.keras``) so
    ``--resume`` continues where it stopped; per-epoch metrics go to ``RUN_DIR/log.csv``;
 5. at the end, sweeps thresholds on the validation split (with flip TTA if enabled) to pick the
@@ -66,10 +69,12 @@ class TrainConfig:
     residual: bool = True
     epochs: int = 40                     # BCE+Dice phase
     lovasz_epochs: int = 0               # Lovász-hinge phase after it
+    sym_lovasz_epochs: int = 0           # symmetric Lovász phase after that
     batch_size: int = 16
     samples_per_epoch: int | None = None  # default: number of training images
     lr: float = 2e-3
     lovasz_lr: float = 5e-4
+    sym_lovasz_lr: float = 3e-4
     min_lr_fraction: float = 0.03
     patience: int = 10
     val_fraction: float = 0.1
@@ -232,16 +237,17 @@ def _lovasz_grad(gt_sorted):
     return tf.concat((jaccard[0:1], jaccard[1:] - jaccard[:-1]), 0)
 
 
-def lovasz_hinge_loss(y_true, y_pred):
-    """Lovász hinge (Berman et al. 2018), per image, on logits recovered from probabilities.
-
-    (B, H, W, 1) float32 -> (B,). Uses the elu+1 smoothing popular in the TGS competition.
-    """
+def _lovasz_logits(y_pred):
     import tensorflow as tf
 
     eps = 1e-6
     p = tf.clip_by_value(y_pred, eps, 1.0 - eps)
-    logits = tf.math.log(p) - tf.math.log(1.0 - p)
+    return tf.math.log(p) - tf.math.log(1.0 - p)
+
+
+def _lovasz_per_image(logits, y_true):
+    """Lovász hinge of each image: (B, H, W, 1) logits and 0/1 labels -> (B,) float32."""
+    import tensorflow as tf
 
     def one(args):
         lg, lb = args
@@ -255,6 +261,26 @@ def lovasz_hinge_loss(y_true, y_pred):
         return tf.tensordot(tf.nn.elu(errors_sorted) + 1.0, tf.stop_gradient(grad), 1)
 
     return tf.map_fn(one, (logits, y_true), fn_output_signature=tf.float32)
+
+
+def lovasz_hinge_loss(y_true, y_pred):
+    """Lovász hinge (Berman et al. 2018), per image, on logits recovered from probabilities.
+
+    (B, H, W, 1) float32 -> (B,). Uses the elu+1 smoothing popular in the TGS competition. On an
+    empty mask only the single worst false positive gets a gradient.
+    """
+    return _lovasz_per_image(_lovasz_logits(y_pred), y_true)
+
+
+def symmetric_lovasz_loss(y_true, y_pred):
+    """Mean of the Lovász hinge on the foreground and on the background, per image.
+
+    (B, H, W, 1) float32 -> (B,). The background term is the foreground term of the inverted
+    problem (logits negated, labels flipped), so an empty mask is scored as a full background IoU
+    and every false positive gets a gradient.
+    """
+    logits = _lovasz_logits(y_pred)
+    return 0.5 * (_lovasz_per_image(logits, y_true) + _lovasz_per_image(-logits, 1.0 - y_true))
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -313,7 +339,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     mark = [time.time()]  # wall-clock accounting across resumes: add time since last mark
     state: dict[str, Any] = {"epoch": 0, "phase": "bce_dice", "best": -1.0, "best_epoch": -1,
                              "wait": 0, "elapsed_s": 0.0}
-    custom = {"bce_dice_loss": bce_dice_loss, "lovasz_hinge_loss": lovasz_hinge_loss}
+    custom = {"bce_dice_loss": bce_dice_loss, "lovasz_hinge_loss": lovasz_hinge_loss,
+              "symmetric_lovasz_loss": symmetric_lovasz_loss}
     if resume and state_path.is_file() and (run / "last.keras").is_file():
         state = json.loads(state_path.read_text())
         model = keras.models.load_model(run / "last.keras", custom_objects=custom, compile=True)
@@ -332,9 +359,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     val_masks = [masks[i] for i in va]
     val_names = [names[i] for i in va]
     verbose = cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    losses = {"bce_dice": bce_dice_loss, "lovasz": lovasz_hinge_loss,
+              "lovasz_sym": symmetric_lovasz_loss}
     phases = [("bce_dice", cfg.epochs, cfg.lr)]
     if cfg.lovasz_epochs > 0:
         phases.append(("lovasz", cfg.lovasz_epochs, cfg.lovasz_lr))
+    if cfg.sym_lovasz_epochs > 0:
+        phases.append(("lovasz_sym", cfg.sym_lovasz_epochs, cfg.sym_lovasz_lr))
+    order = [name for name, _, _ in phases]
 
     class Checkpoint(keras.callbacks.Callback):
         """Validation sweep, best/last checkpoints, early stopping and the CSV log."""
@@ -386,15 +418,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     for phase, n_epochs, lr in phases:
         start, end = epoch0, epoch0 + n_epochs
         epoch0 = end
-        if state["epoch"] >= end or (phase == "bce_dice" and state["phase"] == "lovasz"):
+        done_phase = state["phase"] in order and order.index(state["phase"]) > order.index(phase)
+        if state["epoch"] >= end or done_phase:
             continue
-        if phase == "lovasz" and state["phase"] != "lovasz":
-            # Start the IoU phase from the best BCE+Dice weights with a fresh optimizer.
+        if phase != "bce_dice" and state["phase"] != phase:
+            # A later phase starts from the best weights so far with a fresh optimizer.
             best = keras.models.load_model(run / "best.keras", custom_objects=custom,
                                            compile=False)
             model.set_weights(best.get_weights())
-            model.compile(optimizer=keras.optimizers.Adam(lr), loss=lovasz_hinge_loss)
-            state.update(phase="lovasz", wait=0)
+            model.compile(optimizer=keras.optimizers.Adam(lr), loss=losses[phase])
+            state.update(phase=phase, wait=0)
         elif state["wait"] >= cfg.patience and phase == "bce_dice":
             continue
 
@@ -405,7 +438,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
             return float(lo + 0.5 * (base - lo) * (1 + math.cos(math.pi * t)))
 
         seq = make_sequence([images[i] for i in tr], [masks[i] for i in tr], cfg,
-                            seed=cfg.seed + (1000 if phase == "lovasz" else 0))
+                            seed=cfg.seed + 1000 * order.index(phase))
         seq.epoch = state["epoch"]
         model.fit(seq, epochs=end, initial_epoch=max(start, state["epoch"]), verbose=verbose,
                   callbacks=[keras.callbacks.LearningRateScheduler(schedule),
@@ -439,7 +472,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": cfg.seed,
                   "stratified_by": "mask coverage (empty masks separate)"},
         "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
-        "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else ""),
+        "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else "")
+                + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
                                                       "shift", "brightness", "contrast")},
         "crop": cfg.crop, "batch_size": cfg.batch_size,
