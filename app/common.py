@@ -63,7 +63,8 @@ MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
 #: overlapping tiles, so a forward pass stays bounded whatever the image size.
 APP_MAX_PIXELS = 4096 * 4096
 #: Which bundled sample set goes first for a model card's domain.
-DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei"}
+DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei",
+                                  "electron microscopy": "membranes"}
 #: Default cap on the activation maps of one image (MiB); $UNET_ACTIVATION_MAX_MB overrides it.
 ACTIVATION_MAX_MB = 1024
 PER_PAGE = 16
@@ -72,7 +73,7 @@ BACKEND_LABELS: dict[str, str] = {"auto": "Auto (fastest available)",
 
 # Page widgets re-seeded from the card when another model is picked.
 _MODEL_BOUND_WIDGETS = ("seg_threshold", "eval_threshold", "seg_padding", "eval_padding",
-                        "act_padding", "seg_tta", "eval_tta")
+                        "act_padding", "seg_tta", "eval_tta", "seg_invert", "eval_invert")
 
 
 # --------------------------------------------------------------------------- settings
@@ -354,6 +355,7 @@ def _on_model_change(bundle: ModelBundle) -> None:
     ss["threshold"] = float(bundle.card.threshold)
     ss["padding"] = bundle.card.padding_mode
     ss["tta"] = bool(bundle.card.tta)
+    ss["invert_truth"] = bool(bundle.card.truth_inverted)
     for key in _MODEL_BOUND_WIDGETS:
         ss.pop(key, None)
 
@@ -658,9 +660,12 @@ def _image_sweep(model_key: str, image_sha: str, mask_sha: str, padding: str, tt
 
 
 def image_sweep(bundle: ModelBundle, item: ImageItem, prob: np.ndarray, mask: np.ndarray,
-                padding: str, tta: bool) -> dict[str, np.ndarray]:
-    """This image's IoU / Dice / TGS score at every threshold 0.00..1.00 (cached)."""
-    return _image_sweep(bundle.key, item.sha, item.mask_sha or "", padding, bool(tta), prob, mask)
+                padding: str, tta: bool, inverted: bool = False) -> dict[str, np.ndarray]:
+    """This image's IoU / Dice / TGS score at every threshold 0.00..1.00 (cached).
+
+    ``mask`` is the truth as scored (already inverted when ``inverted``)."""
+    mask_key = (item.mask_sha or "") + (":inverted" if inverted else "")
+    return _image_sweep(bundle.key, item.sha, mask_key, padding, bool(tta), prob, mask)
 
 
 # --------------------------------------------------------------------------- activations
@@ -880,6 +885,19 @@ def tta_checkbox(widget_key: str, default: bool, container: Any = None) -> bool:
                                  help="Average the prediction with that of the mirrored image "
                                  "(two forward passes)."))
     st.session_state["tta"] = value
+    return value
+
+
+def invert_truth_checkbox(widget_key: str, default: bool, foreground: str,
+                          container: Any = None) -> bool:
+    """Checkbox: score against the complement of the masks (they mark the other class)."""
+    target = container if container is not None else st
+    seed_widget(widget_key, "invert_truth", bool(default), lambda v: isinstance(v, bool))
+    value = bool(target.checkbox(
+        "Masks mark the other class (invert)", key=widget_key,
+        help=f"Tick when white in the masks is *not* {foreground} (e.g. ISBI EM masks mark cell "
+        "interiors while the membrane model segments membranes). Set from the model card."))
+    st.session_state["invert_truth"] = value
     return value
 
 

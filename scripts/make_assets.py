@@ -2,11 +2,11 @@
 
 Usage, from the repository root::
 
-    python scripts/make_assets.py            # rewrites ./assets/seismic, ./assets/nuclei, README
+    python scripts/make_assets.py            # rewrites ./assets/{seismic,nuclei,membranes}, README
     python scripts/make_assets.py OUT_DIR    # writes the same files under OUT_DIR instead
 
-Only ``OUT_DIR/seismic``, ``OUT_DIR/nuclei`` and ``OUT_DIR/README.md`` are deleted and
-rewritten; anything else in ``OUT_DIR`` is left alone.
+Only ``OUT_DIR/seismic``, ``OUT_DIR/nuclei``, ``OUT_DIR/membranes`` and ``OUT_DIR/README.md``
+are deleted and rewritten; anything else in ``OUT_DIR`` is left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from unet_core.synthetic import fluorescence_nuclei, seismic_section, write_pair  # noqa: E402
+from unet_core.synthetic import (  # noqa: E402
+    em_membranes,
+    fluorescence_nuclei,
+    seismic_section,
+    write_pair,
+)
 
 # (seed, salt) for the six 101x101 seismic crops: two without salt.
 SEISMIC: list[tuple[int, bool]] = [
@@ -39,6 +44,14 @@ NUCLEI: list[tuple[int, tuple[int, int]]] = [
     (3, (256, 256)),
     (4, (320, 400)),
 ]
+# (seed, (height, width)) for the electron-microscopy membrane fields: two square, one not.
+MEMBRANES: list[tuple[int, tuple[int, int]]] = [
+    (0, (256, 256)),
+    (3, (256, 256)),
+    (5, (320, 256)),
+]
+# The folders build() owns: deleted and rewritten on every run.
+SETS: tuple[str, ...] = ("seismic", "nuclei", "membranes")
 
 README = """\
 # Demo assets (synthetic)
@@ -52,6 +65,12 @@ real data set. Each mask is the exact shape its image was drawn from.
 - `nuclei/images`, `nuclei/masks`: 5 fluorescence-microscopy fields imitating DSB2018
   (nuclei = white in the mask); `nuclei_000`-`nuclei_003` are 256x256, `nuclei_004` is
   320x400 (height x width).
+- `membranes/images`, `membranes/masks`: 3 serial-section electron-microscopy fields
+  imitating the ISBI 2012 EM segmentation data (Drosophila nerve cord); `membranes_000`
+  and `membranes_001` are 256x256, `membranes_002` is 320x256 (height x width). As in
+  the ISBI data, the mask marks cell interiors white and membranes black; the `em_membrane`
+  model segments the membranes, and its card (`truth_inverted`) makes the dashboard and
+  `evaluate` invert these masks before scoring.
 
 Images are 8-bit grayscale PNGs; masks are 8-bit PNGs with values 0 and 255. Image and
 mask of a pair have the same file name.
@@ -64,9 +83,10 @@ reproducible byte for byte. To regenerate, from the repository root:
 
 
 def build(out_dir: Path) -> list[Path]:
-    """Delete and rewrite ``out_dir/{seismic,nuclei,README.md}``; return the files written."""
+    """Delete and rewrite ``out_dir/{seismic,nuclei,membranes,README.md}``; return the files
+    written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for sub in ("seismic", "nuclei"):
+    for sub in SETS:
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     for i, (seed, salt) in enumerate(SEISMIC):
         image, mask = seismic_section((101, 101), seed=seed, salt=salt)
@@ -74,8 +94,12 @@ def build(out_dir: Path) -> list[Path]:
     for i, (seed, shape) in enumerate(NUCLEI):
         image, mask = fluorescence_nuclei(shape, seed=seed)
         write_pair(out_dir / "nuclei", f"nuclei_{i:03d}.png", image, mask)
+    for i, (seed, shape) in enumerate(MEMBRANES):
+        image, membrane = em_membranes(shape, seed=seed)
+        # ISBI 2012 convention: the mask marks cell interiors (the model inverts it).
+        write_pair(out_dir / "membranes", f"membranes_{i:03d}.png", image, ~membrane)
     (out_dir / "README.md").write_text(README, encoding="utf-8", newline="\n")
-    written = [p for sub in ("seismic", "nuclei") for p in (out_dir / sub).rglob("*.png")]
+    written = [p for sub in SETS for p in (out_dir / sub).rglob("*.png")]
     return sorted([*written, out_dir / "README.md"])
 
 

@@ -455,3 +455,36 @@ def test_activations_256_channel_layer_renders_page_by_page(
     assert any(c.value.startswith("16 of 256 shown (channels 240–255, page 16/16)")
                for c in at.caption), texts(at.caption)
     assert tiles_drawn and max(tiles_drawn) <= 16, tiles_drawn
+
+
+def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Masks marking the other class (ISBI EM): the card's truth_inverted ticks the box."""
+    from unet_core.model import ModelCard
+
+    at = open_app("segment")
+    assert at.checkbox(key="seg_invert").value is False  # the tiny card's default
+    at.slider(key="seg_threshold").set_value(0.0).run()  # everything predicted foreground
+    plain = float(metric(at, "IoU"))
+    at.checkbox(key="seg_invert").check().run()
+    assert_clean(at)
+    assert float(metric(at, "IoU")) == pytest.approx(1.0 - plain, abs=0.002)  # IoU = coverage
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(tiny_model_path, folder / "membrane.keras")
+    ModelCard(name="membrane", domain="electron microscopy", foreground="membrane",
+              multiple_of=4, min_size=32, threshold=0.5,
+              truth_inverted=True).save(folder / "membrane.json")
+    monkeypatch.setenv("UNET_MODELS_DIR", str(folder))
+    at = open_app("evaluate")
+    assert at.checkbox(key="eval_invert").value is True
+    assert at.selectbox(key="eval_sample_set").value == "membranes"  # the domain's samples
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    inverted = at.dataframe[-1].value["IoU"].tolist()
+    assert "(masks inverted)" in texts(at.subheader)
+    at.checkbox(key="eval_invert").uncheck().run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert at.dataframe[-1].value["IoU"].tolist() != inverted

@@ -94,6 +94,42 @@ def test_evaluate_text_and_zip(capsys, tiny_model_path, seismic_pairs, tmp_path)
     assert len((tmp_path / "per.csv").read_text().splitlines()) == 13
 
 
+def test_evaluate_inverted_masks_follow_the_card(capsys, tiny_model_path, seismic_pairs,
+                                                tmp_path):
+    """Masks marking the other class: --invert-masks, or by default when the card says so."""
+    from unet_core.io import write_mask_png
+    from unet_core.model import ModelCard
+
+    flipped = tmp_path / "flipped"
+    shutil.copytree(seismic_pairs, flipped)
+    for m in (flipped / "masks").glob("*.png"):
+        write_mask_png(m, ~read_mask(m))
+    base = ["evaluate", "--model", str(tiny_model_path), "--json", "--data"]
+    ref = json.loads(run(capsys, *base, str(seismic_pairs))[1])
+    assert ref["masks_inverted"] is False
+    inv = json.loads(run(capsys, *base, str(flipped), "--invert-masks")[1])
+    assert inv["masks_inverted"] is True
+    for key in ("iou", "dice", "tgs_metric", "best_threshold"):
+        assert inv[key] == pytest.approx(ref[key])
+    plain = json.loads(run(capsys, *base, str(flipped))[1])
+    assert plain["iou"] != pytest.approx(ref["iou"])
+
+    # a card with truth_inverted inverts by default; --no-invert-masks overrides it
+    model = tmp_path / "m" / "inv.keras"
+    model.parent.mkdir()
+    shutil.copy(tiny_model_path, model)
+    card = ModelCard.from_dict(json.loads(tiny_model_path.with_suffix(".json").read_text()))
+    card.truth_inverted = True
+    card.save(model.with_suffix(".json"))
+    base[2] = str(model)
+    code, out, err = run(capsys, *base, str(flipped))
+    assert code == 0, err
+    assert json.loads(out)["masks_inverted"] is True
+    assert json.loads(out)["iou"] == pytest.approx(ref["iou"])
+    out = run(capsys, *base, str(flipped), "--no-invert-masks")[1]
+    assert json.loads(out)["iou"] == pytest.approx(plain["iou"])
+
+
 def test_evaluate_lists_images_without_masks(capsys, tiny_model_path, seismic_pairs, tmp_path):
     data = tmp_path / "d"
     shutil.copytree(seismic_pairs, data)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from unet_core.errors import UnetCoreError
-from unet_core.synthetic import fluorescence_nuclei, make_pairs, seismic_section
+from unet_core.synthetic import em_membranes, fluorescence_nuclei, make_pairs, seismic_section
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEEDS = range(8)
@@ -24,7 +24,7 @@ def _check_pair(image: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> 
     assert image.min() >= 0.0 and image.max() <= 1.0
 
 
-@pytest.mark.parametrize("fn", [seismic_section, fluorescence_nuclei])
+@pytest.mark.parametrize("fn", [seismic_section, fluorescence_nuclei, em_membranes])
 def test_same_seed_same_output_different_seed_differs(fn) -> None:
     a_img, a_mask = fn(seed=7)
     b_img, b_mask = fn(seed=7)
@@ -92,6 +92,42 @@ def test_nuclei_count_argument() -> None:
     assert 1 <= count <= 5  # touching nuclei merge into one component
 
 
+@pytest.mark.parametrize("shape", [(256, 256), (320, 256), (48, 80)])
+def test_membranes_shapes_dtypes_ranges(shape: tuple[int, int]) -> None:
+    image, mask = em_membranes(shape, seed=2)
+    _check_pair(image, mask, shape)
+    assert mask.any() and not mask.all()
+
+
+def test_membranes_fraction_contrast_and_network() -> None:
+    from scipy import ndimage
+
+    image, mask = em_membranes(seed=0)
+    _check_pair(image, mask, (256, 256))  # default shape
+    for seed in SEEDS:
+        image, mask = em_membranes((256, 256), seed=seed)
+        assert 0.12 <= mask.mean() <= 0.35, seed  # ISBI 2012: ~22% membrane
+        membrane, interior = image[mask].mean(), image[~mask].mean()
+        assert membrane < interior - 0.1, seed  # dark membranes, pale cells
+        assert 0.3 < interior < 0.8, seed
+        labels, count = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())[1:]
+        assert sizes.max() > 0.8 * sizes.sum(), seed  # one connected membrane network
+        _, cells = ndimage.label(~mask)
+        assert cells >= 15, seed  # many cells, not a few blobs
+
+
+def test_make_pairs_membrane(tmp_path: Path) -> None:
+    names = make_pairs(tmp_path, "membrane", 2, seed=3)
+    assert names == ["membrane_000.png", "membrane_001.png"]
+    for name in names:
+        img = np.asarray(Image.open(tmp_path / "images" / name))
+        msk = np.asarray(Image.open(tmp_path / "masks" / name))
+        assert img.shape == msk.shape == (256, 256)
+        assert set(np.unique(msk)) == {0, 255}
+        assert img[msk == 0].mean() < img[msk == 255].mean()  # ISBI convention: 0 = membrane
+
+
 def test_make_pairs_writes_readable_pairs(tmp_path: Path) -> None:
     names = make_pairs(tmp_path, "seismic", 3, seed=1)
     assert names == ["seismic_000.png", "seismic_001.png", "seismic_002.png"]
@@ -143,8 +179,13 @@ def test_make_assets_is_deterministic(tmp_path: Path) -> None:
     assert make_assets.main([str(tmp_path / "one")]) == 0
     (tmp_path / "two" / "seismic").mkdir(parents=True)
     (tmp_path / "two" / "seismic" / "stale.png").write_bytes(b"old")  # must be removed
+    (tmp_path / "two" / "membranes" / "masks").mkdir(parents=True)
+    (tmp_path / "two" / "membranes" / "masks" / "stale.png").write_bytes(b"old")
+    (tmp_path / "two" / "mine").mkdir()
+    (tmp_path / "two" / "mine" / "keep.txt").write_text("kept")  # not ours: left alone
     assert make_assets.main([str(tmp_path / "two")]) == 0
     one, two = _tree(tmp_path / "one"), _tree(tmp_path / "two")
+    assert two.pop("mine/keep.txt") == b"kept"
     assert one == two
     assert "README.md" in one
     seismic = sorted(k for k in one if k.startswith("seismic/masks/"))
@@ -154,3 +195,13 @@ def test_make_assets_is_deterministic(tmp_path: Path) -> None:
     assert len(empty) >= 2
     sizes = {Image.open(tmp_path / "one" / k).size for k in nuclei}
     assert sizes == {(256, 256), (400, 320)}
+    membranes = sorted(k for k in one if k.startswith("membranes/"))
+    assert membranes == [
+        f"membranes/{sub}/membranes_{i:03d}.png" for sub in ("images", "masks") for i in range(3)
+    ]
+    sizes = {Image.open(tmp_path / "one" / k).size for k in membranes}
+    assert sizes == {(256, 256), (256, 320)}  # PIL: (width, height)
+    for k in membranes[3:]:
+        fraction = (np.asarray(Image.open(tmp_path / "one" / k)) == 0).mean()  # ISBI: 0 = membrane
+        assert 0.12 <= fraction <= 0.35, k
+    assert "membranes/" in one["README.md"].decode()

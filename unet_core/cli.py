@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--names", help="text file of image names (one per line) to evaluate only")
     ev.add_argument("--select", default="tgs_metric", choices=("tgs_metric", "mean_iou",
                     "mean_dice"), help="metric that picks the best threshold")
+    ev.add_argument("--invert-masks", action=argparse.BooleanOptionalAction, default=None,
+                    help="score against the complement of each mask (default: the model card's "
+                    "truth_inverted, true for em_membrane, whose ISBI masks mark cell interiors)")
     ev.add_argument("--per-image", metavar="CSV", help="also write per-image results to CSV")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
@@ -88,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("foreground", str), ("data_terms", str), ("normalisation", str),
                       ("padding_mode", str), ("crop", int), ("base_filters", int),
                       ("depth", int), ("dropout", float), ("epochs", int),
-                      ("lovasz_epochs", int), ("sym_lovasz_epochs", int), ("batch_size", int), ("samples_per_epoch", int),
+                      ("lovasz_epochs", int), ("sym_lovasz_epochs", int), ("batch_size", int),
+                      ("samples_per_epoch", int),
                       ("lr", float), ("lovasz_lr", float), ("sym_lovasz_lr", float),
                       ("patience", int),
                       ("val_fraction", float), ("test_fraction", float), ("seed", int),
@@ -183,12 +187,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
+        invert = seg.card.truth_inverted if args.invert_masks is None else args.invert_masks
         ev = evaluate_pairs(seg, pairs, padding_mode=args.padding, threshold=args.threshold,
                             select_metric=args.select, batch_size=args.batch_size,
-                            progress=progress)
+                            progress=progress, invert_masks=invert)
         bar.close()
     summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
-               "backend": seg.backend.name}
+               "backend": seg.backend.name, "masks_inverted": bool(invert)}
     if args.per_image:
         import csv
 
@@ -200,7 +205,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}")
+    print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}"
+          + ("; masks inverted (they mark the other class)" if invert else ""))
     print(f"at threshold {summary['threshold']:.2f} (model card): IoU {summary['iou']:.4f}  "
           f"Dice {summary['dice']:.4f}  precision {summary['precision']:.4f}  "
           f"recall {summary['recall']:.4f}  TGS metric {summary['tgs_metric']:.4f}")

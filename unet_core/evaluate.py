@@ -83,11 +83,13 @@ def iter_loaded(pairs: Sequence[Pair], max_pixels: int | None = None, workers: i
 def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
                    padding_mode: str | None = None, threshold: float | None = None,
                    select_metric: str = "tgs_metric", batch_size: int = 32,
-                   max_pixels: int | None = None, progress: ProgressFn | None = None
-                   ) -> Evaluation:
+                   max_pixels: int | None = None, progress: ProgressFn | None = None,
+                   invert_masks: bool = False) -> Evaluation:
     """Evaluate a model on image/mask pairs (every pair must have a mask).
 
-    ``progress(done, total)`` is called after each batch. Raises the io errors of a bad pair.
+    ``invert_masks`` scores against the complement of each mask (for data whose masks mark the
+    other class, see ``ModelCard.truth_inverted``). ``progress(done, total)`` is called after
+    each batch. Raises the io errors of a bad pair.
     """
     acc = SweepAccumulator()
     total = len(pairs)
@@ -108,7 +110,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
             from .errors import DataSetError
 
             raise DataSetError(f"{pair.name}: no mask; evaluation needs a mask for every image")
-        batch.append((pair, img, mask))
+        batch.append((pair, img, ~mask if invert_masks else mask))
         if len(batch) >= batch_size:
             flush()
     if batch:

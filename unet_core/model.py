@@ -51,6 +51,9 @@ class ModelCard:
         threshold: recommended probability threshold (foreground is ``prob > threshold``).
         output: "probability" (sigmoid applied inside the model) or "logits".
         tta: average the prediction with that of the horizontally flipped image.
+        truth_inverted: the model's training data marks the *other* class in its masks (e.g. ISBI
+            2012 EM masks mark cell interiors, the model segments membranes); evaluation then
+            inverts ground-truth masks by default.
         architecture, training, metrics: free-form records written by training.
         inferred: names of fields that were guessed because no card was found.
     """
@@ -68,6 +71,7 @@ class ModelCard:
     threshold: float = 0.5
     output: str = "probability"
     tta: bool = False
+    truth_inverted: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -1,12 +1,15 @@
 """Seeded synthetic images with exact ground-truth masks, for demos and tests.
 
-Two kinds of data are imitated:
+Three kinds of data are imitated:
 
 * :func:`seismic_section` - a 101x101 crop of a seismic section like the TGS Salt
   Identification images: folded, band-limited reflectors, sometimes a fault, and
   sometimes a salt body (chaotic, low-amplitude interior, bright boundary).
 * :func:`fluorescence_nuclei` - a fluorescence microscopy field like DSB2018: bright,
   slightly irregular nuclei on a dark, unevenly lit background, blurred and noisy.
+* :func:`em_membranes` - a serial-section TEM field like the ISBI 2012 EM segmentation
+  data: pale, finely textured cells with dark organelles, separated by thin dark
+  membranes (the mask marks the membranes).
 
 The mask returned with each image is the shape the image was drawn from, so it is
 exact. Every function is deterministic for a given ``seed`` (numpy ``default_rng``).
@@ -24,12 +27,23 @@ from scipy import ndimage
 
 from unet_core.errors import UnetCoreError
 
-__all__ = ["KINDS", "fluorescence_nuclei", "make_pairs", "seismic_section", "write_pair"]
+__all__ = [
+    "KINDS",
+    "em_membranes",
+    "fluorescence_nuclei",
+    "make_pairs",
+    "seismic_section",
+    "write_pair",
+]
 
-KINDS: tuple[str, ...] = ("seismic", "nuclei")
+KINDS: tuple[str, ...] = ("seismic", "nuclei", "membrane")
 """Kinds accepted by :func:`make_pairs`."""
 
-_DEFAULT_SHAPES: dict[str, tuple[int, int]] = {"seismic": (101, 101), "nuclei": (256, 256)}
+_DEFAULT_SHAPES: dict[str, tuple[int, int]] = {
+    "seismic": (101, 101),
+    "nuclei": (256, 256),
+    "membrane": (256, 256),
+}
 
 
 def _check_shape(shape: tuple[int, int], minimum: int) -> tuple[int, int]:
@@ -282,6 +296,186 @@ def fluorescence_nuclei(
 
 
 # ---------------------------------------------------------------------------------------
+# Electron microscopy membranes
+# ---------------------------------------------------------------------------------------
+
+
+def _cell_seeds(
+    rng: np.random.Generator, h: int, w: int, d_typ: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dart-throwing (Poisson-disc-like) cell centres with per-cell diameters.
+
+    Candidates cover the image plus a margin (so border cells are cut, not swollen) and are
+    tried largest first (big cells, small ones filling the gaps, as in neuropil); one is kept
+    when it is at least half the sum of the two diameters from every kept centre.
+    Returns ``(centres float64 Nx2 (y, x), diameters float64 N)``, N >= 1.
+    """
+    margin = 0.5 * d_typ
+    n_try = int(40 * (h + 2 * margin) * (w + 2 * margin) / d_typ**2) + 50
+    cand = rng.uniform((-margin, -margin), (h + margin, w + margin), size=(n_try, 2))
+    diam = np.clip(d_typ * rng.lognormal(0.0, 0.5, size=n_try), 12.0, 60.0)
+    order = np.argsort(-diam, kind="stable")
+    cand, diam = cand[order], diam[order]
+    centres = np.empty((n_try, 2))
+    diams = np.empty(n_try)
+    n = 0
+    for point, d in zip(cand, diam, strict=True):
+        if n and (np.hypot(*(centres[:n] - point).T) < 0.5 * (diams[:n] + d)).any():
+            continue
+        centres[n], diams[n] = point, d
+        n += 1
+    return centres[:n], diams[:n]
+
+
+def _warped_cells(
+    rng: np.random.Generator, h: int, w: int, centres: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Additively weighted Voronoi cells on smoothly warped coordinates.
+
+    Pixel (y, x) belongs to the cell ``k`` minimising ``|warp(y, x) - c_k| - weights[k]``
+    (bigger weight, bigger cell; curved, wiggly boundaries). Returns ``(labels int32 HxW,
+    1-based, dist float64 HxW)`` where ``dist`` is half the gap between the two smallest
+    such distances: about the distance to the nearest cell boundary (inf with one cell).
+    """
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    yw = yy + rng.uniform(3.0, 5.0) * _smooth_noise(rng, (h, w), 16.0)
+    xw = xx + rng.uniform(3.0, 5.0) * _smooth_noise(rng, (h, w), 16.0)
+    yw += _smooth_noise(rng, (h, w), 5.0)
+    xw += _smooth_noise(rng, (h, w), 5.0)
+    best = np.full((h, w), np.inf)
+    second = np.full((h, w), np.inf)
+    labels = np.zeros((h, w), dtype=np.int32)
+    for k, ((cy, cx), weight) in enumerate(zip(centres, weights, strict=True), start=1):
+        d = np.hypot(yw - cy, xw - cx) - weight
+        closer = d < best
+        np.minimum(second, d, out=second)
+        second[closer] = best[closer]
+        best[closer] = d[closer]
+        labels[closer] = k
+    return labels, 0.5 * (second - best)
+
+
+def _ring_kernel(radius: float, width: float = 0.7) -> np.ndarray:
+    """A small ring (vesicle / microtubule cross-section) of peak 1, float64 kxk."""
+    half = int(np.ceil(radius + 3 * width))
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    return np.exp(-(((np.hypot(yy, xx) - radius) / width) ** 2))
+
+
+def _mitochondrion(
+    rng: np.random.Generator, a: float, b: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dark ellipse with cristae in its own box: (rho, cristae, ring) float64 hxw.
+
+    ``rho`` is the normalised elliptical radius (<= 1 inside), ``cristae`` in [0, 1]
+    stripes across the long axis, ``ring`` the darker outer membrane profile.
+    """
+    theta = rng.uniform(0, np.pi)
+    half = int(np.ceil(a)) + 3
+    yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float64)
+    yy += rng.uniform(-0.5, 0.5)
+    xx += rng.uniform(-0.5, 0.5)
+    u = xx * np.cos(theta) + yy * np.sin(theta)
+    v = -xx * np.sin(theta) + yy * np.cos(theta)
+    rho = np.hypot(u / a, v / b)
+    wobble = 0.8 * _smooth_noise(rng, rho.shape, 2.0)
+    cristae = 0.5 + 0.5 * np.cos(2 * np.pi * u / rng.uniform(2.5, 3.5) + wobble)
+    ring = np.exp(-((((rho - 1.0) * b) / 0.8) ** 2))
+    return rho, cristae, ring
+
+
+def em_membranes(
+    shape: tuple[int, int] = (256, 256), *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic serial-section TEM field like the ISBI 2012 EM data, with its membrane mask.
+
+    Cells are an additively weighted Voronoi tessellation of Poisson-disc seeds (diameters
+    ~12-60 px, median ~25) on smoothly warped coordinates, so boundaries are curved.
+    Membranes are the pixels within a smoothly varying half-width (1-3 px: 2-6 px wide,
+    typically ~4) of a cell boundary, drawn as dark grey with a soft profile; the network is
+    connected across the field and covers ~17-23% of the pixels (ISBI: ~22-27%), a little
+    more at the junctions of three cells. Cell interiors are light grey with per-cell
+    brightness, fine grainy texture and small rings (vesicles, microtubules), some cells
+    holding a dark mitochondrion with cristae or a vesicle cluster; organelles stay inside
+    their cell and are not in the mask. Then slow shading, a ~1 px blur and noise.
+
+    Sizes are in pixels at a fixed magnification (roughly ISBI's at 512x512): a larger
+    ``shape`` is a larger field of view, not larger cells.
+
+    Returns ``(image, mask)``: image float32 HxW in [0, 1], mask bool HxW (True = membrane).
+    """
+    h, w = _check_shape(shape, 16)
+    rng = np.random.default_rng(seed)
+    d_typ = rng.uniform(20.0, 27.0)
+    centres, diams = _cell_seeds(rng, h, w, d_typ)
+    labels, dist = _warped_cells(rng, h, w, centres, 0.45 * (diams - d_typ))
+    half = np.clip(2.2 + 0.6 * _smooth_noise(rng, (h, w), 10.0), 1.0, 3.0)
+    mask = dist < half
+    inner = dist - half  # > 0 inside a cell: distance to its membrane
+
+    # Cytoplasm: per-cell brightness (a few darker, glia-like cells), grainy texture.
+    n_cells = len(centres)
+    level = rng.uniform(0.52, 0.66) + rng.normal(0.0, 0.025, size=n_cells + 1)
+    dark = rng.random(n_cells + 1) < 0.06
+    level[dark] -= rng.uniform(0.06, 0.12, size=int(dark.sum()))
+    image = level[labels]
+    image += 0.05 * _smooth_noise(rng, (h, w), 0.8) + 0.035 * _smooth_noise(rng, (h, w), 3.0)
+
+    # Small rings: scattered everywhere, dense in a few vesicle clusters.
+    density = np.full((h, w), 1.0 / 200.0)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or rng.random() >= 0.2:
+            continue
+        spots = np.flatnonzero((labels[box] == k) & (inner[box] > 4.0))
+        if spots.size == 0:
+            continue
+        cy, cx = np.unravel_index(spots[rng.integers(spots.size)], labels[box].shape)
+        cy, cx = cy + box[0].start, cx + box[1].start
+        density += 0.15 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 5.0**2))
+    rings = np.zeros((h, w))
+    for radius in (2.0, 2.6, 3.2):
+        centre_ok = inner > radius + 1.0
+        impulses = (rng.random((h, w)) < density / 3.0) & centre_ok
+        kernel = _ring_kernel(radius)
+        rings += ndimage.convolve(impulses.astype(np.float64), kernel, mode="constant")
+    image -= rng.uniform(0.18, 0.26) * np.clip(rings, 0.0, 1.5)
+
+    # Mitochondria: dark ellipses with cristae, well inside about 30% of the cells.
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None or rng.random() >= 0.3:
+            continue
+        a = rng.uniform(5.0, 14.0)
+        b = a * rng.uniform(0.4, 0.8)
+        spots = np.flatnonzero((labels[box] == k) & (inner[box] > b + 2.0))
+        if spots.size == 0:
+            continue
+        cy, cx = np.unravel_index(spots[rng.integers(spots.size)], labels[box].shape)
+        cy, cx = cy + box[0].start, cx + box[1].start
+        rho, cristae, ring = _mitochondrion(rng, a, b)
+        r = rho.shape[0] // 2
+        ys = slice(max(cy - r, 0), min(cy + r + 1, h))
+        xs = slice(max(cx - r, 0), min(cx + r + 1, w))
+        sub = (
+            slice(ys.start - cy + r, ys.stop - cy + r),
+            slice(xs.start - cx + r, xs.stop - cx + r),
+        )
+        own = (labels[ys, xs] == k) & (inner[ys, xs] > 0.5)
+        body = (rho[sub] <= 1.0) * (rng.uniform(0.12, 0.2) + 0.1 * cristae[sub])
+        image[ys, xs] -= own * (body + 0.2 * ring[sub])
+
+    # Membranes: dark, soft-edged, contrast varying along them.
+    depth = rng.uniform(0.3, 0.42) * np.clip(1.0 + 0.15 * _smooth_noise(rng, (h, w), 8.0), 0.6, 1.2)
+    image -= depth * np.exp(-0.5 * (dist / (0.75 * half)) ** 2)
+
+    # Slow shading, ~1 px blur, detector noise.
+    image *= 1.0 + 0.06 * _smooth_noise(rng, (h, w), max(h, w) / 4.0)
+    image = ndimage.gaussian_filter(image, rng.uniform(0.8, 1.2))
+    image += rng.uniform(0.03, 0.045) * rng.standard_normal((h, w))
+    return np.clip(image, 0.0, 1.0).astype(np.float32), mask
+
+
+# ---------------------------------------------------------------------------------------
 # Writing pairs
 # ---------------------------------------------------------------------------------------
 
@@ -308,9 +502,12 @@ def make_pairs(
 ) -> list[str]:
     """Write ``n`` synthetic pairs ``root/images/NAME.png`` + ``root/masks/NAME.png``.
 
-    ``kind`` is ``"seismic"`` (default shape 101x101) or ``"nuclei"`` (256x256). Images
-    are 8-bit grayscale, masks 8-bit 0/255. Names are ``{kind}_{i:03d}.png``; pair ``i``
-    is drawn from a seed derived from ``(seed, i)``. Returns the file names in order.
+    ``kind`` is ``"seismic"`` (default shape 101x101, :func:`seismic_section`), ``"nuclei"``
+    (256x256, :func:`fluorescence_nuclei`) or ``"membrane"`` (256x256, :func:`em_membranes`;
+    the mask files follow the ISBI 2012 convention: white = cell interior, black = membrane).
+    Images are 8-bit grayscale, masks 8-bit 0/255. Names are ``{kind}_{i:03d}.png``;
+    pair ``i`` is drawn from a seed derived from ``(seed, i)``.
+    Returns the file names in order.
     Raises UnetCoreError for an unknown kind or a negative ``n``.
     """
     if kind not in KINDS:
@@ -323,8 +520,11 @@ def make_pairs(
         pair_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
         if kind == "seismic":
             image, mask = seismic_section(shape, seed=pair_seed)
-        else:
+        elif kind == "nuclei":
             image, mask = fluorescence_nuclei(shape, seed=pair_seed)
+        else:
+            image, membrane = em_membranes(shape, seed=pair_seed)
+            mask = ~membrane  # ISBI convention: the files mark cell interiors
         name = f"{kind}_{i:03d}.png"
         write_pair(root, name, image, mask)
         names.append(name)

@@ -299,7 +299,8 @@ def _card_for(cfg: TrainConfig, tta: bool) -> ModelCard:
         name=cfg.model_name, domain=cfg.domain, description=cfg.description,
         foreground=cfg.foreground, input_size=None, multiple_of=2**cfg.depth,
         min_size=cfg.crop, channels=1, normalisation=cfg.normalisation,
-        padding_mode=cfg.padding_mode, threshold=0.5, output="probability", tta=tta)
+        padding_mode=cfg.padding_mode, threshold=0.5, output="probability", tta=tta,
+        truth_inverted=bool(cfg.invert_masks))
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -476,6 +477,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                 + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
                                                       "shift", "brightness", "contrast")},
+        "invert_masks": bool(cfg.invert_masks),
         "crop": cfg.crop, "batch_size": cfg.batch_size,
         "wall_time_s": round(float(state.get("elapsed_s", time.time() - t_start)), 1),
         "command": cfg.command,

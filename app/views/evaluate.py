@@ -36,14 +36,14 @@ def _thumbnail(image_path: str, mask_path: str | None, mtime_ns: int) -> np.ndar
     return viz.to_uint8(rgb)
 
 
-def _run(folder: Path, label: str, extra: str, padding: str, tta: bool,
+def _run(folder: Path, label: str, extra: str, padding: str, tta: bool, invert: bool,
          holder: common.ExtractedZip | None) -> common.EvalState:
     """Evaluate the pairs of ``folder`` (cached per model, data, padding, TTA)."""
     pairs = find_pairs(folder, require_masks=True)
     fingerprint = common.pairs_fingerprint(pairs, extra, with_mtime=holder is None)
     store = common.evaluation_store()
     seg = common.get_segmenter(bundle, bool(tta))
-    cache_key = (bundle.key, fingerprint, padding, bool(tta), seg.backend.name)
+    cache_key = (bundle.key, fingerprint, padding, bool(tta), seg.backend.name, bool(invert))
     evaluation = store.get(cache_key)
     if evaluation is None:
         bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
@@ -52,7 +52,7 @@ def _run(folder: Path, label: str, extra: str, padding: str, tta: bool,
             bar.progress(done / max(total, 1), text=f"Evaluated {done} / {total} images")
 
         evaluation = evaluate_pairs(seg, pairs, padding_mode=padding, progress=progress,
-                                    max_pixels=common.app_max_pixels())
+                                    max_pixels=common.app_max_pixels(), invert_masks=invert)
         bar.empty()
         store.put(cache_key, evaluation)
     return common.EvalState(bundle.key, label, pairs, evaluation, fingerprint, holder)
@@ -96,6 +96,7 @@ with c_src:
 with c_opts:
     padding = common.padding_select("eval_padding", card.padding_mode)
     tta = common.tta_checkbox("eval_tta", card.tta)
+    invert = common.invert_truth_checkbox("eval_invert", card.truth_inverted, card.foreground)
     ready = folder is not None or zip_upload is not None
     clicked = st.button("Run evaluation", type="primary", key="eval_run", disabled=not ready)
 
@@ -113,7 +114,8 @@ if clicked:
                     holder = common.ExtractedZip(data, zip_upload.name)
             folder, extra = holder.path, f"zip:{holder.sha}"
         if folder is not None:
-            state = _run(folder, label, extra, padding, tta, holder)
+            state = _run(folder, label + (" (masks inverted)" if invert else ""), extra,
+                         padding, tta, invert, holder)
             old = ss.get("evaluation")
             if old is not None and old.holder is not None and old.holder is not holder:
                 old.holder.close()

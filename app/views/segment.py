@@ -65,6 +65,7 @@ with c_src:
 with c_run:
     padding = common.padding_select("seg_padding", card.padding_mode)
     tta = common.tta_checkbox("seg_tta", card.tta)
+    invert = common.invert_truth_checkbox("seg_invert", card.truth_inverted, card.foreground)
 
 if item is None:
     st.stop()
@@ -79,6 +80,8 @@ if image is None:
 mask = None
 with common.run_safely(what="read mask"):
     mask = common.decode_mask(item, image.shape)
+    if mask is not None and invert:
+        mask = ~mask
 prob = None
 with common.run_safely(what="predict"), st.spinner("Running the network…"):
     prob = common.probability_map(bundle, item, image, padding, tta)
@@ -103,7 +106,7 @@ st.caption(" · ".join(notes))
 sweep = None
 if mask is not None:
     with common.run_safely(what="image sweep"):
-        sweep = common.image_sweep(bundle, item, prob, mask, padding, tta)
+        sweep = common.image_sweep(bundle, item, prob, mask, padding, tta, invert)
 elif item.mask_data is None:
     st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
             "precision, recall, TGS score, error map and its IoU-vs-threshold curve.")
