@@ -13,6 +13,7 @@ from unet_core.model import load_model
 from unet_core.train import (
     TrainConfig,
     augment_pair,
+    average_snapshots,
     lovasz_hinge_loss,
     stratified_split,
     symmetric_lovasz_loss,
@@ -98,6 +99,7 @@ def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):
     assert card["training"]["command"].startswith("python -m unet_core train --data")
     assert card["training"]["epochs_run"] == 4
     assert card["training"]["loss"].endswith("then symmetric Lovász hinge")
+    assert card["training"]["weights"].startswith("best epoch")
     assert card["min_size"] == 64 and card["multiple_of"] == 4
     assert 0 <= card["threshold"] <= 1
     assert {"validation", "test"} <= set(card["metrics"])
@@ -120,3 +122,24 @@ def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):
                  "--test-fraction", "0.2", "--resume"])
     assert code == 0
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 5
+
+
+def test_average_snapshots_is_the_mean_of_the_final_phase_window(tmp_path):
+    import keras
+
+    from unet_core.model import build_unet
+
+    cfg = TrainConfig(base_filters=4, depth=2, dropout=0.0, average_last=2)
+    (tmp_path / "snapshots").mkdir()
+    weights = {}
+    for epoch in (7, 8, 9):  # epoch 7 is outside the window (end 9, last 2 epochs)
+        keras.utils.set_random_seed(epoch)
+        m = build_unet(base_filters=4, depth=2, dropout=0.0)
+        m.save_weights(tmp_path / "snapshots" / f"epoch_{epoch:03d}.weights.h5")
+        weights[epoch] = m.get_weights()
+    model, first, last = average_snapshots(cfg, tmp_path, end=9)
+    assert (first, last) == (8, 9)
+    for got, a, b in zip(model.get_weights(), weights[8], weights[9], strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    assert average_snapshots(cfg, tmp_path, end=20) is None  # fewer than two in the window
+    assert average_snapshots(TrainConfig(average_last=0), tmp_path, end=9) is None

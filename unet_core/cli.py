@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                       ("lovasz_epochs", int), ("sym_lovasz_epochs", int), ("batch_size", int),
                       ("samples_per_epoch", int),
                       ("lr", float), ("lovasz_lr", float), ("sym_lovasz_lr", float),
-                      ("patience", int),
+                      ("patience", int), ("average_last", int),
                       ("val_fraction", float), ("test_fraction", float), ("seed", int),
                       ("scale_range", float), ("shift", int), ("select_metric", str),
                       ("max_images", int), ("threads", int), ("verbose", int)):

@@ -16,7 +16,9 @@ What a run does (``python -m unet_core train --data DIR --out models/NAME.keras`
    stopping on the validation metric;
 4. checkpoints every epoch into ``RUN_DIR`` (``last.keras`` + ``state.json``, ``best.keras``) so
    ``--resume`` continues where it stopped; per-epoch metrics go to ``RUN_DIR/log.csv``;
-5. at the end, sweeps thresholds on the validation split (with flip TTA if enabled) to pick the
+5. optionally (``average_last``) keeps the weights of the final phase's last epochs and ships
+   their mean (stochastic weight averaging) when it beats the best single epoch on validation;
+6. at the end, sweeps thresholds on the validation split (with flip TTA if enabled) to pick the
    recommended threshold, scores the held-out test split at it, and writes the model (without
    optimizer) and its card, including the exact command that produced it.
 """
@@ -76,6 +78,8 @@ class TrainConfig:
     lovasz_lr: float = 5e-4
     sym_lovasz_lr: float = 3e-4
     min_lr_fraction: float = 0.03
+    average_last: int = 0                # keep the last N epochs' weights of the final phase and
+                                         # ship their mean (SWA) if it beats the best epoch on val
     patience: int = 10
     val_fraction: float = 0.1
     test_fraction: float = 0.1
@@ -372,9 +376,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     class Checkpoint(keras.callbacks.Callback):
         """Validation sweep, best/last checkpoints, early stopping and the CSV log."""
 
-        def __init__(self, phase: str) -> None:
+        def __init__(self, phase: str, end: int) -> None:
             super().__init__()
             self.phase = phase
+            self.end = end
             self.t0 = time.time()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -409,6 +414,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
             now = time.time()
             state["elapsed_s"] = state.get("elapsed_s", 0.0) + (now - mark[0])
             mark[0] = now
+            if (cfg.average_last > 0 and self.phase == order[-1]
+                    and epoch + 1 > self.end - cfg.average_last):
+                (run / "snapshots").mkdir(exist_ok=True)
+                self.model.save_weights(run / "snapshots" / f"epoch_{epoch + 1:03d}.weights.h5")
             self.model.save(run / "last.keras")
             state_path.write_text(json.dumps(state))
             if state["wait"] >= cfg.patience:
@@ -443,7 +452,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         seq.epoch = state["epoch"]
         model.fit(seq, epochs=end, initial_epoch=max(start, state["epoch"]), verbose=verbose,
                   callbacks=[keras.callbacks.LearningRateScheduler(schedule),
-                             Checkpoint(phase)])
+                             Checkpoint(phase, end)])
         state["wait"] = 0 if phase == "bce_dice" else state["wait"]
 
     # -- finish: best weights, threshold on val, honest score on test, model + card ----------
@@ -454,6 +463,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     card = _card_for(cfg, tta=cfg.tta)
     seg = Segmenter(from_keras(final, card, cfg.model_name), batch_size=32, backend="tensorflow")
     val_res = sweep_split(seg, val_imgs, val_masks, val_names)
+    weights_from = f"best epoch {state['best_epoch']}"
+    averaged = average_snapshots(cfg, run, epoch0)
+    if averaged is not None:
+        avg_model, first, last = averaged
+        avg_seg = Segmenter(from_keras(avg_model, card, cfg.model_name), batch_size=32,
+                            backend="tensorflow")
+        avg_res = sweep_split(avg_seg, val_imgs, val_masks, val_names)
+        avg_score = float(getattr(avg_res, cfg.select_metric)[avg_res.best_index(
+            cfg.select_metric)])
+        best_score = float(getattr(val_res, cfg.select_metric)[val_res.best_index(
+            cfg.select_metric)])
+        print(f"[train] mean of epochs {first}-{last}: val {cfg.select_metric} {avg_score:.4f} "
+              f"vs best epoch {best_score:.4f}", flush=True)
+        if avg_score > best_score:
+            final, seg, val_res = avg_model, avg_seg, avg_res
+            weights_from = f"mean of the weights of epochs {first}-{last} (SWA)"
     threshold = float(val_res.best_threshold(cfg.select_metric))
     card.threshold = round(threshold, 2)
     metrics: dict[str, Any] = {"selected_by": cfg.select_metric,
@@ -473,6 +498,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": cfg.seed,
                   "stratified_by": "mask coverage (empty masks separate)"},
         "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
+        "weights": weights_from,
         "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else "")
                 + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
@@ -491,6 +517,34 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     print(f"[train] wrote {out} and its card; threshold {card.threshold}; "
           f"metrics {json.dumps(metrics)}", flush=True)
     return card
+
+
+def average_snapshots(cfg: TrainConfig, run: Path, end: int) -> tuple[Any, int, int] | None:
+    """A fresh model holding the mean weights of the final phase's last ``cfg.average_last``
+    epochs (``RUN_DIR/snapshots``), with (first, last) epoch; None if fewer than two exist.
+
+    Batch-norm moving statistics are averaged too: the snapshots come from the end of a cosine
+    schedule, close together in weight space, where that approximation holds well.
+    """
+    if cfg.average_last < 2:
+        return None
+    found = []
+    for path in sorted((run / "snapshots").glob("epoch_*.weights.h5")):
+        epoch = int(path.name[6:9])
+        if end - cfg.average_last < epoch <= end:
+            found.append((epoch, path))
+    if len(found) < 2:
+        return None
+    total: list[np.ndarray] | None = None
+    model = build_unet(base_filters=cfg.base_filters, depth=cfg.depth, dropout=cfg.dropout,
+                       residual=cfg.residual, name=cfg.model_name)
+    for _, path in found:
+        model.load_weights(path)
+        weights = [np.asarray(w, np.float64) for w in model.get_weights()]
+        total = weights if total is None else [a + b for a, b in zip(total, weights, strict=True)]
+    assert total is not None
+    model.set_weights([(w / len(found)).astype(np.float32) for w in total])
+    return model, found[0][0], found[-1][0]
 
 
 def config_from_args(args: Any, argv: Sequence[str]) -> TrainConfig:
