@@ -235,13 +235,19 @@ def curves_figure(thresholds: np.ndarray, series: dict[str, np.ndarray], *,
         fig.add_vline(x=reference, line={"color": "gray", "dash": "dot"},
                       annotation_text=f"{reference_label} {reference:.2f}",
                       annotation_position="bottom right")
+    # The "best" and "now" labels sit on the outer sides of their two lines, so they never
+    # overlap however close the thresholds are; one label when they coincide.
+    same = best is not None and current is not None and round(best, 2) == round(current, 2)
+    now_left = best is None or current is None or current <= best
     if best is not None:
         fig.add_vline(x=best, line={"color": "#009E73", "dash": "dash"},
-                      annotation_text=f"best {best:.2f}", annotation_position="top right")
+                      annotation_text="" if same else f"best {best:.2f}",
+                      annotation_position="top right" if now_left else "top left")
     if current is not None:
         fig.add_vline(x=current, line={"color": "#D55E00"},
-                      annotation_text=f"now {current:.2f}",
-                      annotation_position="top left")
+                      annotation_text=(f"now = best {current:.2f}" if same
+                                       else f"now {current:.2f}"),
+                      annotation_position="top left" if now_left else "top right")
     fig.update_layout(
         title={"text": title, "font": {"size": 14}, "y": 0.98, "yanchor": "top"},
         height=height, margin={"l": 40, "r": 10, "t": 64, "b": 36},

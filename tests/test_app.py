@@ -488,3 +488,20 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
     at.button(key="eval_run").click().run()
     assert_clean(at)
     assert at.dataframe[-1].value["IoU"].tolist() != inverted
+
+
+@pytest.mark.parametrize(("current", "best", "want"), [
+    (0.40, 0.42, {"now 0.40": "top left", "best 0.42": "top right"}),
+    (0.44, 0.42, {"now 0.44": "top right", "best 0.42": "top left"}),
+    (0.42, 0.42, {"now = best 0.42": "top left", "": "top right"}),
+])
+def test_threshold_curve_labels_sit_on_the_outer_sides(current: float, best: float,
+                                                        want: dict[str, str]) -> None:
+    from app import viz
+
+    t = np.linspace(0, 1, 101)
+    fig = viz.curves_figure(t, {"IoU": t}, current=current, best=best)
+    # plotly anchors a "top left" label by its right edge on the line, "top right" by its left
+    got = {a.text: "top " + ("left" if a.xanchor == "right" else "right")
+           for a in fig.layout.annotations}
+    assert got == want

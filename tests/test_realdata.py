@@ -36,6 +36,7 @@ def test_evaluate_any_single_channel_unet_on_tgs(capsys, tiny_model_path, tmp_pa
 @pytest.mark.parametrize(("model", "dataset", "metric"), [
     ("salt", "tgs_salt", "tgs_metric"),
     ("nuclei", "dsb2018_nuclei", "iou"),
+    ("em_membrane", "isbi2012_em_membrane", "iou"),  # masks inverted by the card's default
 ])
 def test_shipped_model_reproduces_its_card_on_held_out_pairs(capsys, tmp_path, model, dataset,
                                                              metric):
