@@ -477,6 +477,8 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
               multiple_of=4, min_size=32, threshold=0.5,
               truth_inverted=True).save(folder / "membrane.json")
     monkeypatch.setenv("UNET_MODELS_DIR", str(folder))
+    home = open_app()
+    assert "Ground-truth masks" in home.table[0].value.index.tolist()  # the card says so
     at = open_app("evaluate")
     assert at.checkbox(key="eval_invert").value is True
     assert at.selectbox(key="eval_sample_set").value == "membranes"  # the domain's samples

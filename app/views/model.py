@@ -78,6 +78,9 @@ with left:
         ("Training data", _fmt(training.get("data"))),
         ("Data terms", _fmt(training.get("terms"))),
     ]
+    if card.truth_inverted:
+        fields.insert(-2, ("Ground-truth masks", f"mark the other class; inverted before scoring "
+                           f"(the model's foreground is {card.foreground})"))
     inferred = set(card.inferred)
     keys = {"Input": "input_size", "Normalisation": "normalisation", "Padding": "padding_mode",
             "Recommended threshold": "threshold", "Output": "output"}
