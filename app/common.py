@@ -877,28 +877,31 @@ def padding_select(widget_key: str, default: str, container: Any = None) -> str:
     return str(value)
 
 
+def _carried_checkbox(widget_key: str, persist_key: str, default: bool, label: str,
+                      help_text: str, container: Any = None) -> bool:
+    """A checkbox seeded from ``persist_key`` (else ``default``) whose value carries over."""
+    target = container if container is not None else st
+    seed_widget(widget_key, persist_key, bool(default), lambda v: isinstance(v, bool))
+    value = bool(target.checkbox(label, key=widget_key, help=help_text))
+    st.session_state[persist_key] = value
+    return value
+
+
 def tta_checkbox(widget_key: str, default: bool, container: Any = None) -> bool:
     """The test-time augmentation checkbox (average with the horizontally flipped image)."""
-    target = container if container is not None else st
-    seed_widget(widget_key, "tta", bool(default), lambda v: isinstance(v, bool))
-    value = bool(target.checkbox("Test-time augmentation (flip)", key=widget_key,
-                                 help="Average the prediction with that of the mirrored image "
-                                 "(two forward passes)."))
-    st.session_state["tta"] = value
-    return value
+    return _carried_checkbox(widget_key, "tta", default, "Test-time augmentation (flip)",
+                             "Average the prediction with that of the mirrored image "
+                             "(two forward passes).", container)
 
 
 def invert_truth_checkbox(widget_key: str, default: bool, foreground: str,
                           container: Any = None) -> bool:
     """Checkbox: score against the complement of the masks (they mark the other class)."""
-    target = container if container is not None else st
-    seed_widget(widget_key, "invert_truth", bool(default), lambda v: isinstance(v, bool))
-    value = bool(target.checkbox(
-        "Masks mark the other class (invert)", key=widget_key,
-        help=f"Tick when white in the masks is *not* {foreground} (e.g. ISBI EM masks mark cell "
-        "interiors while the membrane model segments membranes). Set from the model card."))
-    st.session_state["invert_truth"] = value
-    return value
+    return _carried_checkbox(
+        widget_key, "invert_truth", default, "Masks mark the other class (invert)",
+        f"Tick when white in the masks is *not* {foreground} (e.g. ISBI EM masks mark cell "
+        "interiors while the membrane model segments membranes). Set from the model card.",
+        container)
 
 
 def pager(total: int, key: str, noun: str, per_page: int = PER_PAGE,

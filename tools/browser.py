@@ -113,43 +113,41 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def rss_bytes(pid: int, children: bool = True) -> int:
-    """Resident memory of ``pid`` (VmRSS of /proc/PID/status), plus its descendants' if
-    ``children``; 0 for a process that is gone."""
-    total = 0
+def _tree(pid: int, children: bool) -> Iterator[int]:
+    """``pid`` and, if ``children``, its living descendants, each once."""
     todo, seen = [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        yield p
+        if children:
+            todo.extend(_children(p))
+
+
+def rss_bytes(pid: int, children: bool = True) -> int:
+    """Resident memory of ``pid`` (VmRSS of /proc/PID/status), plus its descendants' if
+    ``children``; 0 for a process that is gone."""
+    total = 0
+    for p in _tree(pid, children):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024  # kB
                     break
-        if children:
-            todo.extend(_children(p))
     return total
 
 
 def cpu_seconds(pid: int, children: bool = True) -> float:
     """CPU time (user + system, seconds) used so far by ``pid`` and, if ``children``, its
     living descendants (from /proc/PID/stat); 0 for a process that is gone."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    todo, seen = [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    for p in _tree(pid, children):
         with contextlib.suppress(OSError, ValueError, IndexError):
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-        if children:
-            todo.extend(_children(p))
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_seconds() -> float:
