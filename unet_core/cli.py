@@ -1,4 +1,4 @@
-"""Command line: ``python -m unet_core predict|evaluate|inspect|train``.
+"""Command line: ``python -m unet_core predict|evaluate|inspect|train|ensemble``.
 
 Every command has ``--help``. User errors (bad file, bad folder, bad model, bad option) print one
 line ``error: ...`` on stderr and exit with status 2; nothing is written over an input file.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,12 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
                       ("lr", float), ("lovasz_lr", float), ("sym_lovasz_lr", float),
                       ("patience", int), ("average_last", int),
                       ("val_fraction", float), ("test_fraction", float), ("seed", int),
+                      ("split_seed", int),
                       ("scale_range", float), ("shift", int), ("select_metric", str),
                       ("max_images", int), ("threads", int), ("verbose", int)):
         tr.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     for flag in ("invert_masks", "hflip", "vflip", "rot90", "tta", "residual"):
         tr.add_argument("--" + flag.replace("_", "-"), dest=flag,
                         action=argparse.BooleanOptionalAction, default=None)
+
+    en = sub.add_parser("ensemble", help="average trained models into one",
+                        description="Average the outputs of two or more models trained on one "
+                        "split (same split_seed) into one flat model. Picks its threshold on the "
+                        "validation split, scores the held-out test split once, and writes the "
+                        "model, its card (members, their commands) and NAME.heldout.txt.")
+    en.add_argument("members", nargs="+", metavar="MEMBER", help=".keras models with cards")
+    en.add_argument("--out", required=True, help="output .keras path, e.g. models/salt.keras")
+    en.add_argument("--data", required=True, help="the folder the members trained on")
+    en.add_argument("--split", required=True,
+                    help="the members' split.json (in their run folder, e.g. runs/salt)")
+    en.add_argument("--name", help="model name (default: the output file's stem)")
+    en.add_argument("--select", default="tgs_metric", choices=("tgs_metric", "mean_iou",
+                    "mean_dice"), help="metric that picks the threshold on validation")
     return p
 
 
@@ -249,6 +265,26 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .ensemble import build_ensemble
+
+    command = "python -m unet_core " + " ".join(shlex.quote(a) for a in argv)
+    card = build_ensemble(args.members, args.out, args.data, args.split, name=args.name,
+                          select_metric=args.select, command=command)
+    val = card.metrics["validation"]
+    line = (f"wrote {args.out} ({len(args.members)} members, "
+            f"{card.architecture['parameters']:,} parameters); threshold {card.threshold:.2f}; "
+            f"validation {args.select} {val[_SUMMARY_KEY[args.select]]:.4f}")
+    test = card.metrics.get("test")
+    if test:
+        line += f"; held-out test {args.select} {test[_SUMMARY_KEY[args.select]]:.4f}"
+    print(line)
+    return 0
+
+
+_SUMMARY_KEY = {"tgs_metric": "tgs_metric", "mean_iou": "iou", "mean_dice": "dice"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -260,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "inspect":
             return cmd_inspect(args)
+        if args.command == "ensemble":
+            return cmd_ensemble(args, argv)
         return cmd_train(args, argv)
     except UnetCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

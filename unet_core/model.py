@@ -352,19 +352,40 @@ def _keras_readable_path(p: Path) -> Iterator[Path]:
         yield alias
 
 
+def _own_stride(layer: Any) -> int:
+    """Downsampling factor of one layer (x axis): pooling size or conv stride; a nested model's
+    own total stride."""
+    if hasattr(layer, "layers") and hasattr(layer, "inputs"):
+        return _downsampling_stride(layer)
+    cfg = layer.get_config() if hasattr(layer, "get_config") else {}
+    cls = type(layer).__name__
+    if cls in ("MaxPooling2D", "AveragePooling2D"):
+        ps = cfg.get("strides") or cfg.get("pool_size") or (2, 2)
+        return int(ps[0] if isinstance(ps, (list, tuple)) else ps)
+    if cls in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
+        s = cfg.get("strides", (1, 1))
+        return int(s[0] if isinstance(s, (list, tuple)) else s)
+    return 1
+
+
 def _downsampling_stride(model: Any) -> int:
-    """Total stride of the network: product of pooling sizes and conv strides (x axis)."""
-    stride = 1
-    for layer in model.layers:
-        cfg = layer.get_config() if hasattr(layer, "get_config") else {}
-        cls = type(layer).__name__
-        if cls in ("MaxPooling2D", "AveragePooling2D"):
-            ps = cfg.get("strides") or cfg.get("pool_size") or (2, 2)
-            stride *= int(ps[0] if isinstance(ps, (list, tuple)) else ps)
-        elif cls in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D"):
-            s = cfg.get("strides", (1, 1))
-            stride *= int(s[0] if isinstance(s, (list, tuple)) else s)
-    return max(1, stride)
+    """Total stride of the network (x axis): the largest product of downsampling factors along
+    any path from the input, so parallel branches (e.g. the members of an ensemble) are not
+    multiplied together. Falls back to the product over all layers if the graph is unreadable.
+    """
+    reached: dict[int, int] = {}
+    try:
+        for layer in model.layers:
+            parents = [t._keras_history.operation for node in layer._inbound_nodes
+                       for t in node.input_tensors]
+            before = max((reached.get(id(p), 1) for p in parents), default=1)
+            reached[id(layer)] = before * _own_stride(layer)
+        return max([1, *reached.values()])
+    except (AttributeError, TypeError):
+        stride = 1
+        for layer in model.layers:
+            stride *= _own_stride(layer)
+        return max(1, stride)
 
 
 def infer_card(model: Any, name: str) -> ModelCard:

@@ -83,7 +83,9 @@ class TrainConfig:
     patience: int = 10
     val_fraction: float = 0.1
     test_fraction: float = 0.1
-    seed: int = 42
+    seed: int = 42                       # weights initialisation and augmentation
+    split_seed: int | None = None        # train/val/test split (default: seed); keep it fixed
+                                         # to train several models on one split (an ensemble)
     hflip: bool = True
     vflip: bool = False
     rot90: bool = False
@@ -331,7 +333,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         raise UnetCoreError(f"{cfg.data}: need at least 3 image/mask pairs to train, found "
                             f"{len(names)}")
     coverage = np.array([m.mean() for m in masks])
-    tr, va, te = stratified_split(coverage, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    tr, va, te = stratified_split(coverage, cfg.val_fraction, cfg.test_fraction, split_seed)
     if len(va) == 0:
         va = tr[-1:]
     split = {"train": [names[i] for i in tr], "val": [names[i] for i in va],
@@ -495,7 +498,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                          "dropout": cfg.dropout, "parameters": int(final.count_params())}
     card.training = {
         "data": str(cfg.data), "terms": cfg.data_terms, "pairs": len(names),
-        "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": cfg.seed,
+        "split": {"train": len(tr), "val": len(va), "test": len(te), "seed": split_seed,
                   "stratified_by": "mask coverage (empty masks separate)"},
         "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
         "weights": weights_from,
