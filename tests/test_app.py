@@ -507,3 +507,34 @@ def test_threshold_curve_labels_sit_on_the_outer_sides(current: float, best: flo
     got = {a.text: "top " + ("left" if a.xanchor == "right" else "right")
            for a in fig.layout.annotations}
     assert got == want
+
+
+def test_ensemble_model_shows_its_members_and_every_layer(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ensemble is one flat model: the card names its members, every layer is probeable."""
+    import keras
+
+    from unet_core.ensemble import ensemble_model
+    from unet_core.model import ModelCard, build_unet
+
+    keras.utils.set_random_seed(1)
+    model = ensemble_model([build_unet(base_filters=4, depth=2, dropout=0.0, name=n)
+                            for n in ("a", "b")], name="pair")
+    model.save(tmp_path / "pair.keras")
+    ModelCard(name="pair", domain="test", multiple_of=4, min_size=32, threshold=0.5,
+              architecture={"type": "ensemble: mean of 2 residual U-Nets",
+                            "parameters": int(model.count_params()),
+                            "members": [{"name": "a"}, {"name": "b"}]}
+              ).save(tmp_path / "pair.json")
+    monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
+    home = open_app()
+    assert_clean(home)
+    row = home.table[0].value.loc["Architecture", "value"]
+    assert row.startswith("ensemble: mean of 2 residual U-Nets;") and "members a, b" in row
+    acts = open_app("activations")
+    assert_clean(acts)
+    options = acts.selectbox(key="act_layer").options
+    names = [o.split(" ")[0] for o in options]
+    assert {"m1_mask", "m2_mask", "ensemble_mean"} <= set(names)
+    acts.selectbox(key="act_layer").set_value(options[names.index("ensemble_mean")]).run()
+    assert_clean(acts)

@@ -42,6 +42,22 @@ def _gflop(model_key: str, _loaded: Any, height: int, width: int) -> float:
     return model_flops(_loaded.model, height, width) / 1e9
 
 
+def _architecture(arch: dict[str, Any]) -> str:
+    """One line: type, size and, for an ensemble, its members."""
+    if not arch:
+        return "—"
+    parts = [str(arch.get("type", "network"))]
+    if arch.get("base_filters") and arch.get("depth"):
+        parts.append(f"{arch['base_filters']} base filters, depth {arch['depth']}")
+    if isinstance(arch.get("parameters"), int):
+        parts.append(f"{arch['parameters'] / 1e6:.2f} M parameters")
+    members = arch.get("members")
+    if isinstance(members, list) and members:
+        parts.append("members " + ", ".join(str(m.get("name", "?")) for m in members
+                                             if isinstance(m, dict)))
+    return "; ".join(parts)
+
+
 def _fmt(value: Any) -> str:
     if value in (None, "", [], {}):
         return "—"
@@ -75,6 +91,7 @@ with left:
         ("Recommended threshold", f"{card.threshold:.2f}"),
         ("Output", card.output),
         ("Test-time augmentation", "yes (flip)" if card.tta else "no"),
+        ("Architecture", _architecture(card.architecture or {})),
         ("Training data", _fmt(training.get("data"))),
         ("Data terms", _fmt(training.get("terms"))),
     ]
