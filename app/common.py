@@ -85,6 +85,11 @@ def models_dir() -> Path:
     return Path(value).expanduser() if value else ROOT / "models"
 
 
+def default_model() -> str:
+    """File stem of the model selected first: ``$UNET_DEFAULT_MODEL``, default ``salt``."""
+    return os.environ.get("UNET_DEFAULT_MODEL", "").strip() or "salt"
+
+
 def data_root() -> Path:
     """Folder that server-side data set paths must lie in.
 
@@ -214,7 +219,8 @@ class ModelBundle:
 
 
 def discover_models(folder: Path) -> list[ModelEntry]:
-    """``*.keras`` / ``*.h5`` files of ``folder``, labelled by their card's name."""
+    """``*.keras`` / ``*.h5`` files of ``folder``, labelled by their card's name: the default
+    model (:func:`default_model`) first, then models with a card, then by file name."""
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.iterdir()
@@ -236,7 +242,8 @@ def discover_models(folder: Path) -> list[ModelEntry]:
     counts: dict[str, int] = {}
     for name, _, _ in found:
         counts[name] = counts.get(name, 0) + 1
-    found.sort(key=lambda f: (not f[2], f[1].name))  # models with a card first
+    first = default_model()
+    found.sort(key=lambda f: (f[1].stem != first, not f[2], f[1].name))
     return [ModelEntry(label=name if counts[name] == 1 else f"{name} ({path.name})", path=path,
                        has_card=has_card) for name, path, has_card in found]
 

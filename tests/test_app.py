@@ -7,6 +7,7 @@ served to the app through ``UNET_MODELS_DIR``. Data root: ``<repo>/assets``.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -538,3 +539,21 @@ def test_ensemble_model_shows_its_members_and_every_layer(tmp_path: Path,
     assert {"m1_mask", "m2_mask", "ensemble_mean"} <= set(names)
     acts.selectbox(key="act_layer").set_value(options[names.index("ensemble_mean")]).run()
     assert_clean(acts)
+
+
+def test_discover_models_puts_the_default_model_first(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.common import discover_models
+
+    for stem in ("alpha", "em_membrane", "salt", "zeta"):
+        (tmp_path / f"{stem}.keras").write_bytes(b"")
+        if stem != "alpha":
+            (tmp_path / f"{stem}.json").write_text(json.dumps({"name": stem}))
+    monkeypatch.delenv("UNET_DEFAULT_MODEL", raising=False)
+    assert [e.label for e in discover_models(tmp_path)] == ["salt", "em_membrane", "zeta",
+                                                             "alpha"]
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "zeta")
+    assert [e.label for e in discover_models(tmp_path)][0] == "zeta"
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "missing")  # unknown: cards first, by file name
+    assert [e.label for e in discover_models(tmp_path)] == ["em_membrane", "salt", "zeta",
+                                                             "alpha"]
