@@ -143,3 +143,17 @@ def test_average_snapshots_is_the_mean_of_the_final_phase_window(tmp_path):
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
     assert average_snapshots(cfg, tmp_path, end=20) is None  # fewer than two in the window
     assert average_snapshots(TrainConfig(average_last=0), tmp_path, end=9) is None
+
+
+def test_shipped_configs_are_valid_and_members_share_a_split():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    configs = {p.stem: TrainConfig(**json.loads(p.read_text()))
+               for p in sorted((root / "configs").glob("*.json"))}
+    assert {"salt", "salt_b", "nuclei", "em_membrane"} <= set(configs)
+    a, b = configs["salt"], configs["salt_b"]
+    split = ("data", "split_seed", "val_fraction", "test_fraction", "invert_masks")
+    assert [getattr(a, k) for k in split] == [getattr(b, k) for k in split]
+    assert a.seed != b.seed and a.run_path != b.run_path  # different members, one split
+    assert not any(c.out.startswith("models/") for c in (a, b))  # members are not shipped
