@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8501
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint unit browser-deps bench loadtest assets demo salt-model clean
+.PHONY: run test lint unit browser-deps bench loadtest assets demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,15 +51,6 @@ bench: $(VENV)/.dev browser-deps
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-
-## salt-model: retrain the shipped salt ensemble from scratch: two members on one split, then
-## their mean (needs ../shared/data/tgs_salt; hours on a CPU; add --resume to continue a member)
-SALT_DATA ?= ../shared/data/tgs_salt
-salt-model: $(VENV)/.runtime
-	$(BIN)/python -m unet_core train --config configs/salt.json
-	$(BIN)/python -m unet_core train --config configs/salt_b.json
-	$(BIN)/python -m unet_core ensemble runs/salt/salt_a.keras runs/salt_b/salt_b.keras \
-	  --data $(SALT_DATA) --split runs/salt/split.json --out models/salt.keras
 
 ## assets: regenerate the synthetic sample images in assets/
 assets: $(VENV)/.runtime

@@ -151,9 +151,12 @@ def test_shipped_configs_are_valid_and_members_share_a_split():
     root = Path(__file__).resolve().parents[1]
     configs = {p.stem: TrainConfig(**json.loads(p.read_text()))
                for p in sorted((root / "configs").glob("*.json"))}
-    assert {"salt", "salt_b", "nuclei", "em_membrane"} <= set(configs)
-    a, b = configs["salt"], configs["salt_b"]
+    assert {"salt", "salt_b", "salt_wide", "nuclei", "em_membrane"} <= set(configs)
+    for stem in ("nuclei", "em_membrane", "salt"):  # the shipped models' configs
+        assert configs[stem].out == f"models/{stem}.keras"
+    a = configs["salt"]
     split = ("data", "split_seed", "val_fraction", "test_fraction", "invert_masks")
-    assert [getattr(a, k) for k in split] == [getattr(b, k) for k in split]
-    assert a.seed != b.seed and a.run_path != b.run_path  # different members, one split
-    assert not any(c.out.startswith("models/") for c in (a, b))  # members are not shipped
+    for other in (configs["salt_b"], configs["salt_wide"]):  # experiments on salt's split
+        assert [getattr(a, k) for k in split] == [getattr(other, k) for k in split]
+        assert other.seed != a.seed and other.run_path != a.run_path
+        assert not other.out.startswith("models/")
