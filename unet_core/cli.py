@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from .backends import BACKENDS  # noqa: E402
 from .errors import UnetCoreError  # noqa: E402
+from .metrics import SELECT_METRICS  # noqa: E402
 from .padding import PAD_MODES  # noqa: E402
 
 EXIT_USER_ERROR = 2
@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
     ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--names", help="text file of image names (one per line) to evaluate only")
-    ev.add_argument("--select", default="tgs_metric", choices=("tgs_metric", "mean_iou",
-                    "mean_dice"), help="metric that picks the best threshold")
+    ev.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
+                    help="metric that picks the best threshold")
     ev.add_argument("--invert-masks", action=argparse.BooleanOptionalAction, default=None,
                     help="score against the complement of each mask (default: the model card's "
                     "truth_inverted, true for em_membrane, whose ISBI masks mark cell interiors)")
@@ -116,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--split", required=True,
                     help="the members' split.json (in their run folder, e.g. runs/salt)")
     en.add_argument("--name", help="model name (default: the output file's stem)")
-    en.add_argument("--select", default="tgs_metric", choices=("tgs_metric", "mean_iou",
-                    "mean_dice"), help="metric that picks the threshold on validation")
+    en.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
+                    help="metric that picks the threshold on validation")
     return p
 
 
@@ -267,22 +267,19 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def cmd_ensemble(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .ensemble import build_ensemble
+    from .train import command_line
 
-    command = "python -m unet_core " + " ".join(shlex.quote(a) for a in argv)
     card = build_ensemble(args.members, args.out, args.data, args.split, name=args.name,
-                          select_metric=args.select, command=command)
-    val = card.metrics["validation"]
+                          select_metric=args.select, command=command_line(argv))
+    key = SELECT_METRICS[args.select]
     line = (f"wrote {args.out} ({len(args.members)} members, "
             f"{card.architecture['parameters']:,} parameters); threshold {card.threshold:.2f}; "
-            f"validation {args.select} {val[_SUMMARY_KEY[args.select]]:.4f}")
+            f"validation {args.select} {card.metrics['validation'][key]:.4f}")
     test = card.metrics.get("test")
     if test:
-        line += f"; held-out test {args.select} {test[_SUMMARY_KEY[args.select]]:.4f}"
+        line += f"; held-out test {args.select} {test[key]:.4f}"
     print(line)
     return 0
-
-
-_SUMMARY_KEY = {"tgs_metric": "tgs_metric", "mean_iou": "iou", "mean_dice": "dice"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

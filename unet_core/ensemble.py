@@ -22,7 +22,7 @@ from .errors import UnetCoreError
 from .evaluate import evaluate_pairs
 from .inference import Segmenter
 from .io import find_pairs
-from .metrics import SweepResult
+from .metrics import SELECT_METRICS, SweepResult
 from .model import LoadedModel, ModelCard, from_keras, load_model
 
 # Card fields that must agree for members to be averaged (how they are fed and read).
@@ -141,7 +141,7 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
             ``mean_dice``).
         command: the command line, recorded in the card.
     """
-    from .train import SELECT_METRICS
+    from .train import split_metrics
 
     if select_metric not in SELECT_METRICS:
         raise UnetCoreError(f"unknown select_metric {select_metric!r}; accepted: "
@@ -162,20 +162,12 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
 
     card = ModelCard(**{**first.to_dict(), "name": name, "inferred": []})
     card.tta = all(m.card.tta for m in members)
-    card.description = first.description
     pairs = {p.name: p for p in find_pairs(data, require_masks=True)}
     seg = Segmenter(from_keras(model, card, name), batch_size=32, backend="tensorflow")
     invert = bool(first.truth_inverted)
     val = _sweep(seg, pairs, split["val"], invert, select_metric)
-    threshold = round(float(val.best_threshold(select_metric)), 2)
-    card.threshold = threshold
-    metrics: dict[str, Any] = {"selected_by": select_metric,
-                               "validation": {**val.summary_at(threshold), "n": len(split["val"])}}
-    if split["test"]:
-        test = _sweep(seg, pairs, split["test"], invert, select_metric)
-        metrics["test"] = {**test.summary_at(threshold), "n": len(split["test"]),
-                           "best_threshold_on_test": float(test.best_threshold(select_metric))}
-    card.metrics = metrics
+    test = _sweep(seg, pairs, split["test"], invert, select_metric) if split["test"] else None
+    card.threshold, card.metrics = split_metrics(val, test, select_metric)
     kinds = {m.card.architecture.get("type", "U-Net") for m in members}
     card.architecture = {
         "type": f"ensemble: mean of {len(members)} " + (kinds.pop() + "s" if len(kinds) == 1

@@ -72,6 +72,9 @@ DEFAULT_THRESHOLDS: np.ndarray = np.round(np.linspace(0.0, 1.0, 101), 2)
 DEFAULT_THRESHOLDS.setflags(write=False)
 
 _BEST_METRICS = ("tgs_metric", "mean_iou", "mean_dice", "pooled_iou")
+#: Metrics that may pick a recommended threshold, and their key in :meth:`SweepResult.summary_at`.
+SELECT_METRICS: dict[str, str] = {"tgs_metric": "tgs_metric", "mean_iou": "iou",
+                                  "mean_dice": "dice"}
 # Largest number of pixels handled in one vectorised chunk of a batch (bounds memory).
 _CHUNK_PIXELS = 4_000_000
 

@@ -43,10 +43,8 @@ from .errors import UnetCoreError
 from .evaluate import add_predictions
 from .inference import Segmenter, normalise_input
 from .io import find_pairs, load_pair
-from .metrics import SweepAccumulator
+from .metrics import SELECT_METRICS, SweepAccumulator, SweepResult
 from .model import ModelCard, build_unet, from_keras
-
-SELECT_METRICS = ("tgs_metric", "mean_iou", "mean_dice")
 
 
 @dataclass
@@ -300,6 +298,24 @@ def sweep_split(segmenter: Segmenter, images: Sequence[np.ndarray], masks: Seque
     return acc.result()
 
 
+def split_metrics(val: SweepResult, test: SweepResult | None, select_metric: str
+                  ) -> tuple[float, dict[str, Any]]:
+    """The threshold picked on validation (a 0.01 grid value) and the card's metrics record:
+    validation and held-out test summaries at that threshold, plus the test's own best."""
+    threshold = round(val.best_threshold(select_metric), 2)
+    metrics: dict[str, Any] = {"selected_by": select_metric,
+                               "validation": {**val.summary_at(threshold), "n": len(val.names)}}
+    if test is not None:
+        metrics["test"] = {**test.summary_at(threshold), "n": len(test.names),
+                           "best_threshold_on_test": test.best_threshold(select_metric)}
+    return threshold, metrics
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The shell command that ran ``python -m unet_core`` with ``argv`` (for model cards)."""
+    return "python -m unet_core " + " ".join(shlex.quote(a) for a in argv)
+
+
 def _card_for(cfg: TrainConfig, tta: bool) -> ModelCard:
     return ModelCard(
         name=cfg.model_name, domain=cfg.domain, description=cfg.description,
@@ -473,25 +489,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         avg_seg = Segmenter(from_keras(avg_model, card, cfg.model_name), batch_size=32,
                             backend="tensorflow")
         avg_res = sweep_split(avg_seg, val_imgs, val_masks, val_names)
-        avg_score = float(getattr(avg_res, cfg.select_metric)[avg_res.best_index(
-            cfg.select_metric)])
-        best_score = float(getattr(val_res, cfg.select_metric)[val_res.best_index(
-            cfg.select_metric)])
+        avg_score, best_score = (float(getattr(r, cfg.select_metric).max())
+                                 for r in (avg_res, val_res))
         print(f"[train] mean of epochs {first}-{last}: val {cfg.select_metric} {avg_score:.4f} "
               f"vs best epoch {best_score:.4f}", flush=True)
         if avg_score > best_score:
             final, seg, val_res = avg_model, avg_seg, avg_res
             weights_from = f"mean of the weights of epochs {first}-{last} (SWA)"
-    threshold = float(val_res.best_threshold(cfg.select_metric))
-    card.threshold = round(threshold, 2)
-    metrics: dict[str, Any] = {"selected_by": cfg.select_metric,
-                               "validation": {**val_res.summary_at(threshold), "n": len(va)}}
-    if len(te):
-        test_res = sweep_split(seg, [images[i] for i in te], [masks[i] for i in te],
-                               [names[i] for i in te])
-        metrics["test"] = {**test_res.summary_at(threshold), "n": len(te),
-                           "best_threshold_on_test": float(test_res.best_threshold(
-                               cfg.select_metric))}
+    test_res = sweep_split(seg, [images[i] for i in te], [masks[i] for i in te],
+                           [names[i] for i in te]) if len(te) else None
+    card.threshold, metrics = split_metrics(val_res, test_res, cfg.select_metric)
     card.metrics = metrics
     card.architecture = {"type": "residual U-Net" if cfg.residual else "U-Net",
                          "base_filters": cfg.base_filters, "depth": cfg.depth,
@@ -567,6 +574,6 @@ def config_from_args(args: Any, argv: Sequence[str]) -> TrainConfig:
         val = getattr(args, key, None)
         if val is not None:
             data[key] = val
-    data["command"] = "python -m unet_core " + " ".join(shlex.quote(a) for a in argv)
+    data["command"] = command_line(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return TrainConfig(**data)
