@@ -72,8 +72,9 @@ BACKEND_LABELS: dict[str, str] = {"auto": "Auto (fastest available)",
                                   "onnxruntime": "ONNX Runtime", "tensorflow": "TensorFlow"}
 
 # Page widgets re-seeded from the card when another model is picked.
-_MODEL_BOUND_WIDGETS = ("seg_threshold", "eval_threshold", "seg_padding", "eval_padding",
-                        "act_padding", "seg_tta", "eval_tta", "seg_invert", "eval_invert")
+_MODEL_BOUND_WIDGETS = ("seg_threshold", "eval_threshold", "seg_min_area", "eval_min_area",
+                        "seg_padding", "eval_padding", "act_padding", "seg_tta", "eval_tta",
+                        "seg_invert", "eval_invert")
 
 
 # --------------------------------------------------------------------------- settings
@@ -354,12 +355,14 @@ def save_uploaded_model(name: str, data: bytes, card: bytes | None, folder: Path
 
 
 def _on_model_change(bundle: ModelBundle) -> None:
-    """Reset the model-bound settings (threshold, padding, TTA) to the new card's."""
+    """Reset the model-bound settings (threshold, minimum area, padding, TTA) to the new
+    card's."""
     ss = st.session_state
     if ss.get("model_key") == bundle.key:
         return
     ss["model_key"] = bundle.key
     ss["threshold"] = float(bundle.card.threshold)
+    ss["min_area"] = int(bundle.card.min_area)
     ss["padding"] = bundle.card.padding_mode
     ss["tta"] = bool(bundle.card.tta)
     ss["invert_truth"] = bool(bundle.card.truth_inverted)
@@ -656,23 +659,26 @@ def probability_map(bundle: ModelBundle, item: ImageItem, image: np.ndarray, pad
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _image_sweep(model_key: str, image_sha: str, mask_sha: str, padding: str, tta: bool,
-                 _prob: np.ndarray, _mask: np.ndarray) -> dict[str, np.ndarray]:
+                 min_area: int, _prob: np.ndarray, _mask: np.ndarray) -> dict[str, np.ndarray]:
     from unet_core.metrics import SweepAccumulator
 
     acc = SweepAccumulator()
     acc.add(_prob, _mask, "image")
-    res = acc.result()
+    res = acc.result(min_area)
     return {"thresholds": res.thresholds, "iou": res.iou[0], "dice": res.dice[0],
             "tgs": res.tgs[0]}
 
 
 def image_sweep(bundle: ModelBundle, item: ImageItem, prob: np.ndarray, mask: np.ndarray,
-                padding: str, tta: bool, inverted: bool = False) -> dict[str, np.ndarray]:
-    """This image's IoU / Dice / TGS score at every threshold 0.00..1.00 (cached).
+                padding: str, tta: bool, inverted: bool = False, min_area: int = 0
+                ) -> dict[str, np.ndarray]:
+    """This image's IoU / Dice / TGS score at every threshold 0.00..1.00 with the
+    minimum-area rule ``min_area`` (cached).
 
     ``mask`` is the truth as scored (already inverted when ``inverted``)."""
     mask_key = (item.mask_sha or "") + (":inverted" if inverted else "")
-    return _image_sweep(bundle.key, item.sha, mask_key, padding, bool(tta), prob, mask)
+    return _image_sweep(bundle.key, item.sha, mask_key, padding, bool(tta), int(min_area), prob,
+                        mask)
 
 
 # --------------------------------------------------------------------------- activations
@@ -870,6 +876,19 @@ def threshold_slider(widget_key: str, default: float, label: str = "Threshold",
                                 help="Foreground is probability > threshold. Moving it never "
                                 "re-runs the network."))
     st.session_state["threshold"] = value
+    return value
+
+
+def min_area_input(widget_key: str, default: int, container: Any = None) -> int:
+    """The 'Minimum area (px)' number input (0 = off), carried across pages in ``min_area``."""
+    target = container if container is not None else st
+    seed_widget(widget_key, "min_area", int(default),
+                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+    value = int(target.number_input(
+        "Minimum area (px)", min_value=0, max_value=10**9, step=10, key=widget_key,
+        help=f"A mask with fewer foreground pixels is emptied as a whole (0 = off). The model "
+        f"card recommends {int(default)}, picked on validation with the threshold."))
+    st.session_state["min_area"] = value
     return value
 
 

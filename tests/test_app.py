@@ -84,6 +84,11 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def image_captions(at: AppTest) -> str:
+    """Everything the page's st.image elements hold but their pixels (captions included)."""
+    return " ".join(str(i.proto) for i in at.get("image"))
+
+
 def png(array: np.ndarray) -> bytes:
     """PNG bytes of a uint8 array."""
     buf = io.BytesIO()
@@ -155,6 +160,45 @@ def test_segment_threshold_rescores_without_running_the_network(
     assert {m.label for m in at.metric} == {"IoU", "Dice", "Precision", "Recall", "TGS score"}
     assert len(calls) == 1, "moving the threshold must not re-run the network"
     assert at.session_state["threshold"] == pytest.approx(1.0)
+
+
+def test_min_area_follows_the_card_and_rescores_without_the_network(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import common
+    from unet_core.inference import Segmenter
+
+    calls: list[int] = []
+    original = Segmenter.predict_proba
+
+    def counting(self: Segmenter, image: np.ndarray,
+                 padding_mode: str | None = None) -> np.ndarray:
+        calls.append(1)
+        return original(self, image, padding_mode)
+
+    monkeypatch.setattr(Segmenter, "predict_proba", counting)
+    common._probability_map.clear()
+    at = open_app("segment")
+    assert_clean(at)
+    assert at.number_input(key="seg_min_area").value == 0  # the tiny card's
+    at.slider(key="seg_threshold").set_value(0.0).run()  # every pixel > 0 is foreground
+    assert "emptied" not in image_captions(at)
+    at.number_input(key="seg_min_area").set_value(10**6).run()  # larger than the image
+    assert_clean(at)
+    assert "emptied: fewer than 1000000 px above the threshold" in image_captions(at)
+    assert len(calls) == 1, "changing the minimum area must not re-run the network"
+    assert metric(at, "Recall") == "0.000"  # an empty prediction on a non-empty truth
+    assert at.session_state["min_area"] == 10**6
+
+    # the Evaluate page re-derives every figure from the stored counts
+    at.switch_page("views/evaluate.py").run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert at.number_input(key="eval_min_area").value == 10**6  # carried across pages
+    empty_tgs = float(metric(at, "TGS metric at best"))
+    assert "minimum area 1000000 px" in texts(at.caption)
+    at.number_input(key="eval_min_area").set_value(0).run()
+    assert_clean(at)
+    assert float(metric(at, "TGS metric at best")) >= empty_tgs
 
 
 def test_sidebar_backend_choice_reaches_the_segment_page() -> None:

@@ -11,6 +11,7 @@ from unet_core.errors import UnetCoreError
 from unet_core.metrics import (
     DEFAULT_THRESHOLDS,
     IOU_THRESHOLDS,
+    MIN_AREA_CANDIDATES,
     SweepAccumulator,
     SweepResult,
     confusion_counts,
@@ -20,6 +21,7 @@ from unet_core.metrics import (
     precision,
     recall,
     segmentation_metrics,
+    select_threshold,
     tgs_score,
     tgs_score_from_iou,
     threshold_mask,
@@ -405,3 +407,90 @@ def test_accumulator_chunking(monkeypatch):
     acc = SweepAccumulator()
     acc.add_batch(bp, bt, [f"image_{i}" for i in range(10)])
     assert acc.result().to_dict() == ref.to_dict()
+
+
+# --------------------------------------------------------------------------- minimum area
+
+
+def test_threshold_mask_min_area_empties_small_masks():
+    prob = np.array([[0.9, 0.8, 0.1], [0.2, 0.1, 0.0]])  # 2 pixels above 0.5
+    assert threshold_mask(prob, 0.5, 0).sum() == 2
+    assert threshold_mask(prob, 0.5, 2).sum() == 2  # exactly min_area pixels: kept
+    assert not threshold_mask(prob, 0.5, 3).any()   # fewer: emptied as a whole
+    assert threshold_mask(prob, 0.5, 3).shape == prob.shape
+    assert threshold_mask(prob, 0.85, 1).sum() == 1
+    for bad in (-1, 1.5, True, "3", None):
+        with pytest.raises(UnetCoreError, match="min_area must be a whole number"):
+            threshold_mask(prob, 0.5, bad)
+
+
+def test_sweep_min_area_matches_brute_force():
+    rng = np.random.default_rng(7)
+    probs = rng.random((6, 9, 9)) ** 3  # mostly low: small predicted areas at high thresholds
+    truths = rng.random((6, 9, 9)) > 0.8
+    truths[0] = False  # an empty truth
+    truths[1] = False
+    probs[1] = 0.0
+    probs[1, 0, :2] = 0.95  # 2 stray pixels on an empty truth
+    acc = SweepAccumulator()
+    acc.add_batch(probs, truths, [f"i{k}" for k in range(6)])
+    for area in (0, 1, 3, 8, 20):
+        res = acc.result(area)
+        assert res.min_area == area
+        for t in (0.0, 0.3, 0.5, 0.9):
+            k = res.index_of(t)
+            for i in range(6):
+                want = segmentation_metrics(threshold_mask(probs[i], t, area), truths[i])
+                assert res.iou[i, k] == pytest.approx(want["iou"])
+                assert res.tgs[i, k] == pytest.approx(want["tgs_score"])
+                assert res.precision[i, k] == pytest.approx(want["precision"])
+    # image 1: the 2 stray pixels cost the whole score unless min_area > 2
+    k = acc.result(0).index_of(0.5)
+    assert acc.result(0).tgs[1, k] == 0.0 and acc.result(3).tgs[1, k] == 1.0
+    # with_min_area re-derives from counts, in both directions
+    base, three = acc.result(0), acc.result(3)
+    np.testing.assert_array_equal(base.with_min_area(3).tgs, three.tgs)
+    np.testing.assert_array_equal(three.with_min_area(0).iou, base.iou)
+    np.testing.assert_array_equal(three.with_min_area(0).pooled_iou, base.pooled_iou)
+    assert base.with_min_area(0) is base
+
+
+def test_sweep_counts_round_trip_and_are_required_to_change_min_area():
+    acc = SweepAccumulator([0.25, 0.5])
+    acc.add(np.array([[0.9, 0.1], [0.1, 0.1]]), np.zeros((2, 2), bool), "a")
+    res = acc.result(2)
+    back = SweepResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert back.min_area == 2
+    np.testing.assert_array_equal(back.with_min_area(0).tgs, acc.result(0).tgs)
+    plain = res.to_dict()
+    del plain["counts"]
+    bare = SweepResult.from_dict(plain)
+    assert bare.counts is None and bare.min_area == 2
+    with pytest.raises(UnetCoreError, match="no confusion counts"):
+        bare.with_min_area(0)
+    with pytest.raises(UnetCoreError, match="counts"):
+        SweepResult.from_dict({**plain, "counts": {"tp": [[0, 0]]}})
+
+
+def test_select_threshold_picks_the_smallest_area_that_helps():
+    # image A: empty truth, 3 stray pixels at 0.9 (a false alarm unless min_area > 3);
+    # image B: 10 true pixels predicted exactly at 0.8 (lost if min_area > 10).
+    a_prob = np.zeros((8, 8))
+    a_prob[0, :3] = 0.9
+    b_truth = np.zeros((8, 8), bool)
+    b_truth[2:4, 1:6] = True
+    b_prob = np.where(b_truth, 0.8, 0.0)
+    sweep = threshold_sweep([a_prob, b_prob], [np.zeros((8, 8), bool), b_truth])
+    # without the rule: A scores 0 at every threshold below 0.9, B scores 1 below 0.8
+    t0, area0, res0 = select_threshold(sweep, "tgs_metric", (0,))
+    assert area0 == 0 and res0.tgs_metric.max() == 0.5
+    t, area, res = select_threshold(sweep)  # MIN_AREA_CANDIDATES = 0, 5, 10, 20, ...
+    assert area == 5  # 5 and 10 both give 1.0; the smaller area wins the tie
+    assert 0.0 <= t < 0.8 and res.min_area == 5
+    assert res.summary_at(t)["tgs_metric"] == 1.0
+    assert t == pytest.approx(0.5)  # threshold ties go to 0.5
+    assert MIN_AREA_CANDIDATES[0] == 0
+    with pytest.raises(UnetCoreError, match="at least one area"):
+        select_threshold(sweep, "tgs_metric", ())
+    with pytest.raises(UnetCoreError, match="unknown metric"):
+        select_threshold(sweep, "accuracy")

@@ -9,6 +9,7 @@ import pytest
 
 from unet_core.cli import main
 from unet_core.inference import Segmenter
+from unet_core.metrics import MIN_AREA_CANDIDATES
 from unet_core.model import load_model
 from unet_core.train import (
     TrainConfig,
@@ -103,6 +104,9 @@ def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):
     assert card["min_size"] == 64 and card["multiple_of"] == 4
     assert 0 <= card["threshold"] <= 1
     assert {"validation", "test"} <= set(card["metrics"])
+    assert card["min_area"] in MIN_AREA_CANDIDATES
+    assert card["metrics"]["min_area"] == card["min_area"]
+    assert ("without_min_area" in card["metrics"]) == (card["min_area"] > 0)
     assert out.with_suffix(".heldout.txt").read_text().strip()
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert len(log) == 5 and "val_best_tgs_metric" in log[0]

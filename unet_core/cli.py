@@ -1,4 +1,4 @@
-"""Command line: ``python -m unet_core predict|evaluate|inspect|train|ensemble``.
+"""Command line: ``python -m unet_core predict|evaluate|inspect|train|ensemble|calibrate``.
 
 Every command has ``--help``. User errors (bad file, bad folder, bad model, bad option) print one
 line ``error: ...`` on stderr and exit with status 2; nothing is written over an input file.
@@ -36,6 +36,23 @@ def _threshold(text: str) -> float:
     return t
 
 
+def _min_area(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number; accepted: pixels >= 0 (0 = off)") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"{k} is negative; accepted: pixels >= 0 (0 = off)")
+    return k
+
+
+MIN_AREA_HELP = ("minimum-area rule: a mask with fewer foreground pixels is emptied (0 = off; "
+                 "default: the model card's)")
+SELECT_MIN_AREA_HELP = ("also pick a minimum-area rule on validation, 0 unless it helps "
+                        "(default: on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser for all sub-commands."""
     p = argparse.ArgumentParser(
@@ -51,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder (created if missing)")
     pr.add_argument("--threshold", type=_threshold, help="default: the model card's")
+    pr.add_argument("--min-area", type=_min_area, help=MIN_AREA_HELP)
     pr.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="flip test-time augmentation (default: the model card's)")
@@ -64,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="folder with images/ and masks/, or a .zip")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--threshold", type=_threshold, help="default: the model card's")
+    ev.add_argument("--min-area", type=_min_area, help=MIN_AREA_HELP)
     ev.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
     ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--names", help="text file of image names (one per line) to evaluate only")
@@ -101,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("scale_range", float), ("shift", int), ("select_metric", str),
                       ("max_images", int), ("threads", int), ("verbose", int)):
         tr.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
-    for flag in ("invert_masks", "hflip", "vflip", "rot90", "tta", "residual"):
+    for flag in ("invert_masks", "hflip", "vflip", "rot90", "tta", "residual",
+                 "select_min_area"):
         tr.add_argument("--" + flag.replace("_", "-"), dest=flag,
                         action=argparse.BooleanOptionalAction, default=None)
 
@@ -118,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--name", help="model name (default: the output file's stem)")
     en.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
                     help="metric that picks the threshold on validation")
+    en.add_argument("--select-min-area", action=argparse.BooleanOptionalAction, default=True,
+                    help=SELECT_MIN_AREA_HELP)
+
+    ca = sub.add_parser("calibrate", help="re-pick a trained model's threshold on validation",
+                        description="Pick a trained model's threshold (and minimum-area rule) "
+                        "again on the validation images of its training split, score the "
+                        "held-out test images once at them, and rewrite the model's card (the "
+                        "previous values are kept in it). The model file is not changed.")
+    ca.add_argument("--model", required=True, help=".keras or .h5 model with its card")
+    ca.add_argument("--data", required=True, help="the folder the model trained on")
+    ca.add_argument("--split", required=True,
+                    help="the training run's split.json (e.g. runs/salt/split.json)")
+    ca.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
+                    help="metric that picks the threshold on validation")
+    ca.add_argument("--select-min-area", action=argparse.BooleanOptionalAction, default=True,
+                    help=SELECT_MIN_AREA_HELP)
     return p
 
 
@@ -159,6 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                     "--out folder")
     seg = _segmenter(args)
     t = seg.card.threshold if args.threshold is None else args.threshold
+    k = seg.card.min_area if args.min_area is None else args.min_area
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for p in tqdm(images, desc="predict", unit="img", disable=len(images) < 2, file=sys.stderr):
@@ -170,9 +207,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             continue
         np_path = out / f"{p.stem}_prob.npy"
         np.save(np_path, prob.astype(np.float32))
-        write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t))
+        write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t, k))
     done = len(images) - failures
-    print(f"wrote {done} mask(s) and probability map(s) to {out} (threshold {t:g}; "
+    area = f"minimum area {k} px; " if k else ""
+    print(f"wrote {done} mask(s) and probability map(s) to {out} (threshold {t:g}; {area}"
           f"{_backend_line(seg)})", file=sys.stderr)
     return 1 if failures else 0
 
@@ -206,7 +244,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         invert = seg.card.truth_inverted if args.invert_masks is None else args.invert_masks
         ev = evaluate_pairs(seg, pairs, padding_mode=args.padding, threshold=args.threshold,
                             select_metric=args.select, batch_size=args.batch_size,
-                            progress=progress, invert_masks=invert)
+                            progress=progress, invert_masks=invert, min_area=args.min_area)
         bar.close()
     summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
                "backend": seg.backend.name, "masks_inverted": bool(invert)}
@@ -223,6 +261,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}"
           + ("; masks inverted (they mark the other class)" if invert else ""))
+    if summary["min_area"]:
+        print(f"minimum area {summary['min_area']} px: masks with fewer foreground pixels are "
+              "emptied (all figures below)")
     print(f"at threshold {summary['threshold']:.2f} (model card): IoU {summary['iou']:.4f}  "
           f"Dice {summary['dice']:.4f}  precision {summary['precision']:.4f}  "
           f"recall {summary['recall']:.4f}  TGS metric {summary['tgs_metric']:.4f}")
@@ -249,7 +290,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{card.name}: {card.description or '(no description)'}")
     src = "model card" if loaded.card_found else "inferred (no card found)"
     print(f"input {card.input_spec}, normalisation {card.normalisation}, padding "
-          f"{card.padding_mode}, threshold {card.threshold:g}  [{src}]")
+          f"{card.padding_mode}, threshold {card.threshold:g}, minimum area {card.min_area} px"
+          f"  [{src}]")
     print(format_layer_table(loaded.model))
     return 0
 
@@ -270,15 +312,40 @@ def cmd_ensemble(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .train import command_line
 
     card = build_ensemble(args.members, args.out, args.data, args.split, name=args.name,
-                          select_metric=args.select, command=command_line(argv))
+                          select_metric=args.select, select_min_area=args.select_min_area,
+                          command=command_line(argv))
     key = SELECT_METRICS[args.select]
     line = (f"wrote {args.out} ({len(args.members)} members, "
-            f"{card.architecture['parameters']:,} parameters); threshold {card.threshold:.2f}; "
+            f"{card.architecture['parameters']:,} parameters); threshold {card.threshold:.2f}, "
+            f"minimum area {card.min_area} px; "
             f"validation {args.select} {card.metrics['validation'][key]:.4f}")
     test = card.metrics.get("test")
     if test:
         line += f"; held-out test {args.select} {test[key]:.4f}"
     print(line)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .calibrate import calibrate_model
+    from .train import command_line
+
+    old, new = calibrate_model(args.model, args.data, args.split, select_metric=args.select,
+                               select_min_area=args.select_min_area,
+                               command=command_line(argv))
+    key = SELECT_METRICS[args.select]
+
+    def figures(card) -> str:
+        parts = [f"threshold {card.threshold:.2f}, minimum area {card.min_area} px"]
+        for split in ("validation", "test"):
+            rec = (card.metrics or {}).get(split)
+            if rec and key in rec:
+                parts.append(f"{split} {args.select} {rec[key]:.4f}")
+        return "; ".join(parts)
+
+    print(f"{args.model}: card rewritten (the model file is unchanged)")
+    print(f"  before: {figures(old)}")
+    print(f"  after:  {figures(new)}")
     return 0
 
 
@@ -295,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_inspect(args)
         if args.command == "ensemble":
             return cmd_ensemble(args, argv)
+        if args.command == "calibrate":
+            return cmd_calibrate(args, argv)
         return cmd_train(args, argv)
     except UnetCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,23 +7,28 @@ model (each member's layers prefixed ``m1_``, ``m2_``, ...; a final ``ensemble_m
 it loads, exports to ONNX and is introspected like any other model; its card records every
 member's card and training command.
 
-The recommended threshold is chosen on the members' validation split, and the held-out test split
-is scored once, exactly as :func:`unet_core.train.train` does for a single model.
+The recommended threshold (and minimum-area rule) is chosen on the members' validation split, and
+the held-out test split is scored once, exactly as :func:`unet_core.train.train` does for a single
+model.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .calibrate import (
+    check_held_out,
+    check_select_metric,
+    read_split,
+    split_sweeps,
+    write_card_atomically,
+)
 from .errors import UnetCoreError
-from .evaluate import evaluate_pairs
 from .inference import Segmenter
-from .io import find_pairs
-from .metrics import SELECT_METRICS, SweepResult
-from .model import LoadedModel, ModelCard, from_keras, load_model
+from .metrics import MIN_AREA_CANDIDATES
+from .model import ModelCard, from_keras, load_model
 
 # Card fields that must agree for members to be averaged (how they are fed and read).
 MATCHING_FIELDS: tuple[str, ...] = ("input_size", "multiple_of", "min_size", "channels",
@@ -80,54 +85,10 @@ def check_members(cards: Sequence[ModelCard], labels: Sequence[str]) -> None:
                             "averaged: " + "; ".join(bad))
 
 
-def read_split(path: str | Path) -> dict[str, list[str]]:
-    """A training run's ``split.json`` -> {"train"|"val"|"test": [names]}, checked."""
-    try:
-        split = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: JSON and UTF-8 decoding errors
-        raise UnetCoreError(f"{path}: not a readable split file ({exc}); accepted: the "
-                            "split.json a training run writes in its run folder") from None
-    if not isinstance(split, dict) or not all(
-            isinstance(split.get(k), list) for k in ("train", "val", "test")):
-        raise UnetCoreError(f"{path}: a split file holds lists 'train', 'val' and 'test'")
-    if not split["val"]:
-        raise UnetCoreError(f"{path}: the validation list is empty; the threshold is chosen on it")
-    return split
-
-
-def _check_held_out(members: Sequence[LoadedModel], split: dict[str, list[str]]) -> None:
-    """Each member's held-out list (NAME.heldout.txt next to it), if any, must be the test split;
-    otherwise a member may have trained on images the ensemble is scored on."""
-    test = set(split["test"])
-    for m in members:
-        name = (m.card.training or {}).get("held_out_names")
-        if not name or m.path is None:
-            continue
-        path = m.path.parent / name
-        if not path.is_file():
-            continue
-        held = {line.strip() for line in path.read_text().splitlines() if line.strip()}
-        if held != test:
-            raise UnetCoreError(
-                f"{m.path.name}: its held-out images ({path.name}, {len(held)}) are not this "
-                f"split's test images ({len(test)}); accepted: members trained on one split "
-                "(same split_seed and fractions)")
-
-
-def _sweep(seg: Segmenter, pairs_by_name: dict[str, Any], names: Sequence[str],
-           invert: bool, select_metric: str) -> SweepResult:
-    missing = [n for n in names if n not in pairs_by_name]
-    if missing:
-        raise UnetCoreError(f"{len(missing)} split images are not in the data folder "
-                            f"(first: {missing[0]}); accepted: the folder the members trained on")
-    ev = evaluate_pairs(seg, [pairs_by_name[n] for n in names], invert_masks=invert,
-                        select_metric=select_metric)
-    return ev.sweep
-
-
 def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: str | Path,
                    split_path: str | Path, *, name: str | None = None,
-                   select_metric: str = "tgs_metric", command: str = "") -> ModelCard:
+                   select_metric: str = "tgs_metric", select_min_area: bool = True,
+                   command: str = "") -> ModelCard:
     """Average trained members into one model; pick its threshold on validation, score the
     held-out test split, and write ``out`` (.keras), its card and ``NAME.heldout.txt``.
 
@@ -139,13 +100,13 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
         name: the ensemble's name (default: the output file's stem).
         select_metric: metric that picks the threshold (``tgs_metric``, ``mean_iou``,
             ``mean_dice``).
+        select_min_area: also pick a minimum-area rule on validation (see
+            :func:`unet_core.metrics.select_threshold`).
         command: the command line, recorded in the card.
     """
     from .train import split_metrics
 
-    if select_metric not in SELECT_METRICS:
-        raise UnetCoreError(f"unknown select_metric {select_metric!r}; accepted: "
-                            f"{', '.join(SELECT_METRICS)}")
+    check_select_metric(select_metric)
     out = Path(out)
     if out.suffix != ".keras":
         raise UnetCoreError(f"{out}: the ensemble is written as a .keras file")
@@ -155,19 +116,18 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
     labels = [Path(p).name for p in member_paths]
     check_members([m.card for m in members], labels)
     split = read_split(split_path)
-    _check_held_out(members, split)
+    check_held_out(members, split)
     first = members[0].card
     name = name or out.stem
     model = ensemble_model([m.model for m in members], name=name)
 
     card = ModelCard(**{**first.to_dict(), "name": name, "inferred": []})
     card.tta = all(m.card.tta for m in members)
-    pairs = {p.name: p for p in find_pairs(data, require_masks=True)}
     seg = Segmenter(from_keras(model, card, name), batch_size=32, backend="tensorflow")
-    invert = bool(first.truth_inverted)
-    val = _sweep(seg, pairs, split["val"], invert, select_metric)
-    test = _sweep(seg, pairs, split["test"], invert, select_metric) if split["test"] else None
-    card.threshold, card.metrics = split_metrics(val, test, select_metric)
+    val, test = split_sweeps(seg, data, split, invert=bool(first.truth_inverted),
+                             select_metric=select_metric)
+    card.threshold, card.min_area, card.metrics = split_metrics(
+        val, test, select_metric, MIN_AREA_CANDIDATES if select_min_area else (0,))
     kinds = {m.card.architecture.get("type", "U-Net") for m in members}
     card.architecture = {
         "type": f"ensemble: mean of {len(members)} " + (kinds.pop() + "s" if len(kinds) == 1
@@ -191,6 +151,6 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
-    card.save(out.with_suffix(".json"))
+    write_card_atomically(card, out.with_suffix(".json"))
     out.with_suffix(".heldout.txt").write_text("\n".join(split["test"]) + "\n")
     return card

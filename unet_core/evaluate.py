@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataSetError, UnetCoreError
 from .inference import Segmenter
 from .io import Pair, load_pair
 from .metrics import SweepAccumulator, SweepResult
@@ -25,12 +26,13 @@ ProgressFn = Callable[[int, int], None]
 class Evaluation:
     """Result of evaluating a model on a data set."""
 
-    sweep: SweepResult
+    sweep: SweepResult               # with the minimum-area rule reported (sweep.min_area)
     threshold: float                 # the threshold reported (the card's unless overridden)
     select_metric: str = "tgs_metric"
 
     def summary(self) -> dict[str, Any]:
-        """Metrics at the threshold, the best threshold and its metrics (JSON-ready)."""
+        """Metrics at the threshold, the best threshold and its metrics, all with the sweep's
+        minimum-area rule ("min_area", 0 = off) (JSON-ready)."""
         s = self.sweep
         at = s.summary_at(self.threshold)
         best_i = s.best_index(self.select_metric)
@@ -39,7 +41,7 @@ class Evaluation:
         iou_i = s.best_index("mean_iou")
         return {
             "n": len(s.names),
-            "threshold": float(at["threshold"]),
+            "threshold": float(at["threshold"]), "min_area": s.min_area,
             "iou": at["iou"], "dice": at["dice"], "precision": at["precision"],
             "recall": at["recall"], "tgs_metric": at["tgs_metric"], "pooled_iou": at["pooled_iou"],
             "best_threshold": best_t,
@@ -84,13 +86,19 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
                    padding_mode: str | None = None, threshold: float | None = None,
                    select_metric: str = "tgs_metric", batch_size: int = 32,
                    max_pixels: int | None = None, progress: ProgressFn | None = None,
-                   invert_masks: bool = False) -> Evaluation:
+                   invert_masks: bool = False, min_area: int | None = None) -> Evaluation:
     """Evaluate a model on image/mask pairs (every pair must have a mask).
 
+    ``threshold`` and ``min_area`` (the minimum-area rule, pixels) default to the card's; the
+    sweep keeps its counts, so ``evaluation.sweep.with_min_area(k)`` tries another rule.
     ``invert_masks`` scores against the complement of each mask (for data whose masks mark the
     other class, see ``ModelCard.truth_inverted``). ``progress(done, total)`` is called after
     each batch. Raises the io errors of a bad pair.
     """
+    t = segmenter.card.threshold if threshold is None else threshold
+    k = segmenter.card.min_area if min_area is None else min_area
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise UnetCoreError(f"min_area must be a whole number of pixels >= 0, got {k!r}")
     acc = SweepAccumulator()
     total = len(pairs)
     done = 0
@@ -107,13 +115,10 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
 
     for pair, img, mask in iter_loaded(pairs, max_pixels=max_pixels):
         if mask is None:
-            from .errors import DataSetError
-
             raise DataSetError(f"{pair.name}: no mask; evaluation needs a mask for every image")
         batch.append((pair, img, ~mask if invert_masks else mask))
         if len(batch) >= batch_size:
             flush()
     if batch:
         flush()
-    t = segmenter.card.threshold if threshold is None else threshold
-    return Evaluation(acc.result(), float(t), select_metric)
+    return Evaluation(acc.result(k), float(t), select_metric)

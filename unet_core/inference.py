@@ -240,7 +240,10 @@ class Segmenter:
         return [o for o in out if o is not None]
 
     def predict_mask(self, image: np.ndarray, threshold: float | None = None,
-                     padding_mode: str | None = None) -> np.ndarray:
-        """Binary mask (bool (H, W)) at ``threshold`` (default: the card's)."""
+                     padding_mode: str | None = None, min_area: int | None = None
+                     ) -> np.ndarray:
+        """Binary mask (bool (H, W)) at ``threshold`` with the minimum-area rule ``min_area``
+        (pixels; both default to the card's)."""
         t = self.card.threshold if threshold is None else threshold
-        return threshold_mask(self.predict_proba(image, padding_mode), t)
+        k = self.card.min_area if min_area is None else min_area
+        return threshold_mask(self.predict_proba(image, padding_mode), t, k)

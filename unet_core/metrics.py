@@ -29,6 +29,11 @@ Definitions used everywhere in this module
   :data:`DEFAULT_THRESHOLDS`, 0.00, 0.01, ..., 1.00) in one vectorised pass; its counts
   are exactly those of :func:`confusion_counts` on :func:`threshold_mask` at each grid
   threshold. ``pooled_iou`` is the IoU of all pixels of all images pooled together.
+* Minimum-area rule (``min_area = K``, 0 = off): a thresholded mask with fewer than K
+  foreground pixels is emptied, as a whole image ("nothing here"). On data with many empty
+  masks (TGS: 39 %) a few stray pixels cost a whole image's score, so models may record a K
+  chosen on validation (:func:`select_threshold`). A sweep applies it from its counts: at each
+  threshold, an image whose predicted area ``tp + fp`` is below K gets ``tp = fp = 0``.
 
 Bad arguments raise :class:`unet_core.errors.UnetCoreError` with a one-line message.
 """
@@ -47,6 +52,7 @@ from unet_core.errors import UnetCoreError
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "IOU_THRESHOLDS",
+    "MIN_AREA_CANDIDATES",
     "SweepAccumulator",
     "SweepResult",
     "confusion_counts",
@@ -56,6 +62,7 @@ __all__ = [
     "precision",
     "recall",
     "segmentation_metrics",
+    "select_threshold",
     "tgs_score",
     "tgs_score_from_iou",
     "threshold_mask",
@@ -75,6 +82,8 @@ _BEST_METRICS = ("tgs_metric", "mean_iou", "mean_dice", "pooled_iou")
 #: Metrics that may pick a recommended threshold, and their key in :meth:`SweepResult.summary_at`.
 SELECT_METRICS: dict[str, str] = {"tgs_metric": "tgs_metric", "mean_iou": "iou",
                                   "mean_dice": "dice"}
+#: Minimum areas (pixels) that :func:`select_threshold` tries; 0 (rule off) is always first.
+MIN_AREA_CANDIDATES: tuple[int, ...] = (0, 5, 10, 20, 40, 80, 160, 320)
 # Largest number of pixels handled in one vectorised chunk of a batch (bounds memory).
 _CHUNK_PIXELS = 4_000_000
 
@@ -150,6 +159,15 @@ def _as_threshold(threshold: Any, name: str = "threshold") -> float:
     return t
 
 
+def _as_min_area(min_area: Any) -> int:
+    if isinstance(min_area, bool | np.bool_) or not isinstance(min_area, int | np.integer):
+        raise UnetCoreError(f"min_area must be a whole number of pixels >= 0, got "
+                            f"{_describe(min_area)}")
+    if min_area < 0:
+        raise UnetCoreError(f"min_area must be a whole number of pixels >= 0, got {min_area}")
+    return int(min_area)
+
+
 def _as_thresholds(thresholds: Any) -> np.ndarray:
     """Validated, sorted, de-duplicated float64 copy of a threshold grid."""
     if thresholds is None:
@@ -213,11 +231,15 @@ def _metrics_from_counts(
 # --------------------------------------------------------------------------- per image
 
 
-def threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+def threshold_mask(prob: np.ndarray, threshold: float, min_area: int = 0) -> np.ndarray:
     """Binarise a probability map: float array (any shape, values in [0, 1]) -> bool
-    array of the same shape, ``prob > threshold`` (strict, compared in float64)."""
+    array of the same shape, ``prob > threshold`` (strict, compared in float64), emptied
+    when it has fewer than ``min_area`` foreground pixels (0, the default, keeps any mask)."""
     p = _as_prob(prob, "prob")
-    return p > _as_threshold(threshold)
+    mask = p > _as_threshold(threshold)
+    if np.count_nonzero(mask) < _as_min_area(min_area):
+        mask[...] = False
+    return mask
 
 
 def confusion_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
@@ -331,6 +353,10 @@ class SweepResult:
 
     Per-image arrays are (N, T) float64; ``coverage`` is (N,) (fraction of foreground
     pixels in each truth mask); ``thresholds`` and ``pooled_iou`` are (T,) float64.
+    ``min_area`` is the minimum-area rule the metrics include (0 = off). ``counts``, when
+    present, holds the confusion counts the metrics came from -- "tp" and "fp" (N, T) int64,
+    "pos" and "neg" (N,) int64 (truth foreground / background pixels) -- so
+    :meth:`with_min_area` can re-derive them for another rule without re-running anything.
     """
 
     thresholds: np.ndarray
@@ -342,6 +368,8 @@ class SweepResult:
     recall: np.ndarray
     tgs: np.ndarray
     pooled_iou: np.ndarray
+    min_area: int = 0
+    counts: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.thresholds = _f64(self.thresholds)
@@ -363,6 +391,30 @@ class SweepResult:
                 f"SweepResult.coverage must be ({n},) and pooled_iou ({t},), "
                 f"got {self.coverage.shape} and {self.pooled_iou.shape}"
             )
+        self.min_area = _as_min_area(self.min_area)
+        if self.counts is not None:
+            shapes = {"tp": (n, t), "fp": (n, t), "pos": (n,), "neg": (n,)}
+            try:
+                counts = {k: np.asarray(self.counts[k], dtype=np.int64) for k in shapes}
+            except (KeyError, TypeError, ValueError):
+                raise UnetCoreError("SweepResult.counts must hold integer arrays 'tp', 'fp', "
+                                    "'pos' and 'neg'") from None
+            bad = [k for k, shape in shapes.items() if counts[k].shape != shape]
+            if bad:
+                raise UnetCoreError(f"SweepResult.counts {bad} must have shapes "
+                                    f"{[shapes[k] for k in bad]}")
+            self.counts = counts
+
+    def with_min_area(self, min_area: int) -> SweepResult:
+        """The same sweep with the minimum-area rule ``min_area`` (pixels; 0 = off) instead
+        of ``self.min_area``. Needs ``counts`` (every sweep this module makes has them)."""
+        k = _as_min_area(min_area)
+        if k == self.min_area:
+            return self
+        if self.counts is None:
+            raise UnetCoreError("this sweep result has no confusion counts, so its minimum "
+                                "area cannot change; re-run the sweep")
+        return _result_from_counts(self.thresholds, self.names, min_area=k, **self.counts)
 
     # ---- aggregates over images, each (T,)
     @property
@@ -445,7 +497,7 @@ class SweepResult:
         ]
 
     def to_dict(self) -> dict:
-        """JSON-serialisable dict: every field as (nested) lists of floats, plus the (T,)
+        """JSON-serialisable dict: every field as (nested) lists of numbers, plus the (T,)
         aggregates "mean_iou", "mean_dice", "mean_precision", "mean_recall", "tgs_metric"."""
         return {
             "thresholds": self.thresholds.tolist(),
@@ -462,6 +514,9 @@ class SweepResult:
             "mean_precision": self.mean_precision.tolist(),
             "mean_recall": self.mean_recall.tolist(),
             "tgs_metric": self.tgs_metric.tolist(),
+            "min_area": self.min_area,
+            **({"counts": {k: v.tolist() for k, v in self.counts.items()}}
+               if self.counts is not None else {}),
         }
 
     @classmethod
@@ -474,7 +529,8 @@ class SweepResult:
         missing = [k for k in keys if k not in data]
         if missing:
             raise UnetCoreError(f"sweep dict is missing keys {missing}; expected {list(keys)}")
-        return cls(**{k: data[k] for k in keys})
+        optional = {k: data[k] for k in ("min_area", "counts") if k in data}
+        return cls(**{k: data[k] for k in keys}, **optional)
 
 
 class SweepAccumulator:
@@ -543,30 +599,69 @@ class SweepAccumulator:
         self._neg.append(tail[:, 0, 0].astype(np.int64))
         self._pos.append(tail[:, 1, 0].astype(np.int64))
 
-    def result(self) -> SweepResult:
-        """The :class:`SweepResult` of every image added so far."""
+    def result(self, min_area: int = 0) -> SweepResult:
+        """The :class:`SweepResult` of every image added so far, with the minimum-area rule
+        ``min_area`` (pixels; 0 = off) applied at every threshold."""
         if not self._names:
             raise UnetCoreError("no images to sweep; add at least one image first")
-        tp = np.concatenate(self._tp)
-        fp = np.concatenate(self._fp)
-        pos = np.concatenate(self._pos)[:, None]
-        neg = np.concatenate(self._neg)[:, None]
-        fn = pos - tp
-        tn = neg - fp
-        m = _metrics_from_counts(tp, fp, fn, tn)
-        pooled = _metrics_from_counts(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0))
-        coverage = pos[:, 0] / (pos[:, 0] + neg[:, 0])
-        return SweepResult(
-            thresholds=self.thresholds.copy(),
-            names=list(self._names),
-            coverage=coverage,
-            iou=m["iou"],
-            dice=m["dice"],
-            precision=m["precision"],
-            recall=m["recall"],
-            tgs=m["tgs_score"],
-            pooled_iou=pooled["iou"],
-        )
+        return _result_from_counts(
+            self.thresholds, self._names, tp=np.concatenate(self._tp),
+            fp=np.concatenate(self._fp), pos=np.concatenate(self._pos),
+            neg=np.concatenate(self._neg), min_area=_as_min_area(min_area))
+
+
+def _result_from_counts(thresholds: np.ndarray, names: Sequence[str], *, tp: np.ndarray,
+                        fp: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                        min_area: int = 0) -> SweepResult:
+    """Metrics from counts: tp, fp (N, T) and pos, neg (N,) int64; masks with fewer than
+    ``min_area`` predicted pixels are scored as empty predictions."""
+    counts = {"tp": tp, "fp": fp, "pos": pos, "neg": neg}
+    if min_area > 0:
+        emptied = (tp + fp) < min_area
+        tp, fp = np.where(emptied, 0, tp), np.where(emptied, 0, fp)
+    fn = pos[:, None] - tp
+    tn = neg[:, None] - fp
+    m = _metrics_from_counts(tp, fp, fn, tn)
+    pooled = _metrics_from_counts(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0))
+    return SweepResult(
+        thresholds=np.array(thresholds, dtype=np.float64),
+        names=list(names),
+        coverage=pos / (pos + neg),
+        iou=m["iou"],
+        dice=m["dice"],
+        precision=m["precision"],
+        recall=m["recall"],
+        tgs=m["tgs_score"],
+        pooled_iou=pooled["iou"],
+        min_area=min_area,
+        counts=counts,
+    )
+
+
+def select_threshold(sweep: SweepResult, metric: str = "tgs_metric",
+                     min_areas: Sequence[int] = MIN_AREA_CANDIDATES
+                     ) -> tuple[float, int, SweepResult]:
+    """Pick the (threshold, minimum area) pair that maximises ``metric`` on ``sweep``.
+
+    ``metric``: "tgs_metric", "mean_iou", "mean_dice" or "pooled_iou"; ``min_areas``: the
+    minimum areas (pixels) to try, e.g. ``(0,)`` to pick the threshold alone. A larger area
+    must score strictly higher than every smaller one to be chosen; within an area, ties go to
+    the threshold closest to 0.5 (:meth:`SweepResult.best_index`). Returns the grid threshold,
+    the area and the sweep with that area applied.
+    """
+    areas = sorted({_as_min_area(a) for a in min_areas})
+    if not areas:
+        raise UnetCoreError("min_areas must hold at least one area (0 turns the rule off)")
+    best: tuple[float, int, SweepResult] | None = None
+    best_score = -math.inf
+    for area in areas:
+        res = sweep.with_min_area(area)
+        i = res.best_index(metric)
+        score = float(np.asarray(getattr(res, metric))[i])
+        if score > best_score + 1e-12:
+            best, best_score = (float(res.thresholds[i]), area, res), score
+    assert best is not None
+    return best
 
 
 def threshold_sweep(

@@ -49,6 +49,9 @@ class ModelCard:
         normalisation: one of :data:`NORMALISATIONS`.
         padding_mode: default padding mode (see :mod:`unet_core.padding`).
         threshold: recommended probability threshold (foreground is ``prob > threshold``).
+        min_area: minimum-area rule in pixels (0 = off): a thresholded mask with fewer
+            foreground pixels is emptied as a whole (see :mod:`unet_core.metrics`); training
+            picks it on validation together with the threshold.
         output: "probability" (sigmoid applied inside the model) or "logits".
         tta: average the prediction with that of the horizontally flipped image.
         truth_inverted: the model's training data marks the *other* class in its masks (e.g. ISBI
@@ -69,6 +72,7 @@ class ModelCard:
     normalisation: str = "unit"
     padding_mode: str = "reflect"
     threshold: float = 0.5
+    min_area: int = 0
     output: str = "probability"
     tta: bool = False
     truth_inverted: bool = False
@@ -509,6 +513,8 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
     t = card.threshold
     if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
         raise bad("threshold", "a number 0..1")
+    if not is_int(card.min_area) or card.min_area < 0:
+        raise bad("min_area", "a whole number of pixels >= 0 (0 = off)")
     if card.output not in ("probability", "logits"):
         raise bad("output", "probability, logits")
     if not isinstance(card.tta, bool):

@@ -43,7 +43,13 @@ from .errors import UnetCoreError
 from .evaluate import add_predictions
 from .inference import Segmenter, normalise_input
 from .io import find_pairs, load_pair
-from .metrics import SELECT_METRICS, SweepAccumulator, SweepResult
+from .metrics import (
+    MIN_AREA_CANDIDATES,
+    SELECT_METRICS,
+    SweepAccumulator,
+    SweepResult,
+    select_threshold,
+)
 from .model import ModelCard, build_unet, from_keras
 
 
@@ -93,6 +99,8 @@ class TrainConfig:
     contrast: float = 0.15
     tta: bool = True
     select_metric: str = "tgs_metric"    # picks the recommended threshold / early stopping
+    select_min_area: bool = True         # also pick a minimum-area rule on validation
+                                         # (metrics.MIN_AREA_CANDIDATES; 0 unless it helps)
     max_images: int | None = None        # for quick tests
     threads: int | None = None
     verbose: int | None = None
@@ -298,17 +306,28 @@ def sweep_split(segmenter: Segmenter, images: Sequence[np.ndarray], masks: Seque
     return acc.result()
 
 
-def split_metrics(val: SweepResult, test: SweepResult | None, select_metric: str
-                  ) -> tuple[float, dict[str, Any]]:
-    """The threshold picked on validation (a 0.01 grid value) and the card's metrics record:
-    validation and held-out test summaries at that threshold, plus the test's own best."""
-    threshold = round(val.best_threshold(select_metric), 2)
-    metrics: dict[str, Any] = {"selected_by": select_metric,
-                               "validation": {**val.summary_at(threshold), "n": len(val.names)}}
-    if test is not None:
-        metrics["test"] = {**test.summary_at(threshold), "n": len(test.names),
-                           "best_threshold_on_test": test.best_threshold(select_metric)}
-    return threshold, metrics
+def split_metrics(val: SweepResult, test: SweepResult | None, select_metric: str,
+                  min_areas: Sequence[int] = MIN_AREA_CANDIDATES
+                  ) -> tuple[float, int, dict[str, Any]]:
+    """The threshold (a 0.01 grid value) and minimum area picked together on validation
+    (:func:`~unet_core.metrics.select_threshold`; ``min_areas=(0,)`` picks the threshold alone)
+    and the card's metrics record: validation and held-out test summaries with both, the
+    test's own best threshold, and -- when an area was picked -- the figures without it."""
+    t, area, val_k = select_threshold(val, select_metric, min_areas)
+    threshold = round(t, 2)
+    metrics: dict[str, Any] = {"selected_by": select_metric, "min_area": area,
+                               "validation": {**val_k.summary_at(threshold), "n": len(val.names)}}
+    test_k = test.with_min_area(area) if test is not None else None
+    if test_k is not None:
+        metrics["test"] = {**test_k.summary_at(threshold), "n": len(test_k.names),
+                           "best_threshold_on_test": test_k.best_threshold(select_metric)}
+    if area:
+        val_0 = val.with_min_area(0)
+        t0 = round(val_0.best_threshold(select_metric), 2)
+        metrics["without_min_area"] = {"threshold": t0, "validation": val_0.summary_at(t0)}
+        if test is not None:
+            metrics["without_min_area"]["test"] = test.with_min_area(0).summary_at(t0)
+    return threshold, area, metrics
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -498,7 +517,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
             weights_from = f"mean of the weights of epochs {first}-{last} (SWA)"
     test_res = sweep_split(seg, [images[i] for i in te], [masks[i] for i in te],
                            [names[i] for i in te]) if len(te) else None
-    card.threshold, metrics = split_metrics(val_res, test_res, cfg.select_metric)
+    card.threshold, card.min_area, metrics = split_metrics(
+        val_res, test_res, cfg.select_metric,
+        MIN_AREA_CANDIDATES if cfg.select_min_area else (0,))
     card.metrics = metrics
     card.architecture = {"type": "residual U-Net" if cfg.residual else "U-Net",
                          "base_filters": cfg.base_filters, "depth": cfg.depth,
@@ -524,7 +545,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     final.save(out)
     card.save(out.with_suffix(".json"))
     out.with_suffix(".heldout.txt").write_text("\n".join(split["test"]) + "\n")
-    print(f"[train] wrote {out} and its card; threshold {card.threshold}; "
+    print(f"[train] wrote {out} and its card; threshold {card.threshold}; min area "
+          f"{card.min_area} px; "
           f"metrics {json.dumps(metrics)}", flush=True)
     return card
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app import common, viz
-from unet_core.evaluate import evaluate_pairs
+from unet_core.evaluate import Evaluation, evaluate_pairs
 from unet_core.io import find_pairs, read_image, read_mask
 
 SOURCES = ["Bundled samples", "Folder on the server", "Upload a .zip"]
@@ -131,13 +131,16 @@ if state.model_key != bundle.key:
             "**Run evaluation** to score this one.")
     st.stop()
 
-ev = state.evaluation
+st.subheader(f"Results · {state.source} · {len(state.evaluation.sweep.names)} images")
+c_t, c_a = st.columns([3, 1])
+threshold = common.threshold_slider("eval_threshold", card.threshold, container=c_t)
+min_area = common.min_area_input("eval_min_area", card.min_area, container=c_a)
+# Another minimum area is re-derived from the stored counts: no image is predicted again.
+ev = Evaluation(state.evaluation.sweep.with_min_area(min_area), state.evaluation.threshold,
+                state.evaluation.select_metric)
 sweep = ev.sweep
 summary = ev.summary()
 best = float(summary["best_threshold"])
-st.subheader(f"Results · {state.source} · {summary['n']} images")
-
-threshold = common.threshold_slider("eval_threshold", card.threshold)
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Best threshold", f"{best:.2f}", help="Maximises the TGS metric (mean over images "
           "of the mean of [IoU > s], s = 0.50 … 0.95).")
@@ -164,7 +167,9 @@ g2.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in rows[0] if c != "at"})
 g2.caption("Means over images; pooled IoU pools all pixels of all images. Empty mask and empty "
-           "prediction count as a perfect 1.")
+           "prediction count as a perfect 1."
+           + (f" Every figure uses the minimum area {min_area} px: predicted masks with fewer "
+              "foreground pixels are emptied." if min_area else ""))
 
 # ---------------------------------------------------------------- per image
 per_image = pd.DataFrame(sweep.per_image(threshold)).rename(
@@ -176,7 +181,7 @@ st.dataframe(per_image, hide_index=True, width="stretch", height=280,
              column_config={c: st.column_config.NumberColumn(format="%.3f")
                             for c in per_image.columns if c != "name"})
 st.download_button("Download per-image CSV", per_image.to_csv(index=False).encode(),
-                   file_name=f"per_image_t{threshold:.2f}.csv", mime="text/csv",
+                   file_name=f"per_image_t{threshold:.2f}_a{min_area}.csv", mime="text/csv",
                    key="eval_dl_csv")
 
 # ---------------------------------------------------------------- worst cases

@@ -89,6 +89,8 @@ with left:
         ("Normalisation", card.normalisation),
         ("Padding", card.padding_mode),
         ("Recommended threshold", f"{card.threshold:.2f}"),
+        ("Minimum area", f"{card.min_area} px: smaller predicted masks are emptied"
+         if card.min_area else "off (any predicted mask is kept)"),
         ("Output", card.output),
         ("Test-time augmentation", "yes (flip)" if card.tta else "no"),
         ("Architecture", _architecture(card.architecture or {})),

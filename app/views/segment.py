@@ -103,11 +103,7 @@ if k_img > 1 or k_prob > 1:
     notes.append(f"Display only: large images are shown every {max(k_img, k_prob)}th pixel; "
                  "masks, downloads and metrics use every pixel.")
 st.caption(" · ".join(notes))
-sweep = None
-if mask is not None:
-    with common.run_safely(what="image sweep"):
-        sweep = common.image_sweep(bundle, item, prob, mask, padding, tta, invert)
-elif item.mask_data is None:
+if mask is None and item.mask_data is None:
     st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
             "precision, recall, TGS score, error map and its IoU-vs-threshold curve.")
 
@@ -119,14 +115,21 @@ def threshold_view() -> None:
     A fragment: moving the slider re-runs only this part of the page (the network output
     above is neither recomputed nor re-sent), and the masks are sent as small PNGs.
     """
-    c_t, c_o, c_s = st.columns([2, 1, 1])
+    c_t, c_a, c_o, c_s = st.columns([2, 1, 1, 1])
     with c_t:
         threshold = common.threshold_slider("seg_threshold", card.threshold)
+    with c_a:
+        min_area = common.min_area_input("seg_min_area", card.min_area)
     with c_o:
         opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="seg_opacity")
     with c_s:
         style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True, key="seg_style")
-    pred = threshold_mask(prob, threshold)
+    pred = threshold_mask(prob, threshold, min_area)
+    emptied = min_area > 0 and not pred.any() and bool((prob > threshold).any())
+    sweep = None
+    if mask is not None:
+        with common.run_safely(what="image sweep"):
+            sweep = common.image_sweep(bundle, item, prob, mask, padding, tta, invert, min_area)
     pred_d = pred[::k_img, ::k_img]
     if mask is not None:
         m = segmentation_metrics(pred, mask)
@@ -139,7 +142,8 @@ def threshold_view() -> None:
                    f"predicted {m['coverage_pred']:.1%} of the pixels.")
     g1, g2, g3 = st.columns(3)
     g1.image(viz.overlay_rgb(image_d, pred_d, style, opacity), width="stretch",
-             caption=f"Mask at {threshold:.2f} · {pred.mean():.1%} foreground")
+             caption=f"Mask at {threshold:.2f} · {pred.mean():.1%} foreground"
+             + (f" · emptied: fewer than {min_area} px above the threshold" if emptied else ""))
     if mask_d is not None:
         g2.image(viz.error_map_rgb(image_d, pred_d, mask_d), width="stretch",
                  caption="Errors at this threshold: green = found (TP) · orange = false "
