@@ -34,7 +34,7 @@ def trained(tmp_path_factory, seismic_pairs) -> tuple[Path, Path]:
 
 def _copy(model: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json", ".heldout.txt"):
+    for suffix in (".keras", ".json", ".heldout.txt", ".split.json"):
         shutil.copy(model.with_suffix(suffix), dest / model.with_suffix(suffix).name)
     return dest / model.name
 
@@ -53,8 +53,9 @@ def test_calibrate_rewrites_the_card_only(tmp_path, trained, seismic_pairs, caps
     model = _copy(trained[0], tmp_path / "m")
     before = json.loads(model.with_suffix(".json").read_text())
     model_sha = _sha(model)
-    code = main(["calibrate", "--model", str(model), "--data", str(seismic_pairs), "--split",
-                 str(trained[1])])
+    assert json.loads(model.with_suffix(".split.json").read_text()) == json.loads(
+        trained[1].read_text())  # train writes the split next to the model
+    code = main(["calibrate", "--model", str(model), "--data", str(seismic_pairs)])
     assert code == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "card rewritten" in printed and "before:" in printed and "after:" in printed
@@ -95,9 +96,15 @@ def test_calibrate_without_the_rule_keeps_min_area_zero(tmp_path, trained, seism
     assert code == 0, capsys.readouterr().err
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["min_area"] == 0 and card["metrics"]["selected_by"] == "mean_iou"
+    # without --select, calibrate keeps the metric that picked the card's threshold
+    assert main(["calibrate", "--model", str(model), "--data", str(seismic_pairs)]) == 0
+    assert "validation mean_iou" in capsys.readouterr().out
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["metrics"]["selected_by"] == "mean_iou"
 
 
-@pytest.mark.parametrize("case", ["foreign split", "no card", "bad split", "missing images"])
+@pytest.mark.parametrize("case", ["foreign split", "no card", "bad split", "missing images",
+                                  "no split"])
 def test_calibrate_refuses_and_leaves_the_card(tmp_path, trained, seismic_pairs, capsys, case):
     model = _copy(trained[0], tmp_path / "m")
     split = trained[1]
@@ -111,6 +118,10 @@ def test_calibrate_refuses_and_leaves_the_card(tmp_path, trained, seismic_pairs,
     elif case == "no card":
         model.with_suffix(".json").unlink()
         want = "no model card"
+    elif case == "no split":
+        model.with_suffix(".split.json").unlink()
+        split = None
+        want = "no --split given and no tiny.split.json"
     elif case == "bad split":
         split = tmp_path / "split.json"
         split.write_bytes(b"\x00\x01binary")
@@ -126,7 +137,8 @@ def test_calibrate_refuses_and_leaves_the_card(tmp_path, trained, seismic_pairs,
         want = "split images are not in"
     card_path = model.with_suffix(".json")
     before = card_path.read_bytes() if card_path.exists() else None
-    code = main(["calibrate", "--model", str(model), "--data", str(data), "--split", str(split)])
+    code = main(["calibrate", "--model", str(model), "--data", str(data),
+                 *(["--split", str(split)] if split else [])])
     err = capsys.readouterr().err
     assert code == 2 and want in err and "Traceback" not in err
     assert (card_path.read_bytes() if card_path.exists() else None) == before
@@ -158,3 +170,18 @@ def test_evaluate_and_predict_apply_a_min_area_override(tmp_path, trained, seism
                   "--min-area", bad])
         assert exc.value.code == 2
         assert "pixels >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["salt", "nuclei", "em_membrane"])
+def test_shipped_split_files_match_the_held_out_lists(name):
+    """models/NAME.split.json (what calibrate reads) is the split the card was trained on."""
+    models = Path(__file__).resolve().parents[1] / "models"
+    split = json.loads((models / f"{name}.split.json").read_text())
+    held = (models / f"{name}.heldout.txt").read_text().split()
+    card = json.loads((models / f"{name}.json").read_text())
+    assert split["test"] == held
+    assert not (set(split["train"]) & set(split["val"])) and not (set(split["val"]) & set(held))
+    assert len(split["val"]) == card["metrics"]["validation"]["n"]
+    assert len(split["train"]) == card["training"]["split"]["train"]
+    assert card["training"]["split_names"] == f"{name}.split.json"
+    assert card["min_area"] == card["metrics"]["min_area"]

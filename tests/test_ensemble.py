@@ -86,6 +86,7 @@ def test_ensemble_cli_writes_card_and_scores_like_the_mean(tmp_path, members, se
     assert {"validation", "test"} <= set(card["metrics"])
     held = out.with_suffix(".heldout.txt").read_text().split()
     assert held == json.loads(split.read_text())["test"]
+    assert json.loads(out.with_suffix(".split.json").read_text()) == json.loads(split.read_text())
 
     ens, la, lb = load_model(out), load_model(a), load_model(b)
     assert ens.card_found and ens.card.threshold == card["threshold"]

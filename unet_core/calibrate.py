@@ -2,8 +2,9 @@
 
 Training does this at its end (:func:`unet_core.train.train`); :func:`calibrate_model` does it
 again for a model that already exists -- after the selection rule changed, or to pick by another
-metric -- without retraining. It needs the run's ``split.json``, so the threshold is chosen on
-the validation images and the held-out test images are scored once at it, never tuned on.
+metric -- without retraining. It needs the training split (``NAME.split.json``, which train and
+ensemble write next to the model), so the threshold is chosen on the validation images and the
+held-out test images are scored once at it, never tuned on.
 
 The model file is never touched; only its card (``NAME.json``) is rewritten, atomically, with
 the previous threshold, minimum area and validation figures kept under
@@ -89,8 +90,14 @@ def write_card_atomically(card: ModelCard, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def calibrate_model(model_path: str | Path, data: str | Path, split_path: str | Path, *,
-                    select_metric: str = "tgs_metric", select_min_area: bool = True,
+def split_path_for(model_path: str | Path) -> Path:
+    """``models/salt.keras`` -> ``models/salt.split.json`` (written by train and ensemble)."""
+    return Path(model_path).with_suffix(".split.json")
+
+
+def calibrate_model(model_path: str | Path, data: str | Path,
+                    split_path: str | Path | None = None, *,
+                    select_metric: str | None = None, select_min_area: bool = True,
                     command: str = "") -> tuple[ModelCard, ModelCard]:
     """Re-pick ``model_path``'s threshold (and minimum area) on the split's validation images,
     score its test images at them, and rewrite the model's card. Returns (old, new) cards.
@@ -98,19 +105,30 @@ def calibrate_model(model_path: str | Path, data: str | Path, split_path: str | 
     Args:
         model_path: a ``.keras``/``.h5`` model with its card (``NAME.json``).
         data: the images/ + masks/ folder it trained on.
-        split_path: the training run's ``RUN_DIR/split.json``.
-        select_metric: ``tgs_metric``, ``mean_iou`` or ``mean_dice``.
+        split_path: the training split (``NAME.split.json`` next to the model, the default,
+            or the run's ``RUN_DIR/split.json``).
+        select_metric: ``tgs_metric``, ``mean_iou`` or ``mean_dice`` (default: the metric
+            that picked the card's threshold, ``metrics["selected_by"]``, else ``tgs_metric``).
         select_min_area: also pick a minimum area from
             :data:`~unet_core.metrics.MIN_AREA_CANDIDATES` (False: the rule is turned off).
         command: the command line, recorded in the card.
     """
     from .train import split_metrics
 
-    check_select_metric(select_metric)
+    if select_metric is not None:
+        check_select_metric(select_metric)
     loaded = load_model(model_path)
     if not loaded.card_found:
         raise UnetCoreError(f"{model_path}: no model card ({card_path_for(model_path).name}) "
                             "next to it; calibrate rewrites a trained model's card")
+    if select_metric is None:
+        select_metric = (loaded.card.metrics or {}).get("selected_by") or "tgs_metric"
+        check_select_metric(select_metric)
+    if split_path is None:
+        split_path = split_path_for(model_path)
+        if not split_path.is_file():
+            raise UnetCoreError(f"{model_path}: no --split given and no {split_path.name} next "
+                                "to it; accepted: the training run's split.json")
     split = read_split(split_path)
     check_held_out([loaded], split)
     old = loaded.card
@@ -126,5 +144,7 @@ def calibrate_model(model_path: str | Path, data: str | Path, split_path: str | 
     new.training = {**(old.training or {}),
                     "calibration": {"command": command, "split": str(split_path),
                                     "previous": previous}}
+    if Path(split_path).resolve() == split_path_for(model_path).resolve():
+        new.training["split_names"] = Path(split_path).name
     write_card_atomically(new, card_path_for(model_path))
     return old, new

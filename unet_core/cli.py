@@ -148,10 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "previous values are kept in it). The model file is not changed.")
     ca.add_argument("--model", required=True, help=".keras or .h5 model with its card")
     ca.add_argument("--data", required=True, help="the folder the model trained on")
-    ca.add_argument("--split", required=True,
-                    help="the training run's split.json (e.g. runs/salt/split.json)")
-    ca.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
-                    help="metric that picks the threshold on validation")
+    ca.add_argument("--split", help="the training split (default: NAME.split.json next to "
+                    "the model, as train writes it; or a run's split.json)")
+    ca.add_argument("--select", default=None, choices=tuple(SELECT_METRICS),
+                    help="metric that picks the threshold on validation (default: the one that "
+                    "picked the card's, else tgs_metric)")
     ca.add_argument("--select-min-area", action=argparse.BooleanOptionalAction, default=True,
                     help=SELECT_MIN_AREA_HELP)
     return p
@@ -333,14 +334,15 @@ def cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     old, new = calibrate_model(args.model, args.data, args.split, select_metric=args.select,
                                select_min_area=args.select_min_area,
                                command=command_line(argv))
-    key = SELECT_METRICS[args.select]
+    metric = new.metrics["selected_by"]
+    key = SELECT_METRICS[metric]
 
     def figures(card) -> str:
         parts = [f"threshold {card.threshold:.2f}, minimum area {card.min_area} px"]
         for split in ("validation", "test"):
             rec = (card.metrics or {}).get(split)
             if rec and key in rec:
-                parts.append(f"{split} {args.select} {rec[key]:.4f}")
+                parts.append(f"{split} {metric} {rec[key]:.4f}")
         return "; ".join(parts)
 
     print(f"{args.model}: card rewritten (the model file is unchanged)")

@@ -14,6 +14,7 @@ model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,11 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
                      **(m.card.training or {})} for m, lab in zip(members, labels, strict=True)],
         "command": command,
         "held_out_names": out.with_suffix(".heldout.txt").name,
+        "split_names": out.with_suffix(".split.json").name,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
     write_card_atomically(card, out.with_suffix(".json"))
     out.with_suffix(".heldout.txt").write_text("\n".join(split["test"]) + "\n")
+    out.with_suffix(".split.json").write_text(json.dumps(split) + "\n")
     return card

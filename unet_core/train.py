@@ -539,12 +539,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         "wall_time_s": round(float(state.get("elapsed_s", time.time() - t_start)), 1),
         "command": cfg.command,
         "held_out_names": str(Path(cfg.out).with_suffix(".heldout.txt").name),
+        "split_names": str(Path(cfg.out).with_suffix(".split.json").name),
     }
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     final.save(out)
     card.save(out.with_suffix(".json"))
     out.with_suffix(".heldout.txt").write_text("\n".join(split["test"]) + "\n")
+    out.with_suffix(".split.json").write_text(json.dumps(split) + "\n")
     print(f"[train] wrote {out} and its card; threshold {card.threshold}; min area "
           f"{card.min_area} px; "
           f"metrics {json.dumps(metrics)}", flush=True)
