@@ -601,3 +601,30 @@ def test_discover_models_puts_the_default_model_first(tmp_path: Path,
     monkeypatch.setenv("UNET_DEFAULT_MODEL", "missing")  # unknown: cards first, by file name
     assert [e.label for e in discover_models(tmp_path)] == ["em_membrane", "salt", "zeta",
                                                              "alpha"]
+
+
+def test_model_page_shows_the_minimum_area_and_the_figures_without_it(
+        tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.model import ModelCard
+
+    shutil.copy(tiny_model_path, tmp_path / "tiny.keras")
+    split = {"threshold": 0.5, "iou": 0.8, "tgs_metric": 0.75, "n": 10}
+    ModelCard(name="tiny", domain="seismic", multiple_of=4, min_size=32, threshold=0.5,
+              min_area=20,
+              metrics={"selected_by": "tgs_metric", "min_area": 20, "validation": split,
+                       "test": {**split, "tgs_metric": 0.8},
+                       "without_min_area": {"threshold": 0.45,
+                                            "validation": {**split, "tgs_metric": 0.7},
+                                            "test": {**split, "tgs_metric": 0.78}}}
+              ).save(tmp_path / "tiny.json")
+    monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
+    at = open_app()
+    assert_clean(at)
+    assert at.table[0].value.loc["Minimum area", "value"].startswith("20 px")
+    table = at.table[1].value
+    assert list(table.columns) == ["validation", "test", "validation, no min. area",
+                                   "test, no min. area"]
+    assert table.loc["tgs_metric"].tolist() == ["0.750", "0.800", "0.700", "0.780"]
+    assert "with the minimum area (20 px)" in texts(at.caption)
+    seg = open_app("segment")  # the page opens with the card's minimum area
+    assert seg.number_input(key="seg_min_area").value == 20

@@ -24,9 +24,16 @@ def _layer_rows(model_key: str, _loaded: Any) -> tuple[list[dict[str, Any]], int
 
 
 def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame | None:
-    """One row per metric, one column per split (fits a narrow column)."""
+    """One row per metric, one column per split (fits a narrow column); when the card picked a
+    minimum area, two more columns give the splits without it (at their own threshold)."""
+    splits = {split: vals for split, vals in metrics.items()
+              if split in ("validation", "test") and isinstance(vals, dict)}
+    without = metrics.get("without_min_area")
+    if isinstance(without, dict):
+        splits.update({f"{split}, no min. area": vals for split, vals in without.items()
+                       if isinstance(vals, dict)})
     cols = {split: {c: vals[c] for c in METRIC_COLUMNS if c in vals}
-            for split, vals in metrics.items() if isinstance(vals, dict)}
+            for split, vals in splits.items()}
     if not cols:
         return None
     df = pd.DataFrame(cols).reindex([c for c in METRIC_COLUMNS
@@ -112,7 +119,10 @@ with left:
     if metrics is not None:
         st.table(metrics)
         if card.metrics.get("selected_by"):
-            st.caption(f"Threshold selected on validation by {card.metrics['selected_by']}.")
+            area = card.metrics.get("min_area") or 0
+            st.caption(f"Threshold selected on validation by {card.metrics['selected_by']}"
+                       + (f", with the minimum area ({area} px); the last columns are the same "
+                          "splits without it." if area else "."))
     else:
         st.caption("The card records no metrics.")
 
