@@ -196,7 +196,10 @@ def _session(path: Path) -> Any:
 
 def _run(session: Any, x: np.ndarray, apply_sigmoid: bool) -> np.ndarray:
     name = session.get_inputs()[0].name
-    y = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0][..., 0]
+    y = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    # (N, H, W, C) -> (N, H, W). Reshaped rather than indexed: one CI run saw an export whose
+    # output carried an extra leading unit axis, (N, 1, H, W, 1), with the right values.
+    y = y.reshape(x.shape[0], x.shape[1], x.shape[2], -1)[..., 0]
     return _sigmoid(y) if apply_sigmoid else y.astype(np.float32, copy=False)
 
 
