@@ -23,7 +23,7 @@ from .errors import UnetCoreError
 from .evaluate import evaluate_pairs
 from .inference import Segmenter
 from .io import find_pairs
-from .metrics import MIN_AREA_CANDIDATES, SELECT_METRICS, SweepResult
+from .metrics import MIN_AREA_CANDIDATES, SweepResult, check_select_metric
 from .model import LoadedModel, ModelCard, card_path_for, load_model
 
 
@@ -75,12 +75,6 @@ def split_sweeps(seg: Segmenter, data: str | Path, split: dict[str, list[str]], 
                               select_metric=select_metric, min_area=0).sweep
 
     return sweep(split["val"]), (sweep(split["test"]) if split["test"] else None)
-
-
-def check_select_metric(select_metric: str) -> None:
-    if select_metric not in SELECT_METRICS:
-        raise UnetCoreError(f"unknown select_metric {select_metric!r}; accepted: "
-                            f"{', '.join(SELECT_METRICS)}")
 
 
 def write_card_atomically(card: ModelCard, path: Path) -> None:

@@ -21,14 +21,13 @@ from typing import Any
 
 from .calibrate import (
     check_held_out,
-    check_select_metric,
     read_split,
     split_sweeps,
     write_card_atomically,
 )
 from .errors import UnetCoreError
 from .inference import Segmenter
-from .metrics import MIN_AREA_CANDIDATES
+from .metrics import MIN_AREA_CANDIDATES, check_select_metric
 from .model import ModelCard, from_keras, load_model
 
 # Card fields that must agree for members to be averaged (how they are fed and read).

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataSetError, UnetCoreError
+from .errors import DataSetError
 from .inference import Segmenter
 from .io import Pair, load_pair
-from .metrics import SweepAccumulator, SweepResult
+from .metrics import SweepAccumulator, SweepResult, check_min_area
 
 ProgressFn = Callable[[int, int], None]
 
@@ -96,9 +96,7 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
     each batch. Raises the io errors of a bad pair.
     """
     t = segmenter.card.threshold if threshold is None else threshold
-    k = segmenter.card.min_area if min_area is None else min_area
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise UnetCoreError(f"min_area must be a whole number of pixels >= 0, got {k!r}")
+    k = check_min_area(segmenter.card.min_area if min_area is None else min_area)
     acc = SweepAccumulator()
     total = len(pairs)
     done = 0

@@ -55,6 +55,8 @@ __all__ = [
     "MIN_AREA_CANDIDATES",
     "SweepAccumulator",
     "SweepResult",
+    "check_min_area",
+    "check_select_metric",
     "confusion_counts",
     "dice",
     "iou",
@@ -84,6 +86,16 @@ SELECT_METRICS: dict[str, str] = {"tgs_metric": "tgs_metric", "mean_iou": "iou",
                                   "mean_dice": "dice"}
 #: Minimum areas (pixels) that :func:`select_threshold` tries; 0 (rule off) is always first.
 MIN_AREA_CANDIDATES: tuple[int, ...] = (0, 5, 10, 20, 40, 80, 160, 320)
+
+
+def check_select_metric(select_metric: str) -> str:
+    """``select_metric`` if it is a key of :data:`SELECT_METRICS`, else raise UnetCoreError."""
+    if select_metric not in SELECT_METRICS:
+        raise UnetCoreError(f"unknown select_metric {select_metric!r}; accepted: "
+                            f"{', '.join(SELECT_METRICS)}")
+    return select_metric
+
+
 # Largest number of pixels handled in one vectorised chunk of a batch (bounds memory).
 _CHUNK_PIXELS = 4_000_000
 
@@ -159,7 +171,8 @@ def _as_threshold(threshold: Any, name: str = "threshold") -> float:
     return t
 
 
-def _as_min_area(min_area: Any) -> int:
+def check_min_area(min_area: Any) -> int:
+    """``min_area`` as an int >= 0 (pixels; 0 = the rule is off), or raise UnetCoreError."""
     if isinstance(min_area, bool | np.bool_) or not isinstance(min_area, int | np.integer):
         raise UnetCoreError(f"min_area must be a whole number of pixels >= 0, got "
                             f"{_describe(min_area)}")
@@ -237,7 +250,7 @@ def threshold_mask(prob: np.ndarray, threshold: float, min_area: int = 0) -> np.
     when it has fewer than ``min_area`` foreground pixels (0, the default, keeps any mask)."""
     p = _as_prob(prob, "prob")
     mask = p > _as_threshold(threshold)
-    if np.count_nonzero(mask) < _as_min_area(min_area):
+    if np.count_nonzero(mask) < check_min_area(min_area):
         mask[...] = False
     return mask
 
@@ -391,7 +404,7 @@ class SweepResult:
                 f"SweepResult.coverage must be ({n},) and pooled_iou ({t},), "
                 f"got {self.coverage.shape} and {self.pooled_iou.shape}"
             )
-        self.min_area = _as_min_area(self.min_area)
+        self.min_area = check_min_area(self.min_area)
         if self.counts is not None:
             shapes = {"tp": (n, t), "fp": (n, t), "pos": (n,), "neg": (n,)}
             try:
@@ -408,7 +421,7 @@ class SweepResult:
     def with_min_area(self, min_area: int) -> SweepResult:
         """The same sweep with the minimum-area rule ``min_area`` (pixels; 0 = off) instead
         of ``self.min_area``. Needs ``counts`` (every sweep this module makes has them)."""
-        k = _as_min_area(min_area)
+        k = check_min_area(min_area)
         if k == self.min_area:
             return self
         if self.counts is None:
@@ -607,7 +620,7 @@ class SweepAccumulator:
         return _result_from_counts(
             self.thresholds, self._names, tp=np.concatenate(self._tp),
             fp=np.concatenate(self._fp), pos=np.concatenate(self._pos),
-            neg=np.concatenate(self._neg), min_area=_as_min_area(min_area))
+            neg=np.concatenate(self._neg), min_area=check_min_area(min_area))
 
 
 def _result_from_counts(thresholds: np.ndarray, names: Sequence[str], *, tp: np.ndarray,
@@ -649,7 +662,7 @@ def select_threshold(sweep: SweepResult, metric: str = "tgs_metric",
     the threshold closest to 0.5 (:meth:`SweepResult.best_index`). Returns the grid threshold,
     the area and the sweep with that area applied.
     """
-    areas = sorted({_as_min_area(a) for a in min_areas})
+    areas = sorted({check_min_area(a) for a in min_areas})
     if not areas:
         raise UnetCoreError("min_areas must hold at least one area (0 turns the rule off)")
     best: tuple[float, int, SweepResult] | None = None

@@ -45,9 +45,9 @@ from .inference import Segmenter, normalise_input
 from .io import find_pairs, load_pair
 from .metrics import (
     MIN_AREA_CANDIDATES,
-    SELECT_METRICS,
     SweepAccumulator,
     SweepResult,
+    check_select_metric,
     select_threshold,
 )
 from .model import ModelCard, build_unet, from_keras
@@ -347,9 +347,7 @@ def _card_for(cfg: TrainConfig, tta: bool) -> ModelCard:
 # -- the run ---------------------------------------------------------------------------------
 def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     """Run (or resume) a training run; returns the written model card."""
-    if cfg.select_metric not in SELECT_METRICS:
-        raise UnetCoreError(
-            f"unknown select_metric {cfg.select_metric!r}; accepted: {', '.join(SELECT_METRICS)}")
+    check_select_metric(cfg.select_metric)
     if cfg.threads:
         import tensorflow as tf
 
