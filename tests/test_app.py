@@ -58,6 +58,26 @@ def probe_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return runs
 
 
+@pytest.fixture()
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets one entry per Segmenter.predict_proba call (one network run) from now
+    on; the probability-map cache starts empty."""
+    from app import common
+    from unet_core.inference import Segmenter
+
+    runs: list[int] = []
+    original = Segmenter.predict_proba
+
+    def counting(self: Segmenter, image: np.ndarray,
+                 padding_mode: str | None = None) -> np.ndarray:
+        runs.append(1)
+        return original(self, image, padding_mode)
+
+    monkeypatch.setattr(Segmenter, "predict_proba", counting)
+    common._probability_map.clear()
+    return runs
+
+
 def open_app(page: str | None = None) -> AppTest:
     """Run the app, then switch to ``page`` (views/<page>.py) if given."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
@@ -131,21 +151,7 @@ def test_page_renders_with_its_widgets(page: str, widgets: list[tuple[str, str]]
         assert label in labels, (kind, label, labels)
 
 
-def test_segment_threshold_rescores_without_running_the_network(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import common
-    from unet_core.inference import Segmenter
-
-    calls: list[int] = []
-    original = Segmenter.predict_proba
-
-    def counting(self: Segmenter, image: np.ndarray,
-                 padding_mode: str | None = None) -> np.ndarray:
-        calls.append(1)
-        return original(self, image, padding_mode)
-
-    monkeypatch.setattr(Segmenter, "predict_proba", counting)
-    common._probability_map.clear()
+def test_segment_threshold_rescores_without_running_the_network(calls: list[int]) -> None:
     at = open_app("segment")
     assert_clean(at)
     assert at.selectbox(key="seg_sample").value == "sample:seismic/seismic_000.png"
@@ -162,21 +168,7 @@ def test_segment_threshold_rescores_without_running_the_network(
     assert at.session_state["threshold"] == pytest.approx(1.0)
 
 
-def test_min_area_follows_the_card_and_rescores_without_the_network(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import common
-    from unet_core.inference import Segmenter
-
-    calls: list[int] = []
-    original = Segmenter.predict_proba
-
-    def counting(self: Segmenter, image: np.ndarray,
-                 padding_mode: str | None = None) -> np.ndarray:
-        calls.append(1)
-        return original(self, image, padding_mode)
-
-    monkeypatch.setattr(Segmenter, "predict_proba", counting)
-    common._probability_map.clear()
+def test_min_area_follows_the_card_and_rescores_without_the_network(calls: list[int]) -> None:
     at = open_app("segment")
     assert_clean(at)
     assert at.number_input(key="seg_min_area").value == 0  # the tiny card's

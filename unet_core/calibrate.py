@@ -23,7 +23,7 @@ from .errors import UnetCoreError
 from .evaluate import evaluate_pairs
 from .inference import Segmenter
 from .io import find_pairs
-from .metrics import MIN_AREA_CANDIDATES, SweepResult, check_select_metric
+from .metrics import MIN_AREA_CANDIDATES, SweepResult, check_select_metric, select_threshold
 from .model import LoadedModel, ModelCard, card_path_for, load_model
 
 
@@ -77,6 +77,30 @@ def split_sweeps(seg: Segmenter, data: str | Path, split: dict[str, list[str]], 
     return sweep(split["val"]), (sweep(split["test"]) if split["test"] else None)
 
 
+def split_metrics(val: SweepResult, test: SweepResult | None, select_metric: str,
+                  min_areas: Sequence[int] = MIN_AREA_CANDIDATES
+                  ) -> tuple[float, int, dict[str, Any]]:
+    """The threshold (a 0.01 grid value) and minimum area picked together on validation
+    (:func:`~unet_core.metrics.select_threshold`; ``min_areas=(0,)`` picks the threshold alone)
+    and the card's metrics record: validation and held-out test summaries with both, the
+    test's own best threshold, and -- when an area was picked -- the figures without it."""
+    t, area, val_k = select_threshold(val, select_metric, min_areas)
+    threshold = round(t, 2)
+    metrics: dict[str, Any] = {"selected_by": select_metric, "min_area": area,
+                               "validation": {**val_k.summary_at(threshold), "n": len(val.names)}}
+    test_k = test.with_min_area(area) if test is not None else None
+    if test_k is not None:
+        metrics["test"] = {**test_k.summary_at(threshold), "n": len(test_k.names),
+                           "best_threshold_on_test": test_k.best_threshold(select_metric)}
+    if area:
+        val_0 = val.with_min_area(0)
+        t0 = round(val_0.best_threshold(select_metric), 2)
+        metrics["without_min_area"] = {"threshold": t0, "validation": val_0.summary_at(t0)}
+        if test is not None:
+            metrics["without_min_area"]["test"] = test.with_min_area(0).summary_at(t0)
+    return threshold, area, metrics
+
+
 def write_card_atomically(card: ModelCard, path: Path) -> None:
     """Write ``card`` to ``path`` through a temporary file, so a failure leaves the old card."""
     tmp = path.with_name(path.name + ".tmp")
@@ -107,8 +131,6 @@ def calibrate_model(model_path: str | Path, data: str | Path,
             :data:`~unet_core.metrics.MIN_AREA_CANDIDATES` (False: the rule is turned off).
         command: the command line, recorded in the card.
     """
-    from .train import split_metrics
-
     if select_metric is not None:
         check_select_metric(select_metric)
     loaded = load_model(model_path)

@@ -22,6 +22,7 @@ from typing import Any
 from .calibrate import (
     check_held_out,
     read_split,
+    split_metrics,
     split_sweeps,
     write_card_atomically,
 )
@@ -104,8 +105,6 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
             :func:`unet_core.metrics.select_threshold`).
         command: the command line, recorded in the card.
     """
-    from .train import split_metrics
-
     check_select_metric(select_metric)
     out = Path(out)
     if out.suffix != ".keras":

@@ -39,17 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from .calibrate import split_metrics
 from .errors import UnetCoreError
 from .evaluate import add_predictions
 from .inference import Segmenter, normalise_input
 from .io import find_pairs, load_pair
-from .metrics import (
-    MIN_AREA_CANDIDATES,
-    SweepAccumulator,
-    SweepResult,
-    check_select_metric,
-    select_threshold,
-)
+from .metrics import MIN_AREA_CANDIDATES, SweepAccumulator, check_select_metric
 from .model import ModelCard, build_unet, from_keras
 
 
@@ -304,30 +299,6 @@ def sweep_split(segmenter: Segmenter, images: Sequence[np.ndarray], masks: Seque
         add_predictions(acc, segmenter, images[s : s + 32],
                         [m > 0.5 for m in masks[s : s + 32]], names[s : s + 32])
     return acc.result()
-
-
-def split_metrics(val: SweepResult, test: SweepResult | None, select_metric: str,
-                  min_areas: Sequence[int] = MIN_AREA_CANDIDATES
-                  ) -> tuple[float, int, dict[str, Any]]:
-    """The threshold (a 0.01 grid value) and minimum area picked together on validation
-    (:func:`~unet_core.metrics.select_threshold`; ``min_areas=(0,)`` picks the threshold alone)
-    and the card's metrics record: validation and held-out test summaries with both, the
-    test's own best threshold, and -- when an area was picked -- the figures without it."""
-    t, area, val_k = select_threshold(val, select_metric, min_areas)
-    threshold = round(t, 2)
-    metrics: dict[str, Any] = {"selected_by": select_metric, "min_area": area,
-                               "validation": {**val_k.summary_at(threshold), "n": len(val.names)}}
-    test_k = test.with_min_area(area) if test is not None else None
-    if test_k is not None:
-        metrics["test"] = {**test_k.summary_at(threshold), "n": len(test_k.names),
-                           "best_threshold_on_test": test_k.best_threshold(select_metric)}
-    if area:
-        val_0 = val.with_min_area(0)
-        t0 = round(val_0.best_threshold(select_metric), 2)
-        metrics["without_min_area"] = {"threshold": t0, "validation": val_0.summary_at(t0)}
-        if test is not None:
-            metrics["without_min_area"]["test"] = test.with_min_area(0).summary_at(t0)
-    return threshold, area, metrics
 
 
 def command_line(argv: Sequence[str]) -> str:

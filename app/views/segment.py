@@ -125,7 +125,7 @@ def threshold_view() -> None:
     with c_s:
         style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True, key="seg_style")
     pred = threshold_mask(prob, threshold, min_area)
-    emptied = min_area > 0 and not pred.any() and bool((prob > threshold).any())
+    emptied = min_area > 0 and not pred.any() and float(prob.max()) > threshold
     sweep = None
     if mask is not None:
         with common.run_safely(what="image sweep"):
