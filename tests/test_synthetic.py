@@ -205,3 +205,38 @@ def test_make_assets_is_deterministic(tmp_path: Path) -> None:
         fraction = (np.asarray(Image.open(tmp_path / "one" / k)) == 0).mean()  # ISBI: 0 = membrane
         assert 0.12 <= fraction <= 0.35, k
     assert "membranes/" in one["README.md"].decode()
+
+
+def test_committed_assets_match_the_generator(tmp_path: Path) -> None:
+    """assets/ is what scripts/make_assets.py writes today (pixels, up to one grey level)."""
+    make_assets = _load_make_assets()
+    assert make_assets.main([str(tmp_path)]) == 0
+    fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png"))
+    committed = sorted(p.relative_to(REPO_ROOT / "assets")
+                       for p in (REPO_ROOT / "assets").rglob("*.png"))
+    assert fresh == committed
+    for rel in fresh:
+        a = np.asarray(Image.open(tmp_path / rel), dtype=np.int16)
+        b = np.asarray(Image.open(REPO_ROOT / "assets" / rel), dtype=np.int16)
+        assert a.shape == b.shape, rel
+        if "masks" in rel.parts:
+            assert (a != b).mean() < 1e-3, rel
+        else:
+            assert np.abs(a - b).max() <= 1, rel
+
+
+def test_seismic_looks_like_tgs_crops() -> None:
+    """Salt reaches an edge of the crop and layers dip, as in the TGS images (whose horizontal
+    gradients outside salt are about 0.85 of the vertical ones, median over the crops)."""
+    from scipy import ndimage
+
+    ratios, touches = [], []
+    for seed in range(20):
+        image, mask = seismic_section(seed=seed, salt=True)
+        touches.append(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+        outside = ndimage.binary_erosion(~mask, iterations=4)
+        if outside.sum() > 500:
+            gy, gx = np.abs(ndimage.sobel(image, 0)), np.abs(ndimage.sobel(image, 1))
+            ratios.append(gx[outside].mean() / gy[outside].mean())
+    assert all(touches)
+    assert 0.4 < float(np.median(ratios)) < 1.5

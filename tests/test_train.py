@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from unet_core.cli import main
+from unet_core.errors import UnetCoreError
 from unet_core.inference import Segmenter
 from unet_core.metrics import MIN_AREA_CANDIDATES
 from unet_core.model import load_model
@@ -15,6 +16,7 @@ from unet_core.train import (
     TrainConfig,
     augment_pair,
     average_snapshots,
+    elastic_displacement,
     lovasz_hinge_loss,
     stratified_split,
     symmetric_lovasz_loss,
@@ -85,6 +87,53 @@ def test_augment_pair_keeps_image_and_mask_aligned():
         assert set(np.unique(m)) <= {0.0, 1.0}
         # with no intensity jitter, bright pixels are exactly the mask (nearest vs linear edges)
         assert np.mean((a > 0.5) == (m > 0.5)) > 0.97
+
+
+def test_elastic_deformation_keeps_image_and_mask_aligned():
+    """With elastic displacements, image and mask are resampled through the same coordinates."""
+    rng = np.random.default_rng(3)
+    img = np.zeros((200, 200), np.float32)
+    img[40:160:20, :] = 1.0  # horizontal bars: rows stay constant unless the crop is bent
+    mask = img.copy()
+    cfg = TrainConfig(crop=128, brightness=0.0, contrast=0.0, elastic=8.0, elastic_grid=3,
+                      scale_range=0.0)
+    plain = TrainConfig(crop=128, brightness=0.0, contrast=0.0, scale_range=0.0)
+
+    def mixed_rows(m: np.ndarray) -> int:
+        return int(((m > 0.5).any(axis=1) & ~(m > 0.5).all(axis=1)).sum())
+
+    for _ in range(5):
+        a, m = augment_pair(img, mask, cfg, rng)
+        assert a.shape == m.shape == (128, 128)
+        assert set(np.unique(m)) <= {0.0, 1.0}
+        assert np.mean((a > 0.5) == (m > 0.5)) > 0.97
+        assert mixed_rows(m) > 10
+        _, m_plain = augment_pair(img, mask, plain, rng)
+        assert mixed_rows(m_plain) == 0
+
+
+def test_elastic_displacement_is_smooth_and_sized():
+    rng = np.random.default_rng(0)
+    field = elastic_displacement(256, 10.0, 3, rng)
+    assert field.shape == (2, 256, 256) and field.dtype == np.float64
+    assert 2.0 < field.std() < 30.0
+    # smooth: neighbouring pixels move almost together (a 3 x 3 grid spans the crop)
+    assert np.abs(np.diff(field, axis=1)).max() < 1.0
+    assert np.abs(np.diff(field, axis=2)).max() < 1.0
+    # the grid points themselves carry the drawn displacements (corners = coarse corners)
+    coarse = np.random.default_rng(0).normal(0.0, 10.0, (2, 3, 3))
+    np.testing.assert_allclose(field[:, 0, 0], coarse[:, 0, 0], atol=1e-9)
+    np.testing.assert_allclose(field[:, -1, -1], coarse[:, -1, -1], atol=1e-9)
+    with pytest.raises(UnetCoreError, match="elastic_grid"):
+        elastic_displacement(64, 5.0, 1, rng)
+
+
+def test_train_refuses_bad_elastic_settings(tmp_path, seismic_pairs, capsys):
+    code = main(["train", "--data", str(seismic_pairs), "--out", str(tmp_path / "m.keras"),
+                 "--elastic", "5", "--elastic-grid", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "elastic_grid >= 2" in err and not (tmp_path / "m.keras").exists()
 
 
 def test_train_tiny_writes_card_and_reloads(tmp_path, seismic_pairs, capsys):

@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("patience", int), ("average_last", int),
                       ("val_fraction", float), ("test_fraction", float), ("seed", int),
                       ("split_seed", int),
-                      ("scale_range", float), ("shift", int), ("select_metric", str),
+                      ("scale_range", float), ("shift", int), ("elastic", float),
+                      ("elastic_grid", int), ("select_metric", str),
                       ("max_images", int), ("threads", int), ("verbose", int)):
         tr.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None)
     for flag in ("invert_masks", "hflip", "vflip", "rot90", "tta", "residual",

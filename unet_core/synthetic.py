@@ -75,20 +75,30 @@ def _ricker(t: np.ndarray, freq: float) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 
 
-def _sediments(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Layered reflectors (zero-mean, unit-ish std), float64 HxW."""
+def _sediments(rng: np.random.Generator, h: int, w: int,
+               salt_distance: np.ndarray | None = None) -> np.ndarray:
+    """Layered reflectors (zero-mean, unit std), float64 HxW.
+
+    Reflectors dip at up to about 55 degrees and fold, as next to salt in the TGS crops (whose
+    horizontal and vertical gradients are of similar size). With ``salt_distance`` (pixels from
+    the salt, HxW) they are dragged up or down along the salt flank and truncated against it.
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     scale = max(h, w)
 
     # Geological time t(y, x): depth + regional dip + folds (growing with depth) + fault.
-    dip = rng.uniform(-0.35, 0.35)
+    dip = rng.uniform(-1.4, 1.4)
     t = yy * rng.uniform(0.8, 1.2) + dip * xx
     for _ in range(int(rng.integers(1, 4))):
         wavelength = rng.uniform(0.6, 3.0) * scale
-        amp = rng.uniform(0.5, 5.0) * scale / 101.0
+        amp = rng.uniform(0.5, 6.0) * scale / 101.0
         phase = rng.uniform(0, 2 * np.pi)
         growth = 1.0 + rng.uniform(-0.5, 1.0) * yy / h
         t += amp * growth * np.sin(2 * np.pi * xx / wavelength + phase)
+    if salt_distance is not None:  # drag: layers bend up (or down) towards the salt
+        reach = rng.uniform(0.1, 0.35) * scale
+        t += rng.uniform(-25.0, 25.0) * scale / 101.0 * np.exp(-np.maximum(salt_distance, 0.0)
+                                                               / reach)
     if rng.random() < 0.35:  # normal/reverse fault: a straight line with a throw across it
         x0 = rng.uniform(0.2, 0.8) * w
         slope = rng.uniform(-0.8, 0.8)
@@ -96,12 +106,12 @@ def _sediments(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         t += throw * (xx > x0 + slope * (yy - h / 2))
 
     # 1-D reflectivity along t, convolved with a Ricker wavelet -> band-limited trace.
-    t_min, t_max = float(t.min()) - 20.0, float(t.max()) + 20.0
+    t_min, t_max = float(t.min()) - 30.0, float(t.max()) + 30.0
     n = int(np.ceil(t_max - t_min)) + 1
     refl = rng.standard_normal(n) * rng.uniform(0.3, 1.0)
     spikes = rng.random(n) < rng.uniform(0.03, 0.1)
     refl[spikes] += rng.standard_normal(int(spikes.sum())) * 3.0
-    freq = 1.0 / rng.uniform(5.0, 11.0) * 101.0 / scale
+    freq = 1.0 / rng.uniform(12.0, 24.0) * 101.0 / scale
     half = int(np.ceil(2.5 / freq))
     trace = np.convolve(refl, _ricker(np.arange(-half, half + 1, dtype=np.float64), freq), "same")
     image = np.interp(t, t_min + np.arange(n), trace)
@@ -111,31 +121,38 @@ def _sediments(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     image /= image.std() + 1e-12
     noise = ndimage.gaussian_filter(rng.standard_normal((h, w)), (0.8, 1.6))
     image += rng.uniform(0.1, 0.4) * noise / (noise.std() + 1e-12)
-    return image
+    return image / (image.std() + 1e-12)
 
 
 def _salt_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A smooth salt-body mask (bool HxW), covering roughly 5-90% of the image."""
+    """A smooth salt-body mask (bool HxW), covering roughly 5-95% of the image.
+
+    Like the TGS crops, the body nearly always reaches an edge: it fills the bottom (the top of a
+    salt dome), the top (its base), or one side (a steep flank); now and then it is a lobe whose
+    centre lies near an edge.
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     yn, xn = yy / (h - 1) - 0.5, xx / (w - 1) - 0.5
     scale = max(h, w)
-    coverage = rng.uniform(0.05, 0.9)
-    style = rng.choice(["bottom", "top", "flank", "blob"], p=[0.4, 0.2, 0.2, 0.2])
-    wiggle = _smooth_noise(rng, (h, w), sigma=scale / rng.uniform(5.0, 10.0))
-    if style == "blob":  # perturbed ellipse, centre anywhere (possibly cut by the edges)
-        cy, cx = rng.uniform(-0.3, 0.3, size=2)
-        ry, rx = rng.uniform(0.5, 1.5, size=2)
+    coverage = rng.uniform(0.05, 0.95)
+    style = rng.choice(["bottom", "top", "flank", "lobe"], p=[0.35, 0.15, 0.4, 0.1])
+    wiggle = _smooth_noise(rng, (h, w), sigma=scale / rng.uniform(5.0, 12.0))
+    if style == "lobe":  # perturbed ellipse centred near an edge
+        side = rng.uniform(0, 2 * np.pi)
+        cy, cx = 0.5 * np.sin(side), 0.5 * np.cos(side)
+        ry, rx = rng.uniform(0.4, 1.2, size=2)
         theta = rng.uniform(0, np.pi)
         u = (xn - cx) * np.cos(theta) + (yn - cy) * np.sin(theta)
         v = -(xn - cx) * np.sin(theta) + (yn - cy) * np.cos(theta)
         field = -np.hypot(u / rx, v / ry) + 0.08 * wiggle
     else:  # an edge-anchored body: a tilted ramp plus low-frequency noise
+        spread = 0.35 if style == "flank" else 0.7
         angle = {"bottom": np.pi / 2, "top": -np.pi / 2, "flank": rng.choice([0.0, np.pi])}[
             style
-        ] + rng.uniform(-0.6, 0.6)
+        ] + rng.uniform(-spread, spread)
         ramp = xn * np.cos(angle) + yn * np.sin(angle)
         curve = rng.uniform(-1.0, 1.0) * (xn * np.sin(angle) - yn * np.cos(angle)) ** 2
-        field = ramp + curve + rng.uniform(0.03, 0.15) * wiggle
+        field = ramp + curve + rng.uniform(0.02, 0.12) * wiggle
     threshold = np.quantile(field, 1.0 - coverage)
     mask = field > threshold
     # Drop specks: keep components that are at least 1% of the image.
@@ -153,11 +170,16 @@ def seismic_section(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic seismic crop like the TGS salt images, with its exact salt mask.
 
-    Mid-grey background with laterally continuous, gently dipping/folded, band-limited
+    Mid-grey background with laterally continuous, dipping and folded, band-limited
     reflectors (Ricker wavelet), lateral amplitude variation, noise and maybe a fault.
     With salt (``salt=None``: about 60% of seeds; ``True``: always; ``False``: never) a
-    smooth body, often entering from the bottom or top and sometimes cut by the image
-    edges, whose interior is low-amplitude and chaotic, with a bright boundary reflector.
+    smooth body that reaches an edge of the crop (bottom, top or a flank), with the layers
+    dragged along it and truncated against it, a strong boundary reflection, and a quieter
+    interior without continuous layers: weak, vertically streaked texture at about half the
+    amplitude of the sediments, a little lighter or darker than them.
+
+    The texture statistics (interior and exterior amplitude and gradients, boundary strength,
+    brightness and contrast) were matched to the TGS training crops.
 
     Returns ``(image, mask)``: image float32 HxW in [0, 1], mask bool HxW.
     """
@@ -166,29 +188,30 @@ def seismic_section(
     has_salt = rng.random() < 0.6
     if salt is not None:
         has_salt = bool(salt)
-    image = _sediments(rng, h, w)
+    scale = max(h, w)
 
     if has_salt:
         mask = _salt_mask(rng, h, w)
-        scale = max(h, w)
-        # Interior: weak, chaotic, vertically smeared texture (no continuous reflectors).
-        interior = _smooth_noise(rng, (h, w), sigma=(1.5, 2.5)) * rng.uniform(0.08, 0.2)
-        interior += rng.uniform(-0.6, 0.6)  # salt is often a flat lighter or darker grey
-        soft = ndimage.gaussian_filter(mask.astype(np.float64), 0.7)
-        image = image * (1.0 - soft) + interior * soft
-        # Boundary reflector: a strong Ricker pulse just outside the salt.
         dist = ndimage.distance_transform_edt(~mask) - ndimage.distance_transform_edt(mask)
-        freq = 1.0 / rng.uniform(4.0, 7.0) * 101.0 / scale
-        image += rng.uniform(1.8, 3.0) * _ricker(dist - 1.0, freq) * (dist > -1.0)
+        image = _sediments(rng, h, w, salt_distance=dist)
+        # Interior: weak texture, streaked vertically (it varies faster across than down).
+        interior = _smooth_noise(rng, (h, w), sigma=(5.0 * scale / 101.0, 2.2 * scale / 101.0))
+        interior = interior * rng.uniform(0.35, 0.7) + rng.uniform(-0.5, 0.5)
+        soft = ndimage.gaussian_filter(mask.astype(np.float64), 1.0)
+        image = image * (1.0 - soft) + interior * soft
+        # Boundary: a strong, broad reflection along the salt edge, either polarity.
+        freq = 1.0 / rng.uniform(7.0, 12.0) * 101.0 / scale
+        strength = rng.uniform(1.8, 3.0) * rng.choice([-1.0, 1.0])
+        image += strength * _ricker(dist - rng.uniform(-1.0, 2.0), freq)
     else:
         mask = np.zeros((h, w), dtype=bool)
+        image = _sediments(rng, h, w)
 
-    # Mild smoothing like the processed TGS images, then map to mid-grey with a
-    # per-image brightness and contrast (TGS crops have means of ~0.3-0.65).
-    image = ndimage.gaussian_filter(image, 0.6)
-    outside = image[~mask] if (~mask).any() else image
-    image = (image - outside.mean()) / (outside.std() + 1e-12)
-    image = rng.uniform(0.4, 0.6) + rng.uniform(0.08, 0.14) * image
+    # Mild smoothing like the processed TGS images, then map to grey with a per-image
+    # brightness and contrast (TGS crops: means ~0.35-0.6, standard deviations ~0.07-0.14).
+    image = ndimage.gaussian_filter(image, 0.8)
+    image = (image - image.mean()) / (image.std() + 1e-12)
+    image = rng.uniform(0.36, 0.62) + rng.uniform(0.07, 0.14) * image
     return np.clip(image, 0.0, 1.0).astype(np.float32), mask
 
 

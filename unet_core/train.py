@@ -6,8 +6,10 @@ What a run does (``python -m unet_core train --data DIR --out models/NAME.keras`
    deterministically (seeded) into train / validation / test, stratified by mask coverage
    (empty masks form their own stratum);
 2. trains on random crops of ``crop`` x ``crop`` taken by one affine map per sample (random scale,
-   shift, horizontal flip, optional vertical flip / 90-degree rotations), applied to image and mask
-   together, then brightness/contrast jitter on the image. Images smaller than the crop are
+   shift, horizontal flip, optional vertical flip / 90-degree rotations), optionally composed with
+   a smooth elastic deformation (``elastic``: random displacements on a coarse grid, bicubically
+   interpolated, as in the U-Net paper), applied to image and mask together in one resampling,
+   then brightness/contrast jitter on the image. Images smaller than the crop are
    mirror-padded (centred, as at inference), larger ones are cropped at random;
 3. loss: BCE + soft Dice, then optionally a Lovász-hinge phase (an IoU surrogate), then
    optionally a symmetric Lovász phase (foreground and background IoU, so that empty masks get a
@@ -92,6 +94,9 @@ class TrainConfig:
     shift: int = 8                       # pixels of random shift for images smaller than crop
     brightness: float = 0.08
     contrast: float = 0.15
+    elastic: float = 0.0                 # elastic deformation: std (pixels) of the random
+                                         # displacements on a coarse grid; 0 disables
+    elastic_grid: int = 3                # points per side of that grid (U-Net paper: 3 x 3)
     tta: bool = True
     select_metric: str = "tgs_metric"    # picks the recommended threshold / early stopping
     select_min_area: bool = True         # also pick a minimum-area rule on validation
@@ -154,6 +159,25 @@ def stratified_split(coverage: np.ndarray, val_fraction: float, test_fraction: f
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def elastic_displacement(size: int, std: float, grid: int,
+                         rng: np.random.Generator) -> np.ndarray:
+    """A smooth random displacement field, float64 (2, size, size), in pixels.
+
+    Displacements drawn from N(0, ``std``) at the points of a ``grid`` x ``grid`` lattice spanning
+    the crop are interpolated bicubically to every pixel (the U-Net paper's elastic deformation:
+    3 x 3 grid, std 10 px). ``grid`` must be at least 2.
+    """
+    from scipy import ndimage
+
+    if grid < 2:
+        raise UnetCoreError(f"elastic_grid is {grid}; accepted: an integer >= 2")
+    coarse = rng.normal(0.0, std, (2, grid, grid))
+    at = np.linspace(0.0, grid - 1.0, size)
+    rows, cols = np.meshgrid(at, at, indexing="ij")
+    return np.stack([ndimage.map_coordinates(coarse[k], [rows, cols], order=3, mode="nearest")
+                     for k in range(2)])
+
+
 def augment_pair(image: np.ndarray, mask: np.ndarray, cfg: TrainConfig,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One random (crop, crop) training sample from an (H, W) image and its (H, W) 0/1 mask."""
@@ -172,10 +196,17 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, cfg: TrainConfig,
 
     matrix = np.array([s, s])
     offset = np.array([start(h), start(w)])
-    img = ndimage.affine_transform(image, matrix, offset, output_shape=(c, c), order=1,
-                                   mode="mirror")
-    msk = ndimage.affine_transform(mask, matrix, offset, output_shape=(c, c), order=0,
-                                   mode="mirror")
+    if cfg.elastic > 0:
+        # output pixel (i, j) samples the input at offset + s * (i, j) + displacement(i, j)
+        coords = (offset[:, None, None] + s * np.indices((c, c), dtype=np.float64)
+                  + elastic_displacement(c, cfg.elastic, cfg.elastic_grid, rng))
+        img = ndimage.map_coordinates(image, coords, order=1, mode="mirror")
+        msk = ndimage.map_coordinates(mask, coords, order=0, mode="mirror")
+    else:
+        img = ndimage.affine_transform(image, matrix, offset, output_shape=(c, c), order=1,
+                                       mode="mirror")
+        msk = ndimage.affine_transform(mask, matrix, offset, output_shape=(c, c), order=0,
+                                       mode="mirror")
     if cfg.hflip and rng.random() < 0.5:
         img, msk = img[:, ::-1], msk[:, ::-1]
     if cfg.vflip and rng.random() < 0.5:
@@ -319,6 +350,9 @@ def _card_for(cfg: TrainConfig, tta: bool) -> ModelCard:
 def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     """Run (or resume) a training run; returns the written model card."""
     check_select_metric(cfg.select_metric)
+    if cfg.elastic < 0 or (cfg.elastic > 0 and cfg.elastic_grid < 2):
+        raise UnetCoreError(f"elastic {cfg.elastic} px on a {cfg.elastic_grid}-point grid; "
+                            "accepted: elastic >= 0 (0 disables) and elastic_grid >= 2")
     if cfg.threads:
         import tensorflow as tf
 
@@ -502,7 +536,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else "")
                 + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
-                                                      "shift", "brightness", "contrast")},
+                                                      "shift", "brightness", "contrast")}
+                        | ({"elastic": cfg.elastic, "elastic_grid": cfg.elastic_grid}
+                           if cfg.elastic > 0 else {}),
         "invert_masks": bool(cfg.invert_masks),
         "crop": cfg.crop, "batch_size": cfg.batch_size,
         "wall_time_s": round(float(state.get("elapsed_s", time.time() - t_start)), 1),
