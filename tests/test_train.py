@@ -213,3 +213,48 @@ def test_shipped_configs_are_valid_and_members_share_a_split():
         assert [getattr(a, k) for k in split] == [getattr(other, k) for k in split]
         assert other.seed != a.seed and other.run_path != a.run_path
         assert not other.out.startswith("models/")
+    ft = configs["salt_ft"]  # a fine-tune of the shipped salt model, on its split
+    assert [getattr(a, k) for k in split] == [getattr(ft, k) for k in split]
+    assert ft.init_from == a.out and not ft.out.startswith("models/")
+    assert ft.run_path != a.run_path
+
+
+def test_fine_tune_from_a_trained_model(tmp_path, seismic_pairs, capsys):
+    """init_from: starts from the given weights, scores them first, records the file's hash."""
+    import hashlib
+
+    import keras
+
+    from unet_core.model import build_unet
+
+    keras.utils.set_random_seed(0)
+    start = tmp_path / "start.keras"
+    build_unet(base_filters=4, depth=2, dropout=0.0, name="start").save(start)
+    out = tmp_path / "ft.keras"
+    common = ["train", "--data", str(seismic_pairs), "--out", str(out), "--base-filters", "4",
+              "--depth", "2", "--dropout", "0", "--crop", "64", "--batch-size", "4",
+              "--samples-per-epoch", "8", "--verbose", "0", "--val-fraction", "0.2",
+              "--test-fraction", "0.2", "--init-from", str(start)]
+    code = main([*common, "--run-dir", str(tmp_path / "run"), "--epochs", "0",
+                 "--lovasz-epochs", "0", "--sym-lovasz-epochs", "2"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "initial weights from" in captured.out
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["initialised_from"] == {
+        "model": str(start), "sha256": hashlib.sha256(start.read_bytes()).hexdigest()}
+    assert card["training"]["epochs_run"] == 2
+    best = card["training"]["best_epoch"]
+    weights = card["training"]["weights"]
+    assert (weights.startswith("the initial weights") if best == 0
+            else weights == f"best epoch {best}")
+    if best == 0:  # nothing beat the start: the shipped weights are the starting ones
+        shipped = load_model(out).model.get_weights()
+        started = load_model(start).model.get_weights()
+        for a, b in zip(shipped, started, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # another architecture is refused with what differs and what is accepted
+    code = main([*common[:-4], "--run-dir", str(tmp_path / "run2"), "--base-filters", "8",
+                 "--epochs", "1", "--init-from", str(start)])
+    err = capsys.readouterr().err
+    assert code == 2 and "architecture differs" in err and "accepted" in err

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="output model path, e.g. models/salt.keras")
     tr.add_argument("--config", help="JSON file of TrainConfig fields (options override it)")
     tr.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.keras")
-    for name, typ in (("run_dir", str), ("name", str), ("domain", str), ("description", str),
+    for name, typ in (("run_dir", str), ("name", str), ("init_from", str), ("domain", str),
+                      ("description", str),
                       ("foreground", str), ("data_terms", str), ("normalisation", str),
                       ("padding_mode", str), ("crop", int), ("base_filters", int),
                       ("depth", int), ("dropout", float), ("epochs", int),

@@ -16,6 +16,9 @@ What a run does (``python -m unet_core train --data DIR --out models/NAME.keras`
    gradient on every false positive, not only the worst one); each later phase starts from the
    best weights so far with a fresh optimizer; cosine learning-rate schedule per phase, early
    stopping on the validation metric;
+   With ``init_from`` the run starts from a trained model's weights (fine-tuning): that model is
+   scored on the validation split first and saved as the best so far, so the run ships new
+   weights only if they beat it; a phase of 0 epochs is skipped.
 4. checkpoints every epoch into ``RUN_DIR`` (``last.keras`` + ``state.json``, ``best.keras``) so
    ``--resume`` continues where it stopped; per-epoch metrics go to ``RUN_DIR/log.csv``;
 5. optionally (``average_last``) keeps the weights of the final phase's last epochs and ships
@@ -70,6 +73,8 @@ class TrainConfig:
     depth: int = 4
     dropout: float = 0.2
     residual: bool = True
+    init_from: str | None = None         # start from this .keras model's weights (same
+                                         # architecture); its validation score is the bar
     epochs: int = 40                     # BCE+Dice phase
     lovasz_epochs: int = 0               # Lovász-hinge phase after it
     sym_lovasz_epochs: int = 0           # symmetric Lovász phase after that
@@ -394,6 +399,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     else:
         model = build_unet(base_filters=cfg.base_filters, depth=cfg.depth, dropout=cfg.dropout,
                            residual=cfg.residual, name=cfg.model_name)
+        if cfg.init_from:
+            load_init_weights(model, cfg.init_from)
         model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=bce_dice_loss)
         if (run / "log.csv").exists():
             (run / "log.csv").unlink()
@@ -405,9 +412,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     val_masks = [masks[i] for i in va]
     val_names = [names[i] for i in va]
     verbose = cfg.verbose if cfg.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if cfg.init_from and state["best_epoch"] < 0:
+        # the starting weights are the bar to beat: scored on validation, saved as the best
+        res = sweep_split(segmenter, val_imgs, val_masks, val_names)
+        state.update(best=float(getattr(res, cfg.select_metric).max()), best_epoch=0)
+        model.save(run / "best.keras")
+        model.save(run / "last.keras")
+        state_path.write_text(json.dumps(state))
+        print(f"[train] initial weights from {cfg.init_from}: val {cfg.select_metric} "
+              f"{state['best']:.4f}", flush=True)
     losses = {"bce_dice": bce_dice_loss, "lovasz": lovasz_hinge_loss,
               "lovasz_sym": symmetric_lovasz_loss}
-    phases = [("bce_dice", cfg.epochs, cfg.lr)]
+    phases = [("bce_dice", cfg.epochs, cfg.lr)] if cfg.epochs > 0 or not cfg.init_from else []
     if cfg.lovasz_epochs > 0:
         phases.append(("lovasz", cfg.lovasz_epochs, cfg.lovasz_lr))
     if cfg.sym_lovasz_epochs > 0:
@@ -472,7 +488,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         done_phase = state["phase"] in order and order.index(state["phase"]) > order.index(phase)
         if state["epoch"] >= end or done_phase:
             continue
-        if phase != "bce_dice" and state["phase"] != phase:
+        if state["phase"] != phase and (phase != "bce_dice" or cfg.init_from):
             # A later phase starts from the best weights so far with a fresh optimizer.
             best = keras.models.load_model(run / "best.keras", custom_objects=custom,
                                            compile=False)
@@ -504,7 +520,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
     card = _card_for(cfg, tta=cfg.tta)
     seg = Segmenter(from_keras(final, card, cfg.model_name), batch_size=32, backend="tensorflow")
     val_res = sweep_split(seg, val_imgs, val_masks, val_names)
-    weights_from = f"best epoch {state['best_epoch']}"
+    weights_from = (f"best epoch {state['best_epoch']}" if state["best_epoch"] != 0 else
+                    f"the initial weights from {cfg.init_from} (no epoch beat them on validation)")
     averaged = average_snapshots(cfg, run, epoch0)
     if averaged is not None:
         avg_model, first, last = averaged
@@ -533,6 +550,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                   "stratified_by": "mask coverage (empty masks separate)"},
         "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
         "weights": weights_from,
+        **({"initialised_from": init_record(cfg.init_from)} if cfg.init_from else {}),
         "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else "")
                 + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
@@ -556,6 +574,31 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
           f"{card.min_area} px; "
           f"metrics {json.dumps(metrics)}", flush=True)
     return card
+
+
+def load_init_weights(model: Any, path: str) -> None:
+    """Copy the weights of the model at ``path`` into ``model`` (same architecture), or raise
+    UnetCoreError saying what differs."""
+    from .model import load_model
+
+    src = load_model(path).model
+    theirs, ours = src.get_weights(), model.get_weights()
+    shapes = [w.shape for w in theirs]
+    if shapes != [w.shape for w in ours]:
+        raise UnetCoreError(
+            f"init_from {path}: its architecture differs from this config's "
+            f"({src.count_params():,} vs {model.count_params():,} parameters, {len(theirs)} vs "
+            f"{len(ours)} weight arrays); accepted: a model built with the same base_filters, "
+            "depth and residual setting")
+    model.set_weights(theirs)
+
+
+def init_record(path: str) -> dict[str, str]:
+    """What a fine-tuned card says about its starting weights: path and SHA-256 of the file."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"model": str(path), "sha256": digest}
 
 
 def average_snapshots(cfg: TrainConfig, run: Path, end: int) -> tuple[Any, int, int] | None:
