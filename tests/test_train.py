@@ -253,6 +253,13 @@ def test_fine_tune_from_a_trained_model(tmp_path, seismic_pairs, capsys):
         started = load_model(start).model.get_weights()
         for a, b in zip(shipped, started, strict=True):
             np.testing.assert_array_equal(a, b)
+    # fine-tuning in place (out == init_from): the card records the file it started from
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    code = main([*common[:-2], "--init-from", str(out), "--run-dir", str(tmp_path / "run3"),
+                 "--epochs", "1", "--lovasz-epochs", "0", "--sym-lovasz-epochs", "0"])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["initialised_from"]["sha256"] == before
     # another architecture is refused with what differs and what is accepted
     code = main([*common[:-4], "--run-dir", str(tmp_path / "run2"), "--base-filters", "8",
                  "--epochs", "1", "--init-from", str(start)])

@@ -401,6 +401,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                            residual=cfg.residual, name=cfg.model_name)
         if cfg.init_from:
             load_init_weights(model, cfg.init_from)
+            # recorded now: the file may be overwritten by the end (out == init_from)
+            state["initialised_from"] = init_record(cfg.init_from)
         model.compile(optimizer=keras.optimizers.Adam(cfg.lr), loss=bce_dice_loss)
         if (run / "log.csv").exists():
             (run / "log.csv").unlink()
@@ -550,7 +552,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
                   "stratified_by": "mask coverage (empty masks separate)"},
         "epochs_run": int(state["epoch"]), "best_epoch": int(state["best_epoch"]),
         "weights": weights_from,
-        **({"initialised_from": init_record(cfg.init_from)} if cfg.init_from else {}),
+        **({"initialised_from": state["initialised_from"]}
+           if "initialised_from" in state else {}),
         "loss": "BCE + soft Dice" + (" then Lovász hinge" if cfg.lovasz_epochs else "")
                 + (" then symmetric Lovász hinge" if cfg.sym_lovasz_epochs else ""),
         "augmentation": {k: getattr(cfg, k) for k in ("hflip", "vflip", "rot90", "scale_range",
