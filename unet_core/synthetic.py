@@ -3,8 +3,9 @@
 Three kinds of data are imitated:
 
 * :func:`seismic_section` - a 101x101 crop of a seismic section like the TGS Salt
-  Identification images: folded, band-limited reflectors, sometimes a fault, and
-  sometimes a salt body (chaotic, low-amplitude interior, bright boundary).
+  Identification images: dipping, folded, band-limited reflectors, sometimes a fault, and
+  sometimes a salt body reaching an edge of the crop (quieter, vertically streaked interior,
+  strong boundary reflection, layers dragged against it); texture statistics matched to TGS.
 * :func:`fluorescence_nuclei` - a fluorescence microscopy field like DSB2018: bright,
   slightly irregular nuclei on a dark, unevenly lit background, blurred and noisy.
 * :func:`em_membranes` - a serial-section TEM field like the ISBI 2012 EM segmentation
