@@ -199,7 +199,6 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, cfg: TrainConfig,
         centre = (size - span) / 2.0
         return float(np.floor(centre) + rng.integers(-cfg.shift, cfg.shift + 1))
 
-    matrix = np.array([s, s])
     offset = np.array([start(h), start(w)])
     if cfg.elastic > 0:
         # output pixel (i, j) samples the input at offset + s * (i, j) + displacement(i, j)
@@ -208,6 +207,7 @@ def augment_pair(image: np.ndarray, mask: np.ndarray, cfg: TrainConfig,
         img = ndimage.map_coordinates(image, coords, order=1, mode="mirror")
         msk = ndimage.map_coordinates(mask, coords, order=0, mode="mirror")
     else:
+        matrix = np.array([s, s])
         img = ndimage.affine_transform(image, matrix, offset, output_shape=(c, c), order=1,
                                        mode="mirror")
         msk = ndimage.affine_transform(mask, matrix, offset, output_shape=(c, c), order=0,
@@ -490,7 +490,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> ModelCard:
         done_phase = state["phase"] in order and order.index(state["phase"]) > order.index(phase)
         if state["epoch"] >= end or done_phase:
             continue
-        if state["phase"] != phase and (phase != "bce_dice" or cfg.init_from):
+        if phase != "bce_dice" and state["phase"] != phase:
             # A later phase starts from the best weights so far with a fresh optimizer.
             best = keras.models.load_model(run / "best.keras", custom_objects=custom,
                                            compile=False)
