@@ -1,7 +1,8 @@
 """U-Net Explorer: the Streamlit entry point. Run ``streamlit run app/Home.py``.
 
-This file is the frame around every page: page config, navigation, and the sidebar model
-picker. The pages live in ``app/views/``; computation lives in ``unet_core``.
+This file is the frame around every page: page config, the sidebar (model and backend) and
+navigation. Each page is a function ``render(ctx)`` in ``app/views/`` that receives what it
+needs in a :class:`~app.context.PageContext`; computation lives in ``unet_core``.
 """
 
 from __future__ import annotations
@@ -17,20 +18,44 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
-from app import common  # noqa: E402
+from app import state, widgets  # noqa: E402
+from app.context import PageContext  # noqa: E402
+from app.errors import run_safely  # noqa: E402
+from app.views import activations, evaluate, filters, model, segment  # noqa: E402
 
 st.set_page_config(page_title="U-Net Explorer", layout="wide")
+state.keep_widget_state()
 
-PAGES = [
-    st.Page("views/model.py", title="Model", url_path="", default=True),
-    st.Page("views/segment.py", title="Segment", url_path="segment"),
-    st.Page("views/evaluate.py", title="Evaluate", url_path="evaluate"),
-    st.Page("views/filters.py", title="Filters", url_path="filters"),
-    st.Page("views/activations.py", title="Activations", url_path="activations"),
-]
+VIEWS = [("Model", "model", model.render), ("Segment", "segment", segment.render),
+         ("Evaluate", "evaluate", evaluate.render), ("Filters", "filters", filters.render),
+         ("Activations", "activations", activations.render)]
 
-page = st.navigation(PAGES)
-common.sidebar_model_picker()
-common.sidebar_backend_picker()
-with common.run_safely(what=f"page {page.title}"):
-    page.run()
+context: dict[str, PageContext] = {}
+
+
+def _page(title: str, url_path: str, render: object) -> st.Page:
+    def run() -> None:
+        ctx = context.get("ctx")
+        if ctx is None:
+            st.title(title)
+            st.info("No model loaded: pick one in the sidebar, or upload a .keras / .h5 model "
+                    "there.")
+            return
+        with run_safely(what=f"page {title}"):
+            render(ctx)  # type: ignore[operator]
+
+    run.__name__ = f"page_{url_path}"
+    return st.Page(run, title=title, url_path=url_path, default=url_path == "model")
+
+
+pages = {url: _page(title, url, render) for title, url, render in VIEWS}
+nav = st.navigation(list(pages.values()))
+st.sidebar.markdown("### U-Net Explorer")
+bundle = widgets.sidebar_model_ui()
+backend = widgets.sidebar_backend_ui()
+fresh_visit = st.session_state.get("_page") != nav.url_path
+st.session_state["_page"] = nav.url_path
+if bundle is not None:
+    context["ctx"] = PageContext(bundle=bundle, backend=backend, fresh_visit=fresh_visit,
+                                 pages=pages)
+nav.run()

@@ -528,6 +528,28 @@ def channel_stats(maps: np.ndarray) -> list[ChannelStats]:
             for c in range(flat.shape[1])]
 
 
+def layer_activation(model: Any, layer_name: str) -> str:
+    """The activation function a layer ends with: 'relu', 'sigmoid', 'softmax', 'linear', ...
+
+    Read from the layer's ``activation`` setting (Conv2D, Dense, Activation) or its class
+    (ReLU, LeakyReLU, Softmax, ...); 'linear' when it applies none, '' when unknown (e.g.
+    a name that is not a layer of the model).
+    """
+    layer = _find_layer(_keras_model(model), layer_name)
+    if layer is None:
+        return ""
+    by_class = {"ReLU": "relu", "LeakyReLU": "leaky_relu", "Softmax": "softmax",
+                "ELU": "elu", "PReLU": "prelu"}
+    cls = type(layer).__name__
+    if cls in by_class:
+        return by_class[cls]
+    act = getattr(layer, "activation", None)
+    if act is None:
+        return "linear"
+    name = getattr(act, "__name__", "") or str(act)
+    return str(name).lower()
+
+
 class ActivationProbe:
     """ONE multi-output keras.Model over the selected layers, built once per probe and cached.
 

@@ -1,0 +1,337 @@
+"""Cached engine calls of the dashboard: every cache of the app lives here.
+
+All keyed by content hashes, never by object identity:
+
+* :func:`load_model_cached` (``st.cache_resource``, 3 entries): one LoadedModel per (file
+  path, sha256 of the model file + its card). :func:`get_segmenter` (``st.cache_resource``):
+  one Segmenter per (model key, TTA, backend).
+* :func:`probability_map` (``st.cache_data``, 64 entries / 512 MB): the network's output per
+  (model key, image sha256, padding mode, TTA, backend). Moving the threshold never runs the
+  network: the Segment page sends this map once to the browser, which re-thresholds it.
+* :func:`threshold_payload` (``st.cache_data``): what the browser needs for an instant
+  threshold (display image, threshold levels, per-threshold metrics table).
+* :func:`get_probe` / :func:`activation_maps` (``st.cache_resource``, 1 model / 2 images):
+  ONE forward pass per (model, image, padding) holding every layer's maps, so switching
+  layers or pages costs no pass. (``cache_resource``: the maps of all layers can be tens to
+  hundreds of MB, and ``cache_data`` would unpickle a copy on every rerun.)
+* Evaluations: a bounded in-process LRU (:func:`evaluation_store`).
+* Page caches: layer table, FLOP count, conv layers, kernels, thumbnails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app.settings import LOG, activation_max_bytes, app_max_pixels, default_model
+from app.sources import ImageItem, sha256_bytes
+from unet_core.model import MODEL_EXTENSIONS, LoadedModel, ModelCard, card_path_for, load_model
+
+# --------------------------------------------------------------------------- hashing
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, cached by (path, size, mtime)."""
+    st_ = path.stat()
+    return _file_sha256(str(path), st_.st_size, st_.st_mtime_ns)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model file found in the models folder."""
+
+    label: str
+    path: Path
+    has_card: bool
+
+
+@dataclass
+class ModelBundle:
+    """The model in use: its cache key, the loaded model and how it is labelled."""
+
+    key: str
+    loaded: LoadedModel
+    label: str
+    uploaded: bool = False
+
+    @property
+    def card(self) -> ModelCard:
+        return self.loaded.card
+
+
+def discover_models(folder: Path) -> list[ModelEntry]:
+    """``*.keras`` / ``*.h5`` files of ``folder``, labelled by their card's name: the default
+    model (:func:`~app.settings.default_model`) first, then models with a card, then by file
+    name."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in MODEL_EXTENSIONS
+                   and not p.name.startswith("."))
+    found: list[tuple[str, Path, bool]] = []
+    for path in files:
+        name, has_card = path.stem, False
+        cpath = card_path_for(path)
+        if cpath.is_file():
+            has_card = True
+            try:
+                data = json.loads(cpath.read_text())
+                if isinstance(data, dict) and str(data.get("name", "")).strip():
+                    name = str(data["name"]).strip()
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                pass  # load_model will report the broken card
+        found.append((name, path, has_card))
+    counts: dict[str, int] = {}
+    for name, _, _ in found:
+        counts[name] = counts.get(name, 0) + 1
+    first = default_model()
+    found.sort(key=lambda f: (f[1].stem != first, not f[2], f[1].name))
+    return [ModelEntry(label=name if counts[name] == 1 else f"{name} ({path.name})", path=path,
+                       has_card=has_card) for name, path, has_card in found]
+
+
+def model_fingerprint(path: Path) -> str:
+    """sha256 of the model file, combined with its card's when there is one."""
+    digest = file_sha256(path)
+    cpath = card_path_for(path)
+    if cpath.is_file():
+        digest = sha256_bytes((digest + file_sha256(cpath)).encode())
+    return digest
+
+
+def make_model_key(path: Path, fingerprint: str) -> str:
+    """Short stable id of a (model file, content): 'salt@1a2b3c4d5e6f'."""
+    digest = sha256_bytes(f"{path}|{fingerprint}".encode())[:12]
+    return f"{path.stem}@{digest}"
+
+
+@st.cache_resource(max_entries=3, show_spinner=False)
+def load_model_cached(path: str, fingerprint: str, display_name: str) -> LoadedModel:
+    """``load_model(path, safe_mode=True)``, cached per (path, file + card sha256)."""
+    LOG.info("loading model %s (%s)", path, fingerprint[:12])
+    return load_model(path, safe_mode=True, name=display_name)
+
+
+def open_model(path: Path, display_name: str, label: str, uploaded: bool = False
+               ) -> ModelBundle:
+    """Load (cached) the model at ``path`` and wrap it with its key and label."""
+    fp = model_fingerprint(path)
+    loaded = load_model_cached(str(path), fp, display_name)
+    return ModelBundle(make_model_key(path, fp), loaded, label, uploaded=uploaded)
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _segmenter(model_key: str, tta: bool, backend: str, _loaded: LoadedModel) -> Any:
+    LOG.info("segmenter: model %s tta %s backend %s", model_key, tta, backend)
+    from unet_core.inference import Segmenter
+
+    return Segmenter(_loaded, tta=tta, backend=backend)
+
+
+def get_segmenter(bundle: ModelBundle, tta: bool, backend: str) -> Any:
+    """One :class:`~unet_core.inference.Segmenter` per (model, TTA, backend). The ONNX export
+    it may build is cached on disk."""
+    return _segmenter(bundle.key, bool(tta), backend, bundle.loaded)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+@st.cache_data(max_entries=64, max_size="512MB", show_spinner=False)
+def _probability_map(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
+                     _segmenter: Any, _image: np.ndarray) -> np.ndarray:
+    LOG.info("forward pass: model %s image %s padding %s tta %s backend %s", model_key,
+             image_sha[:12], padding, tta, backend)
+    return _segmenter.predict_proba(_image, padding)
+
+
+def probability_map(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
+                    tta: bool, backend: str) -> np.ndarray:
+    """Probability map (float32 (H, W)), cached per (model, image sha256, padding, TTA,
+    backend)."""
+    seg = get_segmenter(bundle, bool(tta), backend)
+    return _probability_map(bundle.key, item.sha, padding, bool(tta), seg.backend.name, seg,
+                            image)
+
+
+@st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
+def _threshold_payload(model_key: str, image_sha: str, truth_key: str, padding: str, tta: bool,
+                       backend: str, min_area: int, _image: np.ndarray, _prob: np.ndarray,
+                       _truth: np.ndarray | None) -> dict[str, Any]:
+    from app.components.threshold_view import threshold_payload as build
+
+    return build(_image, _prob, _truth, min_area=min_area)
+
+
+def threshold_payload(bundle: ModelBundle, item: ImageItem, image: np.ndarray,
+                      prob: np.ndarray, truth: np.ndarray | None, *, padding: str, tta: bool,
+                      backend: str, min_area: int, invert_masks: bool) -> dict[str, Any]:
+    """What the browser needs to re-threshold ``prob`` by itself (cached per content).
+
+    ``truth`` is the mask as scored (already inverted when ``invert_masks``)."""
+    truth_key = "" if truth is None else (item.mask_sha or "") + (":inv" if invert_masks else "")
+    return _threshold_payload(bundle.key, item.sha, truth_key, padding, bool(tta), backend,
+                              int(min_area), image, prob, truth)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def get_probe(model_key: str, _loaded: LoadedModel) -> Any:
+    """One :class:`~unet_core.introspect.ActivationProbe` over every 4-D layer of the model
+    (one model at a time: a probe is a second Keras model over the same weights)."""
+    from unet_core.introspect import ActivationProbe
+
+    return ActivationProbe(_loaded, max_bytes=activation_max_bytes())
+
+
+_PASSES: dict[tuple[str, str, str], int] = {}
+_PASSES_LOCK = threading.Lock()
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _activation_maps(model_key: str, image_sha: str, padding: str, _probe: Any,
+                     _padded: np.ndarray) -> dict[str, np.ndarray]:
+    maps = _probe.run(_padded)
+    for arr in maps.values():
+        arr.setflags(write=False)  # shared between sessions: read-only
+    with _PASSES_LOCK:
+        key = (model_key, image_sha, padding)
+        _PASSES[key] = _PASSES.get(key, 0) + 1
+    return maps
+
+
+def activation_maps(bundle: ModelBundle, item: ImageItem, padding: str, probe: Any,
+                    padded: np.ndarray) -> dict[str, np.ndarray]:
+    """Every probed layer's maps for one image: ONE forward pass, cached."""
+    return _activation_maps(bundle.key, item.sha, padding, probe, padded)
+
+
+def forward_pass_count(bundle: ModelBundle, item: ImageItem, padding: str) -> int:
+    """How many activation forward passes this (model, image, padding) has cost so far."""
+    with _PASSES_LOCK:
+        return _PASSES.get((bundle.key, item.sha, padding), 0)
+
+
+# --------------------------------------------------------------------------- introspection
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def layer_rows(model_key: str, _loaded: Any) -> tuple[list[dict[str, Any]], int, int]:
+    """The layer table's rows (without '#'), total and trainable parameter counts."""
+    from unet_core.introspect import layer_table
+
+    infos = layer_table(_loaded)
+    rows = [{k: v for k, v in info.as_row().items() if k != "#"} for info in infos]
+    return rows, sum(i.params for i in infos), sum(i.trainable_params for i in infos)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def gflop(model_key: str, _loaded: Any, height: int, width: int) -> float:
+    """GFLOP of one forward pass at (height, width)."""
+    from unet_core.introspect import model_flops
+
+    return model_flops(_loaded.model, height, width) / 1e9
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def conv_layers(model_key: str, _loaded: Any) -> list[tuple[str, str]]:
+    """(name, 'name · 3x3, 16→32 · Conv2D') of every conv layer."""
+    from unet_core.introspect import layer_table
+
+    return [(i.name, f"{i.name} · {i.kernel_shape[0]}x{i.kernel_shape[1]}, "
+             f"{i.kernel_shape[2]}→{i.kernel_shape[3]} · {i.type}")
+            for i in layer_table(_loaded) if i.is_conv and i.kernel_shape]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def kernels(model_key: str, layer: str, _loaded: Any) -> Any:
+    """The kernel of a conv layer (see :func:`unet_core.introspect.get_kernels`)."""
+    from unet_core.introspect import get_kernels
+
+    return get_kernels(_loaded, layer)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class LRU:
+    """A small thread-safe LRU dict."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if key not in self._data:
+                return None
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+
+@st.cache_resource(show_spinner=False)
+def evaluation_store() -> LRU:
+    """Process-wide cache of Evaluations by (model key, data fingerprint, padding, TTA, ...)."""
+    return LRU(8)
+
+
+@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+def _file_probability(image_path: str, mtime_ns: int, model_key: str, padding: str, tta: bool,
+                      backend: str, _bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray]:
+    from unet_core.io import read_image
+
+    image = read_image(image_path, max_pixels=app_max_pixels())
+    seg = get_segmenter(_bundle, tta, backend)
+    return image, seg.predict_proba(image, padding)
+
+
+def worst_case_thumbnail(image_path: Path, mask_path: Path | None, bundle: ModelBundle, *,
+                         padding: str, tta: bool, backend: str, threshold: float,
+                         min_area: int, invert_masks: bool) -> np.ndarray:
+    """uint8 RGB thumbnail of an evaluated image with its prediction and truth outlined.
+
+    The probability map is cached per (file, model, padding, TTA, backend), so moving the
+    threshold only re-thresholds it."""
+    from app import viz
+    from unet_core.io import read_mask
+    from unet_core.metrics import threshold_mask
+
+    image, prob = _file_probability(str(image_path), image_path.stat().st_mtime_ns, bundle.key,
+                                    padding, bool(tta), backend, bundle)
+    pred = threshold_mask(prob, threshold, min_area)
+    truth = read_mask(mask_path, max_pixels=app_max_pixels()) if mask_path else None
+    if truth is not None and invert_masks:
+        truth = ~truth
+    if truth is not None and truth.shape != image.shape:
+        truth = None
+    return viz.thumbnail_rgb(image, pred, truth)

@@ -1,0 +1,54 @@
+"""Start the dashboard (``app/Home.py``) behind the host and origin checks of ``app/security.py``.
+
+    python -m app.serve [streamlit run options]     # e.g. --server.port 8501 (`make run`)
+    streamlit run app/serve.py [options]            # the same
+
+``streamlit run`` finds the ``st.App`` below and serves it with uvicorn; the app is
+``app/Home.py`` as usual, with :class:`~app.security.HostOriginGuard` in front of every route
+(page, media, uploads, health and the ``/_stcore/stream`` WebSocket) from the first request on.
+The served hosts (localhost, plus ``UNET_ALLOWED_HOSTS``) are also given to Streamlit's own
+``server.allowedHosts`` check of the WebSocket. ``streamlit run app/Home.py`` still works but
+checks the Host only on the WebSocket, and only against ``.streamlit/config.toml``'s list.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.security import HostOriginGuard, allowed_hosts  # noqa: E402
+
+HOME = Path(__file__).resolve().with_name("Home.py")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``streamlit run app/serve.py ARGV...`` in this process (exits with its status)."""
+    from streamlit.web import cli
+
+    args = sys.argv[1:] if argv is None else argv
+    cli.main(["run", str(Path(__file__).resolve()), *args], prog_name="streamlit")
+
+
+def served_hosts() -> tuple[str, ...]:
+    """The served hosts (ValueError on a malformed ``UNET_ALLOWED_HOSTS``: fails at start),
+    also set as Streamlit's ``server.allowedHosts``."""
+    from streamlit import config
+
+    hosts = allowed_hosts()
+    config.set_option("server.allowedHosts", list(hosts), "UNET_ALLOWED_HOSTS (app/serve.py)")
+    return hosts
+
+
+if __name__ == "__main__":
+    main()
+else:  # imported by `streamlit run app/serve.py` (as uvicorn's "serve:app")
+    from starlette.middleware import Middleware
+
+    # Written as `app = st.App(...)`: that is what `streamlit run` looks for (AST) to serve it.
+    app = st.App(HOME, middleware=[Middleware(HostOriginGuard, allowed=served_hosts())])

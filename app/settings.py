@@ -1,0 +1,103 @@
+"""Settings of the dashboard: folders, limits and labels, read from the environment.
+
+Every function here is cheap and pure (no Streamlit state), so pages and tests can call it on
+every run. Environment variables (all optional):
+
+* ``UNET_MODELS_DIR``: folder of the bundled models (default ``<repo>/models``);
+* ``UNET_DEFAULT_MODEL``: file stem of the model selected first (default ``salt``);
+* ``UNET_DATA_ROOT``: folder that server-side data sets must lie in;
+* ``UNET_MAX_PIXELS``: pixel limit of one image (default 4096 x 4096 in the dashboard);
+* ``UNET_ACTIVATION_MAX_MB``: cap on one image's activation maps (MiB, default 1024).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from unet_core.io import IMAGE_EXTENSIONS, get_max_pixels
+from unet_core.model import MODEL_EXTENSIONS
+
+LOG = logging.getLogger("unet_explorer")
+if not LOG.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    LOG.addHandler(_handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+IMAGE_TYPES: list[str] = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
+MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
+#: Default pixel limit of the dashboard (4096 x 4096); $UNET_MAX_PIXELS overrides it. Images
+#: whose padded size exceeds the engine's MAX_NETWORK_PIXELS (1024 x 1024) are predicted in
+#: overlapping tiles, so a forward pass stays bounded whatever the image size.
+APP_MAX_PIXELS = 4096 * 4096
+#: The bundled sample set of each model-card domain.
+DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei",
+                                  "electron microscopy": "membranes"}
+#: Default cap on the activation maps of one image (MiB).
+ACTIVATION_MAX_MB = 1024
+#: Tiles per page in the Filters and Activations grids.
+PER_PAGE = 16
+BACKEND_LABELS: dict[str, str] = {"auto": "Auto (fastest available)",
+                                  "onnxruntime": "ONNX Runtime", "tensorflow": "TensorFlow"}
+
+
+def models_dir() -> Path:
+    """Folder of the bundled models: ``$UNET_MODELS_DIR`` or ``<repo>/models``."""
+    value = os.environ.get("UNET_MODELS_DIR", "").strip()
+    return Path(value).expanduser() if value else ROOT / "models"
+
+
+def default_model() -> str:
+    """File stem of the model selected first: ``$UNET_DEFAULT_MODEL``, default ``salt``."""
+    return os.environ.get("UNET_DEFAULT_MODEL", "").strip() or "salt"
+
+
+def data_root() -> Path:
+    """Folder that server-side data set paths must lie in.
+
+    ``$UNET_DATA_ROOT``, else ``<repo>/../shared/data`` if it exists, else ``<repo>/assets``.
+    """
+    value = os.environ.get("UNET_DATA_ROOT", "").strip()
+    if value:
+        return Path(value).expanduser().resolve()
+    shared = ROOT.parent / "shared" / "data"
+    return shared.resolve() if shared.is_dir() else ASSETS.resolve()
+
+
+def app_max_pixels() -> int:
+    """Pixel limit for images read by the dashboard (``$UNET_MAX_PIXELS`` or 4096 x 4096)."""
+    if os.environ.get("UNET_MAX_PIXELS", "").strip():
+        return get_max_pixels()
+    return APP_MAX_PIXELS
+
+
+def activation_max_bytes() -> int:
+    """Cap on one image's activation maps (``$UNET_ACTIVATION_MAX_MB`` MiB, default 1024)."""
+    try:
+        mb = int(os.environ.get("UNET_ACTIVATION_MAX_MB", "") or ACTIVATION_MAX_MB)
+    except ValueError:
+        mb = ACTIVATION_MAX_MB
+    return max(1, mb) * 2**20
+
+
+def max_upload_mb() -> int:
+    """Streamlit's ``server.maxUploadSize`` (MB)."""
+    try:
+        import streamlit as st
+
+        return int(st.get_option("server.maxUploadSize"))
+    except Exception:  # option missing in some test harnesses
+        return 200
+
+
+def domain_of_sample_set(set_name: str) -> str:
+    """The model-card domain a bundled sample set belongs to ('' when none does)."""
+    for domain, name in DOMAIN_SAMPLES.items():
+        if name == set_name:
+            return domain
+    return ""

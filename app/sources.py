@@ -1,0 +1,346 @@
+"""Where images and data sets come from: bundled samples, uploads, recent images, server
+folders and uploaded zips. Pure helpers plus small cached decoders; no widgets here.
+
+An :class:`ImageItem` is the raw bytes of an image (and of its mask, if any) with a content
+hash, so every cache downstream is keyed by content, never by object identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import tempfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from app.settings import ASSETS, DOMAIN_SAMPLES, app_max_pixels, domain_of_sample_set
+from unet_core.errors import DataSetError, MaskError, UnetCoreError
+from unet_core.io import Pair, find_pairs, read_image, read_mask
+from unet_core.model import MODEL_EXTENSIONS, card_path_for
+
+RECENT_LIMIT = 4
+RECENT_MAX_BYTES = 32 * 2**20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- image items
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image (raw file bytes) and optionally its mask, with a stable key.
+
+    ``origin`` is 'sample', 'upload' or 'eval' (opened from an evaluation); ``domain`` the
+    model-card domain the image belongs to, when known (bundled samples know theirs).
+    """
+
+    key: str
+    name: str
+    data: bytes = field(repr=False)
+    sha: str
+    mask_data: bytes | None = field(default=None, repr=False)
+    mask_name: str | None = None
+    mask_sha: str | None = None
+    origin: str = "sample"
+    domain: str = ""
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+
+def make_item(origin: str, name: str, data: bytes, mask_name: str | None = None,
+              mask_data: bytes | None = None, key: str | None = None,
+              domain: str = "") -> ImageItem:
+    """Build an :class:`ImageItem`, hashing its bytes."""
+    sha = sha256_bytes(data)
+    return ImageItem(key=key or f"{origin}:{sha[:16]}:{name}", name=name, data=data, sha=sha,
+                     mask_data=mask_data, mask_name=mask_name,
+                     mask_sha=sha256_bytes(mask_data) if mask_data is not None else None,
+                     origin=origin, domain=domain)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _sample_items(root: str) -> list[ImageItem]:
+    items: list[ImageItem] = []
+    base = Path(root)
+    if not base.is_dir():
+        return items
+    for folder in sorted(p for p in base.iterdir() if (p / "images").is_dir()):
+        try:
+            pairs = find_pairs(folder, require_masks=False)
+        except UnetCoreError:
+            continue
+        for pair in pairs:
+            mask = pair.mask_path.read_bytes() if pair.mask_path else None
+            items.append(make_item(
+                "sample", pair.name, pair.image_path.read_bytes(),
+                pair.mask_path.name if pair.mask_path else None, mask,
+                key=f"sample:{folder.name}/{pair.name}",
+                domain=domain_of_sample_set(folder.name)))
+    return items
+
+
+def sample_set_of(item: ImageItem) -> str:
+    """The bundled sample set of a sample ('seismic'), '' for other items."""
+    if item.origin != "sample":
+        return ""
+    return item.key.split(":", 1)[1].split("/")[0]
+
+
+def sample_sets() -> list[str]:
+    """Names of the bundled sample sets (assets/<set>/images)."""
+    if not ASSETS.is_dir():
+        return []
+    return sorted(p.name for p in ASSETS.iterdir() if (p / "images").is_dir())
+
+
+def ordered_sets(domain: str) -> list[str]:
+    """Bundled sample sets with the model domain's set first."""
+    sets = sample_sets()
+    first = DOMAIN_SAMPLES.get(domain.lower().strip(), "")
+    return sorted(sets, key=lambda s: (s != first, s))
+
+
+def ordered_samples(domain: str) -> list[ImageItem]:
+    """Every bundled sample, those of the model's domain first."""
+    order = {s: i for i, s in enumerate(ordered_sets(domain))}
+    items = _sample_items(str(ASSETS))
+    return sorted(items, key=lambda it: (order.get(sample_set_of(it), 99), it.key))
+
+
+def sample_label(item: ImageItem) -> str:
+    """'seismic / seismic_000.png' for a sample."""
+    return f"{sample_set_of(item) or item.origin} / {item.name}"
+
+
+def items_from_uploads(images: Sequence[tuple[str, bytes]],
+                       masks: Sequence[tuple[str, bytes]] = (), domain: str = ""
+                       ) -> tuple[list[ImageItem], list[str]]:
+    """Pair uploaded images with uploaded masks (pure; no decoding).
+
+    Masks match by file name, else by stem (``a.jpg`` + ``a.png``). Returns the items, in upload
+    order, and notes about masks that match no image or duplicate names.
+    """
+    notes: list[str] = []
+    by_name: dict[str, tuple[str, bytes]] = {}
+    by_stem: dict[str, tuple[str, bytes]] = {}
+    for mname, mdata in masks:
+        if mname in by_name:
+            notes.append(f"{mname}: uploaded twice as a mask; the first one is used")
+            continue
+        by_name[mname] = (mname, mdata)
+        by_stem.setdefault(Path(mname).stem, (mname, mdata))
+    items: list[ImageItem] = []
+    seen: set[str] = set()
+    used: set[str] = set()
+    for name, data in images:
+        if name in seen:
+            notes.append(f"{name}: uploaded twice; the first one is used")
+            continue
+        seen.add(name)
+        match = by_name.get(name) or by_stem.get(Path(name).stem)
+        if match is not None:
+            used.add(match[0])
+        items.append(make_item("upload", name, data, match[0] if match else None,
+                               match[1] if match else None, domain=domain))
+    for mname in by_name:
+        if mname not in used:
+            notes.append(f"{mname}: mask matches no uploaded image (masks are matched by file "
+                         "name, or by name without extension)")
+    return items, notes
+
+
+@st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
+def _decode_image(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarray:
+    return read_image(_data, name=name, max_pixels=max_pixels)
+
+
+@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+def _decode_mask(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarray:
+    return read_mask(_data, name=name, max_pixels=max_pixels)
+
+
+def decode_image(item: ImageItem) -> np.ndarray:
+    """The item's image as float32 (H, W) in [0, 1]; raises the engine's ImageReadError."""
+    return _decode_image(item.sha, item.name, app_max_pixels(), item.data)
+
+
+def decode_mask(item: ImageItem, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The item's mask as bool (H, W), or None; MaskError if unreadable or of another size."""
+    if item.mask_data is None or item.mask_sha is None:
+        return None
+    name = item.mask_name or item.name
+    mask = _decode_mask(item.mask_sha, name, app_max_pixels(), item.mask_data)
+    if mask.shape != tuple(shape):
+        mh, mw = mask.shape
+        ih, iw = shape[:2]
+        raise MaskError(f"{name}: mask is {mh}x{mw} (HxW) but image {item.name} is {ih}x{iw}; "
+                        "masks must match their image's size")
+    return mask
+
+
+def remember(recent: OrderedDict[str, ImageItem], item: ImageItem, limit: int = RECENT_LIMIT,
+             max_bytes: int = RECENT_MAX_BYTES) -> None:
+    """Put a non-sample ``item`` first in ``recent`` (bounded to ``limit`` items)."""
+    if item.origin == "sample" or len(item.data) + len(item.mask_data or b"") > max_bytes:
+        return
+    recent[item.key] = item
+    recent.move_to_end(item.key)
+    while len(recent) > limit:
+        recent.popitem(last=False)
+
+
+# --------------------------------------------------------------------------- uploaded models
+
+
+def safe_filename(name: str, default: str = "upload") -> str:
+    """A plain file name: no folders, only letters, digits, '.', '_', '-' (max 100 chars)."""
+    base = Path(str(name).replace("\\", "/")).name
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._")
+    if not clean:
+        return default
+    stem, dot, ext = clean.rpartition(".")
+    if dot and len(clean) > 100:
+        clean = stem[: 99 - len(ext)] + "." + ext
+    return clean[:100]
+
+
+def save_uploaded_model(name: str, data: bytes, card: bytes | None, folder: Path) -> Path:
+    """Write an uploaded model (and optional card JSON) under ``folder/<sha>/``; returns its path.
+
+    The file keeps a sanitised version of its name (so messages name it) and its extension.
+    """
+    fname = safe_filename(name, "model.keras")
+    if Path(fname).suffix.lower() not in MODEL_EXTENSIONS:
+        raise UnetCoreError(
+            f"{name}: not a Keras model file; accepted: {', '.join(MODEL_EXTENSIONS)}")
+    digest = sha256_bytes(data + (card or b""))[:16]
+    target = folder / digest / fname
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.write_bytes(data)
+    cpath = card_path_for(target)
+    if card is not None and not cpath.exists():
+        cpath.write_bytes(card)
+    return target
+
+
+def new_upload_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for one session's uploaded models (deleted with the object)."""
+    return tempfile.TemporaryDirectory(prefix="unet_explorer_", ignore_cleanup_errors=True)
+
+
+# --------------------------------------------------------------------------- data sets
+
+
+class ExtractedZip:
+    """A zip extracted with :func:`unet_core.io.open_dataset`, kept until :meth:`close`.
+
+    The temporary folder lives as long as the results that point into it (the worst-case
+    gallery reads its images); it is removed on close or when garbage-collected. Errors name
+    the uploaded file, never the server's temporary folder.
+    """
+
+    def __init__(self, data: bytes, name: str) -> None:
+        from unet_core.io import open_dataset
+
+        self.name = name
+        self.sha = sha256_bytes(data)
+        self._cm: Any = open_dataset(data, name=name, max_unpacked_bytes=1_000_000_000)
+        self.path: Path = self._cm.__enter__()
+
+    def pairs(self) -> list[Pair]:
+        """The zip's image/mask pairs; a DataSetError names the zip, not the temp folder."""
+        try:
+            return find_pairs(self.path, require_masks=True)
+        except UnetCoreError as exc:
+            text = str(exc).replace(str(self.path), self.name)
+            raise DataSetError(text) from None
+
+    def close(self) -> None:
+        if self._cm is not None:
+            cm, self._cm = self._cm, None
+            with contextlib.suppress(Exception):
+                cm.__exit__(None, None, None)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def resolve_data_folder(text: str, root: Path) -> Path:
+    """Resolve a user-typed folder and require it to lie inside ``root``.
+
+    Relative paths are taken relative to ``root``. Symlinks are resolved before the check.
+    """
+    raw = str(text).strip()
+    if not raw:
+        raise DataSetError(f"no folder given; accepted: a folder inside {root}")
+    if "\x00" in raw:
+        raise DataSetError("folder path contains a NUL character")
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = root / path
+    resolved = path.resolve()
+    root_resolved = root.resolve()
+    if not resolved.is_relative_to(root_resolved):
+        raise DataSetError(
+            f"{raw}: outside the allowed data root; accepted: folders inside {root_resolved} "
+            "(set UNET_DATA_ROOT to change it)")
+    if not resolved.is_dir():
+        raise DataSetError(f"{raw}: no such folder inside {root_resolved}")
+    return resolved
+
+
+def data_folder_candidates(root: Path, limit: int = 12) -> list[str]:
+    """Folders under ``root`` (depth <= 2) that hold an images/ folder, relative to it."""
+    found: list[str] = []
+    if not root.is_dir():
+        return found
+    with contextlib.suppress(OSError):
+        for first in sorted(p for p in root.iterdir() if p.is_dir()):
+            if (first / "images").is_dir():
+                found.append(first.name)
+            else:
+                found.extend(f"{first.name}/{second.name}"
+                             for second in sorted(q for q in first.iterdir() if q.is_dir())
+                             if (second / "images").is_dir())
+            if len(found) >= limit:
+                break
+    return found[:limit]
+
+
+def pairs_fingerprint(pairs: Sequence[Pair], extra: str = "", with_mtime: bool = True) -> str:
+    """sha256 over (name, size[, mtime]) of every image and mask of a data set.
+
+    ``extra`` is mixed in (e.g. a zip's own sha256, in which case mtimes, which change with
+    every extraction, are left out with ``with_mtime=False``).
+    """
+    h = hashlib.sha256(extra.encode())
+    for p in pairs:
+        for path in (p.image_path, p.mask_path):
+            if path is None:
+                h.update(b"-")
+                continue
+            st_ = path.stat()
+            mtime = st_.st_mtime_ns if with_mtime else 0
+            h.update(f"{p.name}\0{path.name}\0{st_.st_size}\0{mtime}\n".encode())
+    return h.hexdigest()
+
+
+def item_from_pair(pair: Pair, origin: str = "eval", domain: str = "") -> ImageItem:
+    """An :class:`ImageItem` with the bytes of a data set pair (image and mask)."""
+    mask = pair.mask_path.read_bytes() if pair.mask_path is not None else None
+    return make_item(origin, pair.name, pair.image_path.read_bytes(),
+                     pair.mask_path.name if pair.mask_path else None, mask, domain=domain)
