@@ -33,4 +33,7 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://localhost:8501/_stcore/health', timeout=4).status == 200 else 1)"]
 
-CMD ["streamlit", "run", "app/Home.py", "--server.port=8501", "--server.address=0.0.0.0"]
+# app/serve.py serves app/Home.py behind the host and origin checks (app/security.py): it
+# answers Host localhost / 127.0.0.1 / ::1 only; `docker run -e UNET_ALLOWED_HOSTS=name ...`
+# adds the names the container is reached by.
+CMD ["python", "-m", "app.serve", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -19,8 +19,9 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 ## run: start the product (the dashboard) on the bundled models and samples
+##      (app/serve.py: app/Home.py behind the host and origin checks; UNET_ALLOWED_HOSTS adds hosts)
 run: $(VENV)/.runtime
-	$(BIN)/python -m streamlit run app/Home.py --server.port $(PORT)
+	$(BIN)/python -m app.serve --server.port $(PORT)
 
 ## demo: the engine's command line on a bundled sample (no browser needed)
 demo: $(VENV)/.runtime

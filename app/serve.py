@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     """``streamlit run app/serve.py ARGV...`` in this process (exits with its status)."""
     from streamlit.web import cli
 
+    try:
+        allowed_hosts()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     args = sys.argv[1:] if argv is None else argv
     cli.main(["run", str(Path(__file__).resolve()), *args], prog_name="streamlit")
 

@@ -62,7 +62,7 @@ def probe_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that gets one entry per Segmenter.predict_proba call (one network run) from now
     on; the probability-map cache starts empty."""
-    from app import common
+    from app import engine
     from unet_core.inference import Segmenter
 
     runs: list[int] = []
@@ -74,17 +74,45 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return original(self, image, padding_mode)
 
     monkeypatch.setattr(Segmenter, "predict_proba", counting)
-    common._probability_map.clear()
+    engine._probability_map.clear()
     return runs
 
 
+def go(at: AppTest, page: str) -> AppTest:
+    """Switch ``at`` to the page with url path ``page`` (pages are functions, not files) and
+    run it."""
+    at._page_hash = next(h for h, info in at._registered_pages.items()
+                         if info.get("url_pathname") == page)
+    return at.run()
+
+
 def open_app(page: str | None = None) -> AppTest:
-    """Run the app, then switch to ``page`` (views/<page>.py) if given."""
+    """Run the app, then switch to ``page`` (its url path) if given."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     if page:
-        at.switch_page(f"views/{page}.py").run()
+        go(at, page)
     return at
+
+
+def view(at: AppTest) -> dict[str, Any]:
+    """What the Segment page sent to the browser's threshold view: {"payload", "view"}."""
+    found = at.get("bidi_component")
+    assert found, "no threshold view on the page"
+    return json.loads(found[0].proto.json)
+
+
+def shown(at: AppTest) -> dict[str, float]:
+    """The metrics the threshold view shows at its threshold (the browser reads the same
+    table at the slider's index), plus "threshold" and "min_area"."""
+    data = view(at)
+    table, t = data["payload"].get("metrics"), data["view"]["threshold"]
+    out = {"threshold": t, "min_area": data["view"]["min_area"]}
+    if table:
+        k = int(round(t * 100))
+        out.update({name: table[name][k] for name in ("iou", "dice", "precision", "recall",
+                                                        "tgs")})
+    return out
 
 
 def assert_clean(at: AppTest) -> None:
@@ -126,20 +154,22 @@ def test_home_shows_card_and_layer_table() -> None:
     assert at.sidebar.selectbox(key="model_choice").value == "tiny"
     assert not at.warning  # the card was found: no "inferred" warning
     card = at.table[0].value
-    assert "seismic" in card["value"].tolist() and "0.50" in card["value"].tolist()
+    assert "salt in seismic images" in card["value"].tolist() and "0.50" in card["value"].tolist()
+    assert "Model salt · salt" not in texts(at.caption)
     layers = at.dataframe[-1].value
     assert {"name", "type", "output shape", "params", "kernel"} <= set(layers.columns)
     assert "Conv2D" in layers["type"].tolist()
-    assert int(metric(at, "Total parameters").replace(",", "")) == int(layers["params"].sum())
+    assert int(metric(at, "Parameters").replace(",", "")) == int(layers["params"].sum())
 
 
 @pytest.mark.parametrize(("page", "widgets"), [
-    ("segment", [("radio", "Source"), ("selectbox", "Padding"), ("slider", "Threshold"),
-                 ("slider", "Overlay opacity"), ("radio", "Overlay style")]),
+    ("segment", [("radio", "Image source"), ("selectbox", "Padding"),
+                 ("number_input", "Minimum area (px)"), ("slider", "Overlay opacity"),
+                 ("radio", "Overlay style")]),
     ("evaluate", [("radio", "Data source"), ("button", "Run evaluation")]),
     ("filters", [("selectbox", "Layer"), ("number_input", "Input channel"),
                  ("selectbox", "Filter")]),
-    ("activations", [("radio", "Image"), ("selectbox", "Layer"), ("selectbox", "Channel"),
+    ("activations", [("radio", "Image source"), ("selectbox", "Layer"), ("selectbox", "Channel"),
                      ("toggle", "Shared colour scale"), ("checkbox", "Overlay on input")]),
 ])
 def test_page_renders_with_its_widgets(page: str, widgets: list[tuple[str, str]]) -> None:
@@ -151,46 +181,60 @@ def test_page_renders_with_its_widgets(page: str, widgets: list[tuple[str, str]]
         assert label in labels, (kind, label, labels)
 
 
-def test_segment_threshold_rescores_without_running_the_network(calls: list[int]) -> None:
+def test_segment_threshold_is_the_cards_and_lives_in_the_browser(
+        calls: list[int], app_models_dir: Path) -> None:
+    """The view opens at the card's threshold and shows the engine's numbers at it."""
+    from app import sources
+    from unet_core.inference import Segmenter
+    from unet_core.metrics import segmentation_metrics, threshold_mask
+    from unet_core.model import load_model
+
     at = open_app("segment")
     assert_clean(at)
-    assert at.selectbox(key="seg_sample").value == "sample:seismic/seismic_000.png"
-    assert at.slider(key="seg_threshold").value == pytest.approx(0.5)  # the card's
+    assert at.selectbox(key="sample").value == "sample:seismic/seismic_000.png"
+    got = shown(at)
+    assert got["threshold"] == pytest.approx(0.5)  # the card's, and what the view shows
+    assert at.session_state["threshold"] == pytest.approx(0.5)
     assert len(calls) == 1
-    at.slider(key="seg_threshold").set_value(0.0).run()
-    iou_low = metric(at, "IoU")
-    at.slider(key="seg_threshold").set_value(1.0).run()
-    assert_clean(at)
-    assert metric(at, "IoU") == "0.000"  # nothing is > 1.0
-    assert iou_low != metric(at, "IoU")
-    assert {m.label for m in at.metric} == {"IoU", "Dice", "Precision", "Recall", "TGS score"}
-    assert len(calls) == 1, "moving the threshold must not re-run the network"
-    assert at.session_state["threshold"] == pytest.approx(1.0)
+    payload = view(at)["payload"]
+    assert len(payload["metrics"]["iou"]) == 101 and payload["counts"][100] == 0
+
+    item = next(i for i in sources.ordered_samples("seismic") if i.name == "seismic_000.png")
+    image = sources.decode_image(item)
+    truth = sources.decode_mask(item, image.shape)
+    prob = Segmenter(load_model(app_models_dir / "tiny.keras")).predict_proba(
+        image, at.session_state["padding"])
+    for t in (0.5, 0.3):
+        want = segmentation_metrics(threshold_mask(prob, t, 0), truth)
+        row = {k: payload["metrics"][k][int(round(t * 100))] for k in ("iou", "dice")}
+        assert row == pytest.approx({"iou": want["iou"], "dice": want["dice"]}, abs=1e-6)
 
 
 def test_min_area_follows_the_card_and_rescores_without_the_network(calls: list[int]) -> None:
     at = open_app("segment")
     assert_clean(at)
-    assert at.number_input(key="seg_min_area").value == 0  # the tiny card's
-    at.slider(key="seg_threshold").set_value(0.0).run()  # every pixel > 0 is foreground
-    assert "emptied" not in image_captions(at)
-    at.number_input(key="seg_min_area").set_value(10**6).run()  # larger than the image
+    assert at.number_input(key="min_area").value == 0  # the tiny card's
+    assert shown(at)["min_area"] == 0
+    before = view(at)["payload"]["metrics"]["recall"][0]
+    at.number_input(key="min_area").set_value(10**6).run()  # larger than the image
     assert_clean(at)
-    assert "emptied: fewer than 1000000 px above the threshold" in image_captions(at)
+    assert shown(at)["min_area"] == 10**6
+    # every mask is emptied: recall 0 at every threshold (the truth is not empty)
+    assert view(at)["payload"]["metrics"]["recall"] == [0.0] * 101
+    assert before > 0.0
     assert len(calls) == 1, "changing the minimum area must not re-run the network"
-    assert metric(at, "Recall") == "0.000"  # an empty prediction on a non-empty truth
     assert at.session_state["min_area"] == 10**6
 
-    # the Evaluate page re-derives every figure from the stored counts
-    at.switch_page("views/evaluate.py").run()
+    # the Evaluate page shows the same control and re-derives every figure from the counts
+    go(at, "evaluate")
     at.button(key="eval_run").click().run()
     assert_clean(at)
-    assert at.number_input(key="eval_min_area").value == 10**6  # carried across pages
-    empty_tgs = float(metric(at, "TGS metric at best"))
+    assert at.number_input(key="min_area").value == 10**6  # carried across pages
+    empty = float(metric(at, "TGS metric, best"))
     assert "minimum area 1000000 px" in texts(at.caption)
-    at.number_input(key="eval_min_area").set_value(0).run()
+    at.number_input(key="min_area").set_value(0).run()
     assert_clean(at)
-    assert float(metric(at, "TGS metric at best")) >= empty_tgs
+    assert float(metric(at, "TGS metric, best")) >= empty
 
 
 def test_sidebar_backend_choice_reaches_the_segment_page() -> None:
@@ -200,17 +244,17 @@ def test_sidebar_backend_choice_reaches_the_segment_page() -> None:
     assert box.label == "Inference backend" and box.options == ["Auto (fastest available)",
                                                                 "ONNX Runtime", "TensorFlow"]
     assert "Backend: ONNX Runtime" in texts(at.caption)  # auto picks ONNX Runtime
-    auto_iou = metric(at, "IoU")
+    auto = view(at)["payload"]["counts"]
     box.set_value("tensorflow").run()
     assert_clean(at)
     assert "Backend: TensorFlow" in texts(at.caption)
-    assert metric(at, "IoU") == auto_iou  # same weights, same mask
+    assert view(at)["payload"]["counts"] == auto  # same weights, same masks
 
 
 def test_segment_bad_upload_shows_error_with_file_name() -> None:
     at = open_app("segment")
-    at.radio(key="seg_source").set_value("Upload images").run()
-    at.file_uploader(key="seg_upload_images").set_value(
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value(
         ("bad.png", b"this is not an image", "image/png")).run()
     assert_clean(at)
     assert any("bad.png" in e.value for e in at.error), texts(at.error)
@@ -220,15 +264,15 @@ def test_segment_bad_upload_shows_error_with_file_name() -> None:
 def test_segment_upload_with_mismatched_mask_still_predicts() -> None:
     image = (np.arange(40 * 48) % 251).astype(np.uint8).reshape(40, 48)
     at = open_app("segment")
-    at.radio(key="seg_source").set_value("Upload images").run()
-    at.file_uploader(key="seg_upload_images").set_value(("a.png", png(image), "image/png"))
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value(("a.png", png(image), "image/png"))
     at.file_uploader(key="seg_upload_masks").set_value(
         ("a.png", png(np.zeros((10, 10), np.uint8)), "image/png")).run()
     assert_clean(at)
     assert any("a.png" in e.value and "10x10" in e.value for e in at.error), texts(at.error)
-    assert not at.metric  # no scores without a usable mask
+    assert view(at)["payload"]["metrics"] is None  # no scores without a usable mask
     assert [b.label for b in at.download_button] == [
-        "Download mask (PNG)", "Download probabilities (.npy)"]
+        "Download mask at 0.50 (PNG)", "Download probabilities (.npy)"]
 
 
 def test_evaluate_bundled_samples_then_open_worst_in_segment() -> None:
@@ -239,15 +283,17 @@ def test_evaluate_bundled_samples_then_open_worst_in_segment() -> None:
     assert len(table) == 6 and {"name", "coverage", "IoU", "Dice", "TGS score"} <= set(table)
     best = float(metric(at, "Best threshold"))
     assert 0.0 <= best <= 1.0
-    assert "best threshold" in " ".join(at.dataframe[0].value["at"])
+    summary = at.table[0].value
+    assert list(summary.columns) == ["card 0.50", f"best {best:.2f}", "now 0.50"]
+    assert "mean IoU" in summary.index and "TGS metric" in summary.index
     assert [b.label for b in at.download_button] == ["Download per-image CSV"]
     opens = [b for b in at.button if b.label == "Open in Segment"]
     assert opens
     opens[0].click().run()
     assert_clean(at)
     assert at.title[0].value == "Segment"
-    assert at.radio(key="seg_source").value == "Recent images"
-    assert {"IoU", "Dice", "TGS score"} <= {m.label for m in at.metric}  # shown with its mask
+    assert at.radio(key="image_source").value == "Recent images"
+    assert shown(at)["iou"] >= 0.0  # scored with its mask
 
 
 def test_evaluate_folder_outside_data_root_is_refused() -> None:
@@ -273,9 +319,9 @@ def test_filters_paging_text_and_layer_switch() -> None:
 
 def test_pager_shows_n_of_m() -> None:
     def script() -> None:
-        from app import common
+        from app import widgets
 
-        common.pager(40, key="p", noun="channels")
+        widgets.pager_ui(40, key="p", noun="channels")
 
     at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
     assert at.caption[0].value.startswith("16 of 40 shown")
@@ -293,7 +339,7 @@ def test_activations_switching_layer_costs_no_forward_pass(probe_runs: list[int]
 
     before, n_runs = passes(), len(runs)
     layers = at.selectbox(key="act_layer").options
-    at.selectbox(key="act_layer").set_value(layers[0]).run()
+    at.selectbox(key="act_layer").set_value(layers[0].split(" ")[0]).run()
     at.toggle(key="act_shared").set_value(False).run()
     at.checkbox(key="act_overlay").check().run()
     assert_clean(at)
@@ -324,7 +370,7 @@ def test_no_model_offers_upload_and_refuses_bad_model(tmp_path: Path, tiny_model
 
 
 def test_resolve_data_folder_stays_inside_root(tmp_path: Path) -> None:
-    from app.common import resolve_data_folder
+    from app.sources import resolve_data_folder
     from unet_core.errors import DataSetError
 
     root = tmp_path / "root"
@@ -341,7 +387,7 @@ def test_resolve_data_folder_stays_inside_root(tmp_path: Path) -> None:
 
 
 def test_items_from_uploads_pairs_masks_by_name_and_stem() -> None:
-    from app.common import items_from_uploads, safe_filename
+    from app.sources import items_from_uploads, safe_filename
 
     items, notes = items_from_uploads(
         [("a.png", b"A"), ("b.jpg", b"B"), ("c.png", b"C"), ("a.png", b"A2")],
@@ -374,15 +420,17 @@ def test_evaluate_uploaded_zip_and_bad_zip() -> None:
     at.button(key="eval_run").click().run()
     assert_clean(at)
     assert any(e.value.startswith("bad.zip: corrupt") for e in at.error), texts(at.error)
+    assert not any("/tmp" in e.value or "unet" in e.value.lower() for e in at.error)
+    assert not at.dataframe, "the previous zip's results must not stay under the bad one"
 
 
 def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app import common
+    from app import engine
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(common, "probability_map", boom)
+    monkeypatch.setattr(engine, "probability_map", boom)
     at = open_app("segment")
     assert not at.exception
     assert [e.value for e in at.error] == ["Unexpected error: RuntimeError: boom second line"]
@@ -413,8 +461,8 @@ def test_segment_4096_upload_is_tiled_and_shows_result(monkeypatch: pytest.Monke
     mask = np.zeros((4096, 4096), np.uint8)
     mask[1000:3000, 500:2500] = 255
     at = open_app("segment")
-    at.radio(key="seg_source").set_value("Upload images").run()
-    at.file_uploader(key="seg_upload_images").set_value(
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value(
         ("big.png", gradient_png(4096, 4096), "image/png"))
     at.file_uploader(key="seg_upload_masks").set_value(("big.png", png(mask), "image/png"))
     at.run(timeout=240)
@@ -422,32 +470,34 @@ def test_segment_4096_upload_is_tiled_and_shows_result(monkeypatch: pytest.Monke
     assert not at.error, texts(at.error)
     assert shapes and all(h * w <= MAX_NETWORK_PIXELS for _, h, w in shapes), shapes[:5]
     assert len(shapes) > 1  # tiled: more than one forward pass
-    assert {m.label for m in at.metric} >= {"IoU", "Dice"}
-    assert any("Display only" in c.value for c in at.caption), texts(at.caption)
+    payload = view(at)["payload"]
+    assert payload["metrics"] is not None and payload["stride"] == 4  # 1024 px shown
+    assert sum(payload["counts"][:1]) <= 4096 * 4096
+    assert any("every 4th pixel" in c.value for c in at.caption), texts(at.caption)
     assert [b.label for b in at.download_button] == [
-        "Download mask (PNG)", "Download probabilities (.npy)"]
+        "Download mask at 0.50 (PNG)", "Download probabilities (.npy)"]
 
 
 def test_segment_image_over_the_pixel_limit_is_refused_with_the_limit() -> None:
-    from app import common
+    from app import settings
 
-    assert common.APP_MAX_PIXELS == 4096 * 4096
+    assert settings.APP_MAX_PIXELS == 4096 * 4096
     at = open_app("segment")
-    at.radio(key="seg_source").set_value("Upload images").run()
-    at.file_uploader(key="seg_upload_images").set_value(
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value(
         ("huge.png", gradient_png(4097, 4096), "image/png")).run()
     assert_clean(at)
     message = texts(at.error)
     assert "huge.png" in message and "16,777,216" in message, message
     assert "UNET_MAX_PIXELS" in message, message
-    assert not at.metric and not at.download_button
+    assert not at.get("bidi_component") and not at.download_button
 
 
 def test_activations_on_a_large_image_are_refused_before_the_pass(
         probe_runs: list[int]) -> None:
     runs = probe_runs
     at = open_app("activations")
-    at.radio(key="act_source").set_value("Upload an image").run()
+    at.radio(key="image_source").set_value("Upload").run()
     before = len(runs)  # the bundled sample of the first run had its pass
     at.file_uploader(key="act_upload").set_value(
         ("big.png", gradient_png(4096, 4096), "image/png")).run(timeout=120)
@@ -471,18 +521,18 @@ def test_activations_256_channel_layer_renders_page_by_page(
               threshold=0.5).save(tmp_path / "wide.json")
     monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
     tiles_drawn: list[int] = []
-    original = viz.grid_figure
+    original = viz.grid_rgb
 
     def recording(tiles: list[np.ndarray], *args: Any, **kwargs: Any) -> Any:
         tiles_drawn.append(len(tiles))
         return original(tiles, *args, **kwargs)
 
-    monkeypatch.setattr(viz, "grid_figure", recording)
+    monkeypatch.setattr(viz, "grid_rgb", recording)
     at = open_app("activations")
     assert_clean(at)
-    wide = [o for o in at.selectbox(key="act_layer").options if "256)" in o]
+    wide = [o for o in at.selectbox(key="act_layer").options if o.endswith("x256")]
     assert wide, at.selectbox(key="act_layer").options
-    layer = next(n for n in at.selectbox(key="act_layer").options if n in wide[0])
+    layer = wide[0]
     at.selectbox(key="act_layer").set_value(layer.split(" ")[0]).run()
     assert_clean(at)
     assert any(c.value.startswith("16 of 256 shown") and "page 1/16" in c.value
@@ -500,12 +550,12 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
     from unet_core.model import ModelCard
 
     at = open_app("segment")
-    assert at.checkbox(key="seg_invert").value is False  # the tiny card's default
-    at.slider(key="seg_threshold").set_value(0.0).run()  # everything predicted foreground
-    plain = float(metric(at, "IoU"))
-    at.checkbox(key="seg_invert").check().run()
+    assert at.checkbox(key="invert_masks").value is False  # the tiny card's default
+    plain = view(at)["payload"]["metrics"]["iou"][0]  # at 0.00: everything predicted
+    at.checkbox(key="invert_masks").check().run()
     assert_clean(at)
-    assert float(metric(at, "IoU")) == pytest.approx(1.0 - plain, abs=0.002)  # IoU = coverage
+    inverted = view(at)["payload"]["metrics"]["iou"][0]
+    assert inverted == pytest.approx(1.0 - plain, abs=0.002)  # IoU = coverage
 
     folder = tmp_path / "models"
     folder.mkdir()
@@ -517,13 +567,14 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
     home = open_app()
     assert "Ground-truth masks" in home.table[0].value.index.tolist()  # the card says so
     at = open_app("evaluate")
-    assert at.checkbox(key="eval_invert").value is True
+    assert at.checkbox(key="invert_masks").value is True
     assert at.selectbox(key="eval_sample_set").value == "membranes"  # the domain's samples
     at.button(key="eval_run").click().run()
     assert_clean(at)
     inverted = at.dataframe[-1].value["IoU"].tolist()
     assert "(masks inverted)" in texts(at.subheader)
-    at.checkbox(key="eval_invert").uncheck().run()
+    at.checkbox(key="invert_masks").uncheck().run()
+    assert any("press **Run evaluation**" in i.value for i in at.info)  # results are stale
     at.button(key="eval_run").click().run()
     assert_clean(at)
     assert at.dataframe[-1].value["IoU"].tolist() != inverted
@@ -532,7 +583,7 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
 @pytest.mark.parametrize(("current", "best", "want"), [
     (0.40, 0.42, {"now 0.40": "top left", "best 0.42": "top right"}),
     (0.44, 0.42, {"now 0.44": "top right", "best 0.42": "top left"}),
-    (0.42, 0.42, {"now = best 0.42": "top left", "": "top right"}),
+    (0.42, 0.42, {"now = best 0.42": "top left"}),
 ])
 def test_threshold_curve_labels_sit_on_the_outer_sides(current: float, best: float,
                                                         want: dict[str, str]) -> None:
@@ -570,16 +621,19 @@ def test_ensemble_model_shows_its_members_and_every_layer(tmp_path: Path,
     assert row.startswith("ensemble: mean of 2 residual U-Nets;") and "members a, b" in row
     acts = open_app("activations")
     assert_clean(acts)
+    assert any("segments" in w.value for w in acts.warning)  # domain "test": asked first
+    acts.button(key="gate_anyway").click().run()
+    assert_clean(acts)
     options = acts.selectbox(key="act_layer").options
     names = [o.split(" ")[0] for o in options]
     assert {"m1_mask", "m2_mask", "ensemble_mean"} <= set(names)
-    acts.selectbox(key="act_layer").set_value(options[names.index("ensemble_mean")]).run()
+    acts.selectbox(key="act_layer").set_value("ensemble_mean").run()
     assert_clean(acts)
 
 
 def test_discover_models_puts_the_default_model_first(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.common import discover_models
+    from app.engine import discover_models
 
     for stem in ("alpha", "em_membrane", "salt", "zeta"):
         (tmp_path / f"{stem}.keras").write_bytes(b"")
@@ -614,9 +668,113 @@ def test_model_page_shows_the_minimum_area_and_the_figures_without_it(
     assert_clean(at)
     assert at.table[0].value.loc["Minimum area", "value"].startswith("20 px")
     table = at.table[1].value
-    assert list(table.columns) == ["validation", "test", "validation, no min. area",
-                                   "test, no min. area"]
-    assert table.loc["tgs_metric"].tolist() == ["0.750", "0.800", "0.700", "0.780"]
-    assert "with the minimum area (20 px)" in texts(at.caption)
+    assert list(table.columns) == ["Validation", "Held-out test",
+                                   "Validation, no minimum area",
+                                   "Held-out test, no minimum area"]
+    assert table.loc["TGS metric"].tolist() == ["0.750", "0.800", "0.700", "0.780"]
+    assert "Threshold" in table.index and "tgs_metric" not in table.index
+    assert "together with the minimum area (20 px)" in texts(at.caption)
     seg = open_app("segment")  # the page opens with the card's minimum area
-    assert seg.number_input(key="seg_min_area").value == 20
+    assert seg.number_input(key="min_area").value == 20
+    assert shown(seg)["min_area"] == 20
+
+
+# --------------------------------------------------------------------------- one truth per control
+
+
+@pytest.fixture()
+def two_models(tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A seismic model (threshold 0.50, minimum area 40) and a nuclei one (0.30, 0)."""
+    from unet_core.model import ModelCard
+
+    for name, domain, fg, t, area in (("salty", "seismic", "salt", 0.5, 40),
+                                      ("nucleus", "microscopy", "nuclei", 0.3, 0)):
+        shutil.copy(tiny_model_path, tmp_path / f"{name}.keras")
+        ModelCard(name=name, domain=domain, foreground=fg, multiple_of=4, min_size=32,
+                  threshold=t, min_area=area).save(tmp_path / f"{name}.json")
+    monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "salty")
+    return tmp_path
+
+
+def test_upload_keeps_the_cards_threshold_and_minimum_area(two_models: Path) -> None:
+    """Defect 1: after 'Upload' + an image and its mask, the controls show the card's values
+    (0.50 and 40), and the numbers shown are at those values."""
+    from unet_core.synthetic import seismic_section
+
+    image, mask = seismic_section((101, 101), seed=7, salt=True)
+    at = open_app("segment")
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value(
+        ("tgs.png", png((image * 255).astype(np.uint8)), "image/png"))
+    at.file_uploader(key="seg_upload_masks").set_value(
+        ("tgs.png", png(mask.astype(np.uint8) * 255), "image/png")).run()
+    assert_clean(at)
+    got = shown(at)
+    assert got["threshold"] == pytest.approx(0.5) and got["min_area"] == 40
+    assert at.number_input(key="min_area").value == 40
+    assert "Download mask at 0.50 (PNG)" in [b.label for b in at.download_button]
+
+
+def test_model_switch_applies_the_new_cards_defaults_and_asks_before_scoring(
+        two_models: Path, calls: list[int]) -> None:
+    """Defect 3: a seismic image is not scored silently by a nuclei model."""
+    at = open_app("segment")
+    assert shown(at)["threshold"] == pytest.approx(0.5)
+    n = len(calls)
+    at.sidebar.selectbox(key="model_choice").set_value("nucleus").run()
+    assert_clean(at)
+    assert at.session_state["threshold"] == pytest.approx(0.3)  # the new card's
+    assert at.session_state["min_area"] == 0
+    assert not at.get("bidi_component"), "scored a seismic image with a nuclei model"
+    assert len(calls) == n, "the network ran on an image of another domain"
+    warning = texts(at.warning)
+    assert "seismic" in warning and "nuclei" in warning and "microscopy" in warning
+    at.button(key="gate_samples").click().run()  # the model's own samples
+    assert_clean(at)
+    assert at.selectbox(key="sample").value.startswith("sample:nuclei/")
+    assert shown(at)["threshold"] == pytest.approx(0.3)
+    # back to the seismic model: its defaults again, and its own image is fine after asking
+    at.sidebar.selectbox(key="model_choice").set_value("salty").run()
+    assert at.session_state["threshold"] == pytest.approx(0.5)
+    assert not at.get("bidi_component")  # a nuclei sample for a seismic model: asked
+    at.button(key="gate_anyway").click().run()
+    assert_clean(at)
+    assert shown(at)["threshold"] == pytest.approx(0.5)
+
+
+def test_threshold_is_one_control_across_pages(two_models: Path) -> None:
+    """The value on Evaluate's slider is the one the Segment view opens at, and back."""
+    at = open_app("evaluate")
+    at.button(key="eval_run").click().run()
+    assert at.slider(key="threshold").value == pytest.approx(0.5)
+    at.slider(key="threshold").set_value(0.37).run()
+    assert_clean(at)
+    assert metric(at, "TGS metric at 0.37")
+    go(at, "segment")
+    assert_clean(at)
+    assert shown(at)["threshold"] == pytest.approx(0.37)
+    go(at, "filters")
+    go(at, "evaluate")
+    assert at.slider(key="threshold").value == pytest.approx(0.37)
+    assert "now 0.37" in at.table[0].value.columns.tolist()
+
+
+def test_activations_layer_shown_is_the_layer_drawn() -> None:
+    """Defect 2: after an upload, the Layer box names the layer whose maps are drawn."""
+    image = (np.arange(101 * 101) % 253).astype(np.uint8).reshape(101, 101)
+    at = open_app("activations")
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="act_upload").set_value(("up.png", png(image), "image/png")).run()
+    assert_clean(at)
+    for _ in range(2):
+        box = at.selectbox(key="act_layer")
+        layer = box.value
+        heading = at.subheader[0].value
+        assert heading.startswith(f"{layer} · "), (box.value, heading)
+        assert box.options[box.index].startswith(f"{layer} · ")
+        # maps are measured over the 101x101 image, not the padded input
+        assert any(" · 101x101x" in o for o in box.options), box.options
+        other = next(o.split(" ")[0] for o in box.options if not o.startswith(layer + " "))
+        box.set_value(other).run()
+        assert_clean(at)

@@ -203,7 +203,8 @@ def streamlit_server(*, models_dir: Path | None = None, env: Mapping[str, str] |
                      log_path: Path | None = None, port: int | None = None,
                      timeout: float = 90.0, app: str = "app/Home.py"
                      ) -> Iterator[StreamlitServer]:
-    """Run ``streamlit run APP`` from the repository root on 127.0.0.1 until the block ends.
+    """Run ``streamlit run APP`` from the repository root on 127.0.0.1 until the block ends
+    (``app/Home.py`` through ``python -m app.serve``, its launcher).
 
     Args:
         models_dir: sets ``UNET_MODELS_DIR`` (the bundled models the sidebar offers).
@@ -229,8 +230,10 @@ def streamlit_server(*, models_dir: Path | None = None, env: Mapping[str, str] |
         full_env["UNET_MODELS_DIR"] = str(models_dir)
     full_env.update(env or {})
     with log_path.open("w") as log:
+        # app/Home.py starts through its launcher (host and origin checks), as `make run` does.
+        launcher = ["app.serve"] if app == "app/Home.py" else ["streamlit", "run", app]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", app,
+            [sys.executable, "-m", *launcher,
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
@@ -662,3 +665,82 @@ async def async_move_threshold(page: Any, direction: int = 1, timeout: float = 3
     await page.wait_for_function(THRESHOLD_SHOWN_JS, arg=want, polling=25,
                                  timeout=timeout * 1000)
     return (time.perf_counter() - t0) * 1000.0
+
+
+# ---------------------------------------------------------------------------------------
+# Threshold view component (app/components/threshold_view.py), sync API
+# ---------------------------------------------------------------------------------------
+
+#: The component's root element (inside its shadow root; Playwright's CSS pierces it).
+TV_ROOT = '[data-testid="tv-root"]'
+#: Its range input ("Threshold").
+TV_RANGE = '[data-testid="tv-threshold"]'
+
+#: Per element handle of the range input: remember performance.now() of each keydown (capture
+#: phase, before the input/change handlers redraw), once.
+_TV_KEY_CLOCK_JS = """(el) => {
+  if (!el.__tvKeyClock) {
+    el.__tvKeyClock = true;
+    el.addEventListener('keydown', () => { el.__tvKeyAt = performance.now(); }, true);
+  }
+}"""
+
+#: {k, redraws, redrawAt, redrawMs, keyAt} of the component (argument: the range input).
+_TV_SNAPSHOT_JS = """(el) => {
+  const root = el.closest('[data-testid="tv-root"]');
+  const d = root.dataset;
+  return {k: Number(d.k), redraws: Number(d.redraws || 0), redrawAt: Number(d.redrawAt),
+          redrawMs: Number(d.redrawMs), keyAt: el.__tvKeyAt ?? null};
+}"""
+
+_TV_REDRAWN_JS = """([el, n]) => {
+  const root = el.closest('[data-testid="tv-root"]');
+  return Number(root.dataset.redraws || 0) > n;
+}"""
+
+
+def wait_threshold_view(page: Any, timeout: float = 30.0, index: int = 0) -> Any:
+    """Wait until the ``index``-th threshold view on the page has decoded its payload and drawn
+    (``data-ready="1"``); return the locator of its root."""
+    page.locator(f'{TV_ROOT}[data-ready="1"]').nth(index).wait_for(
+        state="attached", timeout=timeout * 1000)
+    root = page.locator(TV_ROOT).nth(index)
+    return root
+
+
+def component_threshold_steps(page: Any, steps: int = 30, *, pause_ms: int = 30,
+                              index: int = 0, timeout: float = 10.0) -> list[dict[str, float]]:
+    """Press ArrowRight / ArrowLeft ``steps`` times on the threshold view's range input
+    (turning back at 0 and 1) and time each redraw in the page.
+
+    Returns one dict per step: ``latency_ms`` (keydown -> end of the synchronous redraw:
+    canvases, texts and curve markers updated, measured with ``performance.now()`` in the page),
+    ``redraw_ms`` (the redraw alone) and ``k`` (the grid index drawn). ``pause_ms`` is waited
+    between steps (releases still reach Python, debounced, as a user's would).
+    """
+    root = wait_threshold_view(page, index=index)
+    handle = root.locator(TV_RANGE).element_handle()
+    handle.evaluate(_TV_KEY_CLOCK_JS)
+    handle.focus()
+    out: list[dict[str, float]] = []
+    direction = 1
+    for _ in range(steps):
+        snap = handle.evaluate(_TV_SNAPSHOT_JS)
+        if (direction > 0 and snap["k"] >= 100) or (direction < 0 and snap["k"] <= 0):
+            direction = -direction
+        page.keyboard.press("ArrowRight" if direction > 0 else "ArrowLeft")
+        page.wait_for_function(_TV_REDRAWN_JS, arg=[handle, snap["redraws"]], polling=10,
+                               timeout=timeout * 1000)
+        after = handle.evaluate(_TV_SNAPSHOT_JS)
+        out.append({"latency_ms": after["redrawAt"] - after["keyAt"],
+                    "redraw_ms": after["redrawMs"], "k": after["k"]})
+        if pause_ms:
+            page.wait_for_timeout(pause_ms)
+    return out
+
+
+def component_threshold_latency(page: Any, steps: int = 30, **kwargs: Any) -> list[float]:
+    """Milliseconds from keydown to redraw-complete of the threshold view, one per arrow key
+    press on its range input (see :func:`component_threshold_steps`; no server rerun is
+    involved in a redraw)."""
+    return [s["latency_ms"] for s in component_threshold_steps(page, steps, **kwargs)]

@@ -374,10 +374,12 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
         raise ValueError(f"style must be 'fill' or 'contour', got {style!r}")
     arg = _grid(threshold)
 
-    # What the browser shows is its own business between runs: data["view"]["threshold"] is
-    # adopted by the browser only when the component (re)mounts or when "gen" changes, i.e.
-    # when the caller changed `threshold`. A release is a state value {"t", "n"} (n: a nonce,
-    # so releasing the same value twice still counts).
+    # What the browser shows is its own business between runs: data["view"]["threshold"] (the
+    # caller's argument) is adopted by the browser on its first mount in a page and whenever
+    # "gen" changes, i.e. when the caller changed `threshold`; a remount (page switch) shows
+    # the user's last position, which the browser keeps per `key`. So `data` stays the same
+    # string across releases and the browser never re-parses the payload for one. A release
+    # is a state value {"t", "n"} (n: a nonce, so releasing the same value twice counts).
     meta_key = f"_threshold_view_meta_{key}"
     meta = st.session_state.get(meta_key)
     if not isinstance(meta, dict):
@@ -386,7 +388,8 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
         meta = {**meta, "arg": arg, "value": arg, "gen": meta["gen"] + 1}
     data = {
         "payload": payload,
-        "view": {"threshold": meta["value"], "gen": meta["gen"], "min_area": int(min_area),
+        "view": {"threshold": meta["arg"], "gen": meta["gen"], "key": str(key),
+                 "min_area": int(min_area),
                  "card_threshold": _grid(card_threshold), "card_label": str(card_label),
                  "style": style_l, "opacity": float(min(max(float(opacity), 0.0), 1.0)),
                  "show_truth": bool(show_truth), "title": str(title)},

@@ -75,7 +75,9 @@ def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: 
 
 def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
     """The data source controls; returns (folder, label, uploaded zip)."""
-    source = widgets.select_ui("Data source", SOURCES, "eval_source", SOURCES[0])
+    if st.session_state.get("eval_source") not in SOURCES:
+        st.session_state["eval_source"] = SOURCES[0]
+    source = st.radio("Data source", SOURCES, key="eval_source", horizontal=True)
     if source == SOURCES[0]:
         sets = sources.ordered_sets(card.domain)
         if not sets:

@@ -20,15 +20,6 @@ IMAGE_MAX_SIDE = 1024  # display images are decimated to this (masks and metrics
 VIEW_KEY = "segment_threshold_view"
 
 
-def _threshold_released() -> None:
-    """The component's released threshold becomes the one control value ``threshold``."""
-    value = st.session_state.get(VIEW_KEY)
-    if isinstance(value, dict):
-        value = value.get("threshold")
-    if isinstance(value, int | float) and 0.0 <= float(value) <= 1.0:
-        st.session_state["threshold"] = round(float(value), 2)
-
-
 def render(ctx: PageContext) -> None:
     """Draw the Segment page for the model in ``ctx``."""
     ss = st.session_state
@@ -70,7 +61,7 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ network output (fixed)
     h, w = image.shape
     image_d, k = viz.decimate(image, IMAGE_MAX_SIDE)
-    f1, f2 = st.columns(2)
+    f1, f2, _ = st.columns([1, 1, 1])
     f1.image(viz.to_uint8(image_d), width="stretch",
              caption=viz.fit_title(f"Input · {item.name} ({h}x{w})", 60))
     f2.image(viz.colormap_rgb(prob[::k, ::k], 0.0, 1.0, "viridis"), width="stretch",
@@ -97,12 +88,13 @@ def render(ctx: PageContext) -> None:
                                            invert_masks=invert)
     if payload is None:
         return
-    threshold = float(ss.get("threshold", card.threshold))
-    threshold_view(payload, threshold=threshold, min_area=min_area,
-                   card_threshold=float(card.threshold), style=style.lower(),
-                   opacity=float(opacity), show_truth=bool(show_truth) and mask is not None,
-                   title=item.name, key=VIEW_KEY, on_change=_threshold_released,
-                   show_tgs=card.domain.lower() == "seismic")
+    # The browser owns the threshold while it moves; the released value is the control's.
+    threshold = threshold_view(payload, threshold=float(ss.get("threshold", card.threshold)),
+                               min_area=min_area, card_threshold=float(card.threshold),
+                               style=style.lower(), opacity=float(opacity),
+                               show_truth=bool(show_truth) and mask is not None,
+                               title=viz.fit_title(item.name, 40), key=VIEW_KEY)
+    ss["threshold"] = threshold
     if mask is None:
         st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
                 "precision, recall, the error map and its IoU-vs-threshold curve.")

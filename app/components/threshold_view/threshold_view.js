@@ -4,8 +4,9 @@
 // Python (app/components/threshold_view.py) sends data = {payload, view}:
 //   payload: threshold_payload(): display image / level / truth PNGs (base64), the 101 full-
 //            resolution foreground counts and, with a truth, the per-threshold metric table.
-//   view:    {threshold, gen, min_area, card_threshold, card_label, style, opacity,
-//             show_truth, title}.
+//   view:    {threshold, gen, key, min_area, card_threshold, card_label, style, opacity,
+//             show_truth, title}; the slider adopts `threshold` on a first mount and when
+//             `gen` changes (the caller moved it), else keeps the user's position (per key).
 // The slider's `input` events redraw (canvas ImageData on precomputed typed arrays); its
 // `change` events (release, keyboard step) send {release: {t, n}} to Python, debounced.
 //
@@ -16,9 +17,11 @@
 // data-metric="iou|dice|precision|recall|tgs".
 
 const STATE = new WeakMap(); // parentElement -> instance (the module is imported once)
+const POSITIONS = new Map();  // Python key -> {k, gen}: the user's slider, kept across remounts
 const N_T = 101;
 const SEND_DELAY_MS = 150;
 const NARROW_PX = 700;
+const MAX_CANVAS_PX = 360000; // per canvas: keeps a redraw well under 20 ms
 const COLORS = {
   tp: "#009E73", fp: "#E69F00", fn: "#CC79A7",
   iou: "#0072B2", dice: "#D55E00", best: "#009E73", card: "#6F6F6F",
@@ -191,6 +194,11 @@ class ThresholdView {
     this.range.addEventListener("input", () => this.onInput());
     this.range.addEventListener("change", () => this.onChange());
     this.measureCtx = document.createElement("canvas").getContext("2d");
+    this.onFonts = () => { // web fonts arrived: label widths change
+      if (this.textWidths) this.textWidths.clear();
+      if (this.layout && this.payload && this.payload.metrics) this.updateCurve(this.k);
+    };
+    if (document.fonts) document.fonts.addEventListener("loadingdone", this.onFonts);
   }
 
   // ---------------------------------------------------------------- data from Python
@@ -207,9 +215,11 @@ class ThresholdView {
     this.lookKey = lookKey;
     this.view = view;
     if (first || view.gen !== this.gen) {
+      const kept = first ? POSITIONS.get(view.key) : undefined;
       this.gen = view.gen;
-      this.k = kOf(view.threshold);
+      this.k = kept && kept.gen === view.gen ? kept.k : kOf(view.threshold);
       this.range.value = tText(this.k);
+      POSITIONS.set(view.key, { k: this.k, gen: this.gen });
       if (!first) this.redraw();
     }
     if (!this.payload || this.payload.id !== data.payload.id) {
@@ -291,6 +301,7 @@ class ThresholdView {
   onChange() {
     this.onInput();
     const k = this.k;
+    if (this.view) POSITIONS.set(this.view.key, { k, gen: this.gen });
     clearTimeout(this.sendTimer);
     this.sendTimer = setTimeout(() => {
       this.sendTimer = null;
@@ -316,8 +327,11 @@ class ThresholdView {
     this.root.classList.toggle("tv-narrow", width > 0 && width < NARROW_PX);
     const panelW = Math.max(80, this.pOverlay.clientWidth || 300);
     const dpr = Math.min(window.devicePixelRatio || 1, 2);
-    const cw = Math.max(32, Math.min(2048, Math.round(panelW * dpr)));
-    const ch = Math.max(16, Math.round(cw * d.h / d.w));
+    // Canvas pixels: the panel's device pixels, at most MAX_CANVAS_PX (the browser scales up).
+    let cw = Math.max(32, Math.round(panelW * dpr));
+    cw = Math.min(cw, Math.floor(Math.sqrt(MAX_CANVAS_PX * d.w / d.h)));
+    cw = Math.max(16, cw);
+    const ch = Math.max(8, Math.round(cw * d.h / d.w));
     const key = [cw, ch, d.id, panelW, this.lookKey].join("|");
     if (this.layout && this.layout.key === key) { this.redraw(); return; }
 
@@ -349,7 +363,6 @@ class ThresholdView {
       fill: tinted(base32, colors.pred, this.view.opacity),
       predColor: pack(...hexToRgb(colors.pred)),
       truthColor: pack(...hexToRgb(colors.truth)),
-      edge: new Uint8Array(n),
     };
     if (truth) {
       lay.tp = tinted(base32, COLORS.tp, 0.6);
@@ -382,18 +395,35 @@ class ThresholdView {
     const k = this.k;
     const count = p.counts[k];
     const emptied = view.min_area > 0 && count < view.min_area;
-    const { cw, ch, n, level, truth, base32, edge } = lay;
-    const out = lay.overlay32;
+    const { cw, ch, level, truth, base32 } = lay;
+    const out = lay.overlay32, fill = lay.fill, predColor = lay.predColor;
     // Predicted mask at grid index k: level > k (exact), emptied by the minimum-area rule.
     const thr = emptied ? 255 : k;
     const contour = view.style === "contour";
-    innerEdge(level, thr, cw, ch, contour ? 2 : 1, edge);
-    if (contour) {
-      for (let i = 0; i < n; i++) out[i] = edge[i] ? lay.predColor : base32[i];
-    } else {
-      const fill = lay.fill;
-      for (let i = 0; i < n; i++) {
-        out[i] = edge[i] ? lay.predColor : (level[i] > thr ? fill[i] : base32[i]);
+    const e = truth ? lay.errors32 : null, tp = lay.tp, fp = lay.fp, fn = lay.fn;
+    // One pass: overlay (fill + 1 px edge, or a 2 px contour inside the mask; the image border
+    // counts as background) and error map.
+    const r = contour ? 2 : 1;
+    const w2 = 2 * cw;
+    for (let y = 0, i = 0; y < ch; y++) {
+      const yBorder = y < r || y >= ch - r;
+      for (let x = 0; x < cw; x++, i++) {
+        const b = base32[i];
+        if (level[i] <= thr) {
+          out[i] = b;
+          if (e) e[i] = truth[i] ? fn[i] : b;
+          continue;
+        }
+        let edge = yBorder || x < r || x >= cw - r
+          || level[i - 1] <= thr || level[i + 1] <= thr
+          || level[i - cw] <= thr || level[i + cw] <= thr;
+        if (!edge && r === 2) {
+          edge = level[i - 2] <= thr || level[i + 2] <= thr || level[i - w2] <= thr
+            || level[i + w2] <= thr || level[i - cw - 1] <= thr || level[i - cw + 1] <= thr
+            || level[i + cw - 1] <= thr || level[i + cw + 1] <= thr;
+        }
+        out[i] = edge ? predColor : (contour ? b : fill[i]);
+        if (e) e[i] = truth[i] ? tp[i] : fp[i];
       }
     }
     if (truth && view.show_truth) {
@@ -401,14 +431,7 @@ class ThresholdView {
       for (let j = 0; j < o.length; j++) out[o[j]] = c;
     }
     lay.overlayCtx.putImageData(lay.overlayImg, 0, 0);
-    if (truth) {
-      const e = lay.errors32, tp = lay.tp, fp = lay.fp, fn = lay.fn;
-      for (let i = 0; i < n; i++) {
-        const pr = level[i] > thr;
-        e[i] = pr ? (truth[i] ? tp[i] : fp[i]) : (truth[i] ? fn[i] : base32[i]);
-      }
-      lay.errorsCtx.putImageData(lay.errorsImg, 0, 0);
-    }
+    if (e) lay.errorsCtx.putImageData(lay.errorsImg, 0, 0);
     this.updateTexts(k, count, emptied);
     if (p.metrics) this.updateCurve(k);
     const t1 = performance.now();
@@ -512,14 +535,16 @@ class ThresholdView {
     if (c.best) { c.best.setAttribute("x1", X(bestK / 100)); c.best.setAttribute("x2", X(bestK / 100)); }
     svg.append(markers, c.dotIou, c.dotDice, c.labels);
     this.textWidths = new Map();
-    this.measureCtx.font = `${small}px ${getComputedStyle(this.root).fontFamily}`;
+    this.fontFamily = getComputedStyle(this.root).fontFamily;
   }
 
-  textWidth(s) {
-    let w = this.textWidths.get(s);
+  textWidth(s, bold) { // canvas measureText (no layout), with a margin for the SVG's rendering
+    const key = (bold ? "b:" : "n:") + s;
+    let w = this.textWidths.get(key);
     if (w === undefined) {
-      w = this.measureCtx.measureText(s).width;
-      this.textWidths.set(s, w);
+      this.measureCtx.font = `${bold ? 600 : 400} ${this.curve.small}px ${this.fontFamily}`;
+      w = Math.ceil(this.measureCtx.measureText(s).width * 1.06) + 2;
+      this.textWidths.set(key, w);
     }
     return w;
   }
@@ -540,16 +565,24 @@ class ThresholdView {
     add(k, "now", "tv-now-label");
     if (c.bestK !== null) add(c.bestK, "best", "tv-best-label");
     add(c.cardK, this.view.card_label || "card", "tv-card-label");
+    const lineXs = [...groups.values()].map((g) => c.X(g.k / 100));
     const items = [...groups.values()].sort((a, b) => a.k - b.k).map((g) => {
       const text = `${g.names.join(" = ")} ${tText(g.k)}`;
-      const w = this.textWidth(text);
+      const w = this.textWidth(text, g.names.includes("now"));
       const gx = c.X(g.k / 100);
-      // "now" to the right of its line; others on their outer side (away from "now").
-      const left = g.k < k && !g.names.includes("now");
-      let x0 = left ? gx - 4 - w : gx + 4;
-      if (!left && x0 + w > c.fx1 - 2) x0 = gx - 4 - w;   // no room: flip
-      if (left && x0 < c.fx0 + 2) x0 = gx + 4;
-      x0 = Math.max(c.fx0 + 2, Math.min(x0, c.fx1 - 2 - w));
+      // Right or left of its own line: the side that crosses fewer other marker lines and
+      // stays inside the plot; ties: "now" to the right, the others away from "now".
+      const outer = g.names.includes("now") || g.k >= k ? 1 : -1;
+      let best = null;
+      for (const side of [outer, -outer]) {
+        const x0 = side > 0 ? gx + 4 : gx - 4 - w;
+        const x1 = x0 + w;
+        const crossings = lineXs.filter((lx) => lx !== gx && lx > x0 - 2 && lx < x1 + 2).length;
+        const outside = x0 < c.fx0 + 2 || x1 > c.fx1 - 2 ? 100 : 0;
+        const score = outside + crossings + (side === outer ? 0 : 0.5);
+        if (best === null || score < best.score) best = { score, x0 };
+      }
+      const x0 = Math.max(c.fx0 + 2, Math.min(best.x0, c.fx1 - 2 - w));
       return { text, x0, x1: x0 + w, cls: g.cls };
     });
     const rows = [];
@@ -566,33 +599,10 @@ class ThresholdView {
 
   destroy() {
     clearTimeout(this.sendTimer);
+    if (document.fonts) document.fonts.removeEventListener("loadingdone", this.onFonts);
     this.resizeObserver.disconnect();
     this.root.remove();
   }
-}
-
-// Pixels of `level > thr` within `width` 4-neighbour steps of the background (the image border
-// counts as background) -> edge[i] = 1; a `width`-pixel outline just inside the mask.
-function innerEdge(level, thr, w, h, width, edge) {
-  const n = w * h;
-  for (let y = 0, i = 0; y < h; y++) {
-    for (let x = 0; x < w; x++, i++) {
-      if (level[i] <= thr) { edge[i] = 0; continue; }
-      edge[i] = (x === 0 || y === 0 || x === w - 1 || y === h - 1
-        || level[i - 1] <= thr || level[i + 1] <= thr
-        || level[i - w] <= thr || level[i + w] <= thr) ? 1 : 0;
-    }
-  }
-  if (width < 2) return;
-  for (let y = 1, i = w; y < h - 1; y++, i += w) { // second ring: next to the first ring
-    for (let x = 1, j = i + 1; x < w - 1; x++, j++) {
-      if (edge[j] || level[j] <= thr) continue;
-      if (edge[j - 1] === 1 || edge[j + 1] === 1 || edge[j - w] === 1 || edge[j + w] === 1) {
-        edge[j] = 2;
-      }
-    }
-  }
-  for (let i = 0; i < n; i++) if (edge[i]) edge[i] = 1;
 }
 
 // Indices of background pixels within `width` 4-neighbour steps of the mask (outline outside).
