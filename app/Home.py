@@ -1,4 +1,5 @@
-"""U-Net Explorer: the Streamlit entry point. Run ``streamlit run app/Home.py``.
+"""U-Net Explorer: the Streamlit entry point, served by ``python -m app.serve`` (which adds the
+Host/Origin guard of :mod:`app.security`; ``streamlit run app/Home.py`` works too).
 
 This file is the frame around every page: page config, the sidebar (model and backend) and
 navigation. Each page is a function ``render(ctx)`` in ``app/views/`` that receives what it
@@ -52,10 +53,11 @@ pages = {url: _page(title, url, render) for title, url, render in VIEWS}
 nav = st.navigation(list(pages.values()))
 st.sidebar.markdown("### U-Net Explorer")
 bundle = widgets.sidebar_model_ui()
-backend = widgets.sidebar_backend_ui()
 fresh_visit = st.session_state.get("_page") != nav.url_path
 st.session_state["_page"] = nav.url_path
 if bundle is not None:
-    context["ctx"] = PageContext(bundle=bundle, backend=backend, fresh_visit=fresh_visit,
-                                 pages=pages)
+    settings = widgets.sidebar_settings_ui(bundle.card)
+    backend = widgets.sidebar_backend_ui()
+    context["ctx"] = PageContext(bundle=bundle, backend=backend, settings=settings,
+                                 fresh_visit=fresh_visit, pages=pages)
 nav.run()

@@ -8,6 +8,16 @@ from typing import Any
 from app.engine import ModelBundle
 
 
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The model-bound settings drawn in the sidebar (one control each, see app.state)."""
+
+    padding: str
+    tta: bool
+    invert_masks: bool
+    min_area: int
+
+
 @dataclass
 class PageContext:
     """Passed to each page's ``render``: no page reads hidden session keys for these.
@@ -17,5 +27,6 @@ class PageContext:
 
     bundle: ModelBundle
     backend: str
+    settings: InferenceSettings
     fresh_visit: bool = False
     pages: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from typing import Any
 import streamlit as st
 
 from app import engine, sources, state
+from app.context import InferenceSettings
 from app.errors import run_safely
 from app.settings import (
     BACKEND_LABELS,
@@ -99,6 +100,15 @@ def sidebar_backend_ui() -> str:
         help="Auto runs ONNX Runtime on an export of the model (built once, cached on disk, "
              "checked against Keras) and falls back to TensorFlow when that is unavailable. "
              "Probabilities agree to ~1e-7."))
+
+
+def sidebar_settings_ui(card: ModelCard) -> InferenceSettings:
+    """The model-bound settings in the sidebar, set from the card when the model changes."""
+    sb = st.sidebar
+    sb.markdown("**Settings for this model**")
+    return InferenceSettings(padding=padding_ui(card, sb), tta=tta_ui(card, sb),
+                             invert_masks=invert_masks_ui(card, sb),
+                             min_area=min_area_ui(card, sb))
 
 
 def backend_caption(seg: Any) -> str:

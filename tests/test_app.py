@@ -213,10 +213,10 @@ def test_segment_threshold_is_the_cards_and_lives_in_the_browser(
 def test_min_area_follows_the_card_and_rescores_without_the_network(calls: list[int]) -> None:
     at = open_app("segment")
     assert_clean(at)
-    assert at.number_input(key="min_area").value == 0  # the tiny card's
+    assert at.sidebar.number_input(key="min_area").value == 0  # the tiny card's
     assert shown(at)["min_area"] == 0
     before = view(at)["payload"]["metrics"]["recall"][0]
-    at.number_input(key="min_area").set_value(10**6).run()  # larger than the image
+    at.sidebar.number_input(key="min_area").set_value(10**6).run()  # larger than the image
     assert_clean(at)
     assert shown(at)["min_area"] == 10**6
     # every mask is emptied: recall 0 at every threshold (the truth is not empty)
@@ -229,10 +229,10 @@ def test_min_area_follows_the_card_and_rescores_without_the_network(calls: list[
     go(at, "evaluate")
     at.button(key="eval_run").click().run()
     assert_clean(at)
-    assert at.number_input(key="min_area").value == 10**6  # carried across pages
+    assert at.sidebar.number_input(key="min_area").value == 10**6  # carried across pages
     empty = float(metric(at, "TGS metric, best"))
     assert "minimum area 1000000 px" in texts(at.caption)
-    at.number_input(key="min_area").set_value(0).run()
+    at.sidebar.number_input(key="min_area").set_value(0).run()
     assert_clean(at)
     assert float(metric(at, "TGS metric, best")) >= empty
 
@@ -550,9 +550,9 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
     from unet_core.model import ModelCard
 
     at = open_app("segment")
-    assert at.checkbox(key="invert_masks").value is False  # the tiny card's default
+    assert at.sidebar.checkbox(key="invert_masks").value is False  # the tiny card's default
     plain = view(at)["payload"]["metrics"]["iou"][0]  # at 0.00: everything predicted
-    at.checkbox(key="invert_masks").check().run()
+    at.sidebar.checkbox(key="invert_masks").check().run()
     assert_clean(at)
     inverted = view(at)["payload"]["metrics"]["iou"][0]
     assert inverted == pytest.approx(1.0 - plain, abs=0.002)  # IoU = coverage
@@ -567,13 +567,13 @@ def test_invert_masks_follows_the_card_and_rescores(tmp_path: Path, tiny_model_p
     home = open_app()
     assert "Ground-truth masks" in home.table[0].value.index.tolist()  # the card says so
     at = open_app("evaluate")
-    assert at.checkbox(key="invert_masks").value is True
+    assert at.sidebar.checkbox(key="invert_masks").value is True
     assert at.selectbox(key="eval_sample_set").value == "membranes"  # the domain's samples
     at.button(key="eval_run").click().run()
     assert_clean(at)
     inverted = at.dataframe[-1].value["IoU"].tolist()
     assert "(masks inverted)" in texts(at.subheader)
-    at.checkbox(key="invert_masks").uncheck().run()
+    at.sidebar.checkbox(key="invert_masks").uncheck().run()
     assert any("press **Run evaluation**" in i.value for i in at.info)  # results are stale
     at.button(key="eval_run").click().run()
     assert_clean(at)
@@ -712,7 +712,7 @@ def test_upload_keeps_the_cards_threshold_and_minimum_area(two_models: Path) -> 
     assert_clean(at)
     got = shown(at)
     assert got["threshold"] == pytest.approx(0.5) and got["min_area"] == 40
-    assert at.number_input(key="min_area").value == 40
+    assert at.sidebar.number_input(key="min_area").value == 40
     assert "Download mask at 0.50 (PNG)" in [b.label for b in at.download_button]
 
 

@@ -271,7 +271,8 @@ LAYOUT_JS = """(root) => {
         (t) => [t.textContent, t.getBoundingClientRect()]);
     for (let i = 0; i < labels.length; i++) for (let j = i + 1; j < labels.length; j++) {
       const [a, ra] = labels[i], [b, rb] = labels[j];
-      if (ra.left < rb.right && rb.left < ra.right && ra.top < rb.bottom && rb.top < ra.bottom)
+      if (ra.left < rb.right - 1 && rb.left < ra.right - 1 && ra.top < rb.bottom - 1
+          && rb.top < ra.bottom - 1)
         problems.push('overlap: ' + a + ' / ' + b);
     }
   }
@@ -414,6 +415,18 @@ def test_browser_min_area_narrow_layout_and_large_image(demo_server, browser):
         assert problems == []
         screenshot(page, "threshold_view_800")
         assert_no_exception(page, "threshold demo, min area")
+    finally:
+        page.close()
+
+    page, root = _open(browser, demo_server, "truth=0", width=1400)  # no truth: one panel
+    try:
+        assert root.locator("[data-panel]").count() == 1
+        assert not page.locator('[data-metric="iou"]').is_visible()
+        share = threshold_payload(image, prob, None)["counts"][50] / prob.size
+        assert page.locator('[data-testid="tv-mask-caption"]').inner_text() == \
+            f"Mask at 0.50 · {100 * share:.1f}% foreground"
+        assert root.evaluate(LAYOUT_JS) == []
+        assert_no_exception(page, "threshold demo, no truth")
     finally:
         page.close()
 

@@ -37,12 +37,9 @@ def render(ctx: PageContext) -> None:
     st.title("Activations")
     st.caption(f"Model **{bundle.label}** · maps are cropped to the image (padding removed)")
 
-    c_img, c_opts = st.columns([2, 1])
-    with c_img:
-        item = widgets.image_picker_ui(card, upload_key="act_upload", with_masks=False,
-                                       fresh_visit=ctx.fresh_visit)
-    with c_opts:
-        padding = widgets.padding_ui(card)
+    item = widgets.image_picker_ui(card, upload_key="act_upload", with_masks=False,
+                                   fresh_visit=ctx.fresh_visit)
+    padding = ctx.settings.padding
     if item is None:
         return
     state.use_image(item)
@@ -76,10 +73,12 @@ def render(ctx: PageContext) -> None:
 
     layers = list(maps_by_layer)
     labels = {n: f"{n} · {_shape_label(maps_by_layer[n], box, padded.shape)}" for n in layers}
-    with c_opts:
+    c_layer, c_scale = st.columns([2, 1])
+    with c_layer:
         layer = widgets.select_ui("Layer", layers, "act_layer", layers[len(layers) // 2],
                                   format_func=labels.get,
                                   help="Size shown: height x width x channels over the image.")
+    with c_scale:
         if "act_shared" not in ss:
             ss["act_shared"] = True
         shared = st.toggle("Shared colour scale", key="act_shared",

@@ -151,9 +151,9 @@ def render(ctx: PageContext) -> None:
     c_src, c_opts = st.columns([2, 1])
     with c_src:
         folder, label, zip_upload = _source_ui(card)
+    settings = {"padding": ctx.settings.padding, "tta": ctx.settings.tta,
+                "invert_masks": ctx.settings.invert_masks}
     with c_opts:
-        settings = {"padding": widgets.padding_ui(card), "tta": widgets.tta_ui(card),
-                    "invert_masks": widgets.invert_masks_ui(card)}
         ready = folder is not None or zip_upload is not None
         clicked = st.button("Run evaluation", type="primary", key="eval_run",
                             disabled=not ready)
@@ -181,9 +181,8 @@ def _results(ctx: PageContext, result: EvalState) -> None:
     card = bundle.card
     n = len(result.evaluation.sweep.names)
     st.subheader(f"Results · {result.source} · {n} images")
-    c_t, c_a = st.columns([3, 1])
-    threshold = widgets.threshold_ui(card, c_t)
-    min_area = widgets.min_area_ui(card, c_a)
+    threshold = widgets.threshold_ui(card)
+    min_area = ctx.settings.min_area
     # Another minimum area is re-derived from the stored counts: no image is predicted again.
     ev = Evaluation(result.evaluation.sweep.with_min_area(min_area),
                     float(card.threshold), result.evaluation.select_metric)

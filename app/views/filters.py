@@ -33,15 +33,14 @@ def render(ctx: PageContext) -> None:
         st.info("This model has no 2-D convolution layers to show.")
         return
     names = dict(layers)
-    c1, c2, c3 = st.columns([2, 1, 1])
-    with c1:
-        layer = widgets.select_ui("Layer", list(names), "filters_layer", layers[0][0],
-                                  format_func=names.get)
+    layer = widgets.select_ui("Layer", list(names), "filters_layer", layers[0][0],
+                              format_func=names.get)
     kern = None
     with run_safely(what="kernels"):
         kern = engine.kernels(bundle.key, layer, bundle.loaded)
     if kern is None:
         return
+    c2, c3 = st.columns(2)
     in_ch = int(c2.number_input("Input channel", min_value=0, max_value=kern.in_channels - 1,
                                 value=0, step=1, key=f"filters_in_{layer}",
                                 help=f"0 … {kern.in_channels - 1}: which input channel's slice "

@@ -29,14 +29,10 @@ def render(ctx: PageContext) -> None:
     st.caption(f"Model **{bundle.label}** · segments {card.foreground} in {card.domain} "
                f"images · input {card.input_spec}")
 
-    c_src, c_opts = st.columns([2, 1])
-    with c_src:
-        item = widgets.image_picker_ui(card, upload_key="seg_upload", with_masks=True,
-                                       fresh_visit=ctx.fresh_visit)
-    with c_opts:
-        padding = widgets.padding_ui(card)
-        tta = widgets.tta_ui(card)
-        invert = widgets.invert_masks_ui(card)
+    item = widgets.image_picker_ui(card, upload_key="seg_upload", with_masks=True,
+                                   fresh_visit=ctx.fresh_visit)
+    padding, tta = ctx.settings.padding, ctx.settings.tta
+    invert, min_area = ctx.settings.invert_masks, ctx.settings.min_area
     if item is None:
         return
 
@@ -74,12 +70,11 @@ def render(ctx: PageContext) -> None:
     st.caption(" · ".join(notes))
 
     # ------------------------------------------------------------ threshold (in the browser)
-    c_a, c_s, c_o, c_t = st.columns([1, 1, 1, 1])
-    min_area = widgets.min_area_ui(card, c_a)
+    c_s, c_o, c_t = st.columns([1, 1, 1])
     style = c_s.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
                       key="overlay_style")
     opacity = c_o.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="overlay_opacity")
-    show_truth = c_t.toggle("Outline the true mask", value=True, key="show_truth",
+    show_truth = c_t.toggle("Truth outline", value=True, key="show_truth",
                             disabled=mask is None)
     payload = None
     with run_safely(what="threshold view"):

@@ -472,7 +472,7 @@ class ThresholdView {
     const H = Math.round(Math.min(420, Math.max(240, imageH, W * 0.7)));
     const fontPx = parseFloat(getComputedStyle(this.root).fontSize) || 14;
     const small = Math.round(fontPx * 0.8);
-    const rowH = small + 4;
+    const rowH = Math.ceil(small * 1.5);
     const m = { l: small * 3 + 10, r: 10, t: 6, b: small * 2 + 16 };
     const band = 3 * rowH + 6; // label rows at the top of the plot, above y = 1
     const fx0 = m.l, fx1 = W - m.r, fy0 = m.t, fy1 = H - m.b;
