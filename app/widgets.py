@@ -318,3 +318,19 @@ def select_ui(label: str, options: list[str], key: str, default: str,
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
     return str(target.selectbox(label, options, key=key, format_func=format_func, help=help))
+
+
+def tile_grid_ui(tiles: list[Any], titles: list[str], *, zmin: float | list[float],
+                 zmax: float | list[float], cmap: str, tile_px: int = 96) -> None:
+    """Small maps (float (h, w) each) as images of ``tile_px`` pixels that wrap to the width
+    of the page: as many per row as fit, never shrunk below ``tile_px``.
+
+    ``zmin`` / ``zmax`` are one colour range for all tiles or one per tile."""
+    from app import viz
+
+    lows = zmin if isinstance(zmin, list) else [zmin] * len(tiles)
+    highs = zmax if isinstance(zmax, list) else [zmax] * len(tiles)
+    with st.container(horizontal=True, gap="small"):
+        for tile, title, lo, hi in zip(tiles, titles, lows, highs, strict=True):
+            rgb = viz.upscale_nearest(viz.colormap_rgb(tile, lo, hi, cmap), tile_px)
+            st.image(rgb, width=tile_px, caption=title)

@@ -512,7 +512,6 @@ def test_activations_256_channel_layer_renders_page_by_page(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import keras
 
-    from app import viz
     from unet_core.model import ModelCard, build_unet
 
     keras.utils.set_random_seed(0)
@@ -521,13 +520,15 @@ def test_activations_256_channel_layer_renders_page_by_page(
               threshold=0.5).save(tmp_path / "wide.json")
     monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
     tiles_drawn: list[int] = []
-    original = viz.grid_rgb
+    from app import widgets
+
+    original = widgets.tile_grid_ui
 
     def recording(tiles: list[np.ndarray], *args: Any, **kwargs: Any) -> Any:
         tiles_drawn.append(len(tiles))
         return original(tiles, *args, **kwargs)
 
-    monkeypatch.setattr(viz, "grid_rgb", recording)
+    monkeypatch.setattr(widgets, "tile_grid_ui", recording)
     at = open_app("activations")
     assert_clean(at)
     wide = [o for o in at.selectbox(key="act_layer").options if o.endswith("x256")]

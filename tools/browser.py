@@ -1,18 +1,27 @@
 """Drive the U-Net Explorer dashboard in a real browser: a Streamlit server + headless chromium.
 
-Used by the browser tests (``tests/test_browser.py``), the load test (``scripts/loadtest.py``)
-and the dashboard benchmark (``bench/run_bench.py``). Typical use::
+Used by the browser tests (``tests/test_browser.py``, ``tests/test_threshold_component.py``),
+the load test (``scripts/loadtest.py``) and the dashboard benchmark (``bench/run_bench.py``).
+Typical use::
 
     from playwright.sync_api import sync_playwright
-    from tools.browser import launch_chromium, move_threshold, streamlit_server, wait_idle
+    from tools.browser import (RerunCounter, goto, launch_chromium, move_threshold,
+                               streamlit_server, threshold_shown)
 
     with streamlit_server(models_dir=Path("models")) as server, sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_page()
-        page.goto(f"{server.url}/segment", wait_until="domcontentloaded")
-        wait_idle(page)                      # the first script run has finished
-        ms = move_threshold(page)            # one keyboard step of "Threshold" -> ms to redraw
-        print(ms, server.rss_mb())
+        runs = RerunCounter(page)            # script runs of this page's session
+        goto(page, server.url, "segment")    # the first script run has finished
+        print(threshold_shown(page))         # control, mask caption, IoU ... as shown
+        move = move_threshold(page)          # one ArrowRight on "Threshold", timed
+        print(move.paint_ms, move.metrics["iou"], runs.runs, server.rss_mb())
+
+The Segment page's threshold is a custom component (``app/components/threshold_view.py``)
+mounted under a shadow root: Playwright's CSS selectors pierce it (``page.locator``), while
+``document.querySelector`` in ``page.evaluate`` does not, so its helpers evaluate on its
+element handles. Moving it redraws in the browser; a move is timed in the page from the
+keydown to the redrawn numbers (and to the next painted frame), plus the wall time.
 
 Needs ``/usr/bin/chromium`` (``make browser-deps``) and the ``playwright`` pip package;
 ``playwright install`` is never used. Playwright's sync API works from one thread only: for
@@ -45,8 +54,9 @@ CHROMIUM_ARGS: list[str] = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-WIDE: dict[str, int] = {"width": 1280, "height": 800}
-NARROW: dict[str, int] = {"width": 420, "height": 900}
+#: The two window sizes the dashboard is checked at: a laptop half screen and a desktop.
+NARROW: dict[str, int] = {"width": 800, "height": 1000}
+WIDE: dict[str, int] = {"width": 1400, "height": 1000}
 
 #: Script-run and connection state, exposed on the app root by Streamlit's frontend.
 STATE_JS = """() => {
@@ -64,27 +74,7 @@ STATE_JS = """() => {
   };
 }"""
 
-#: True once the Segment page's caption under the metrics reads "At threshold <arg>:".
-THRESHOLD_SHOWN_JS = """(want) => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  if (!main) return false;
-  return Array.from(main.querySelectorAll('[data-testid="stCaptionContainer"]'))
-      .some((e) => (e.textContent || '').includes('At threshold ' + want + ':'));
-}"""
-
-#: Current "At threshold X.XX" of the Segment page's caption, or null.
-THRESHOLD_CAPTION_JS = """() => {
-  const main = document.querySelector('[data-testid="stMain"]');
-  if (!main) return null;
-  for (const e of main.querySelectorAll('[data-testid="stCaptionContainer"]')) {
-    const m = /At threshold (\\d+\\.\\d\\d):/.exec(e.textContent || '');
-    if (m) return m[1];
-  }
-  return null;
-}"""
-
 _ERROR_SELECTOR = '[data-testid="stException"], [data-testid="stAlertContentError"]'
-_RANGE_STEP = 0.01  # the Threshold slider's step
 
 
 class BrowserError(RuntimeError):
@@ -431,7 +421,9 @@ def widget(page: Any, testid: str, label: str) -> Any:
 
 
 def metric_value(page: Any, label: str) -> str:
-    """Text of the st.metric whose label is exactly ``label``."""
+    """Text of the st.metric whose label is exactly ``label`` (e.g. Evaluate's "Best
+    threshold"; the Segment page's scores are the threshold view's, see
+    :func:`threshold_shown`)."""
     metric = page.locator('[data-testid="stMetric"]').filter(
         has=page.locator('[data-testid="stMetricLabel"]').filter(has_text=_exact(label)))
     assert metric.count() >= 1, f"no metric labelled {label!r}"
@@ -473,31 +465,10 @@ def choose_option(page: Any, box: Any, option: str | None = None, avoid: str | N
 
 
 def selected(box: Any) -> str:
-    """Current value of selectbox ``box``."""
+    """Current value (the label shown) of selectbox ``box``."""
     combo = box.get_by_role("combobox").first
     value = combo.evaluate("e => e.value ?? null")
     return (value if value is not None else combo.inner_text()).strip()
-
-
-def upload(page: Any, label: str, files: list[Path]) -> None:
-    """Upload ``files`` with the file uploader labelled ``label`` and wait for the rerun.
-
-    When the uploader is behind a "source" radio whose option has the same name (the app's
-    pages do this), that option is picked first.
-    """
-    uploader = widget(page, "stFileUploader", label)
-    if not uploader.count():
-        option = page.locator('[data-testid="stRadioOption"]').filter(has_text=_exact(label))
-        if option.count():
-            option.first.click()
-            uploader.first.wait_for(timeout=30_000)
-            wait_idle(page)
-    assert uploader.count() == 1, f"no file uploader labelled {label!r}"
-    uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
-    # Wait for the file chips, then for the rerun the upload triggers.
-    for f in files:
-        uploader.get_by_text(f.name).first.wait_for(timeout=30_000)
-    wait_idle(page)
 
 
 def pick_model(page: Any, pattern: str) -> str | None:
@@ -514,79 +485,349 @@ def pick_model(page: Any, pattern: str) -> str | None:
     return wanted[0]
 
 
-def show_scored_sample(page: Any, tries: int = 4) -> None:
-    """Make the Segment page show a bundled sample that has a mask (so metrics are shown).
+def _source_option(page: Any, source: str) -> Any:
+    """The option ``source`` of the pages' "Image source" radio."""
+    return widget(page, "stRadio", "Image source").locator("label").filter(
+        has_text=_exact(source))
 
-    Does nothing when metrics are already shown; otherwise tries up to ``tries`` samples of
-    each sample/image selectbox. Raises AssertionError when none shows metrics.
+
+def upload(page: Any, label: str, files: list[Path], source: str = "Upload") -> None:
+    """Upload ``files`` with the file uploader labelled ``label`` (e.g. "Upload images",
+    "Upload masks (same file names)", Activations' "Upload an image") and wait for the rerun.
+
+    When the uploader is not drawn, the "Image source" radio's option ``source`` is picked
+    first (the Segment and Activations pages show their uploaders under "Upload").
     """
-    if page.locator('[data-testid="stMetric"]').count():
-        return
-    for box in page.locator('[data-testid="stSelectbox"]').all():
-        label = box.locator('[data-testid="stWidgetLabel"]').inner_text().strip()
-        if label in ("Model", "Layer") or not re.search(r"sample|image", label, re.I):
-            continue
-        current = selected(box)
-        for _ in range(tries):  # empty-mask samples still have metrics
-            current = choose_option(page, box, avoid=current)
+    uploader = widget(page, "stFileUploader", label)
+    if not uploader.count():
+        option = _source_option(page, source)
+        if option.count():
+            option.first.click()
+            uploader.first.wait_for(timeout=30_000)
             wait_idle(page)
-            if page.locator('[data-testid="stMetric"]').count():
-                return
-    raise AssertionError("Segment: no bundled sample with a mask shows metrics")
+    assert uploader.count() == 1, f"no file uploader labelled {label!r}"
+    uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
+    # Wait for the file chips, then for the rerun the upload triggers.
+    for f in files:
+        uploader.get_by_text(f.name).first.wait_for(timeout=30_000)
+    wait_idle(page)
 
 
 def slider_value(thumb: Any) -> str | None:
-    """The value a slider thumb announces (aria-valuetext, aria-valuenow or value)."""
+    """The value an st.slider thumb announces (aria-valuetext, aria-valuenow or value)."""
     return (thumb.get_attribute("aria-valuetext") or thumb.get_attribute("aria-valuenow")
             or thumb.get_attribute("value"))
 
 
-def threshold_thumb(page: Any) -> Any:
-    """The thumb of the Segment page's "Threshold" slider.
-
-    Streamlit >= 1.5x draws it as a visually hidden ``<input type="range">`` (implicit role
-    "slider"), older ones as a div with role="slider": ``get_by_role`` finds either.
-    """
-    slider = widget(page, "stSlider", "Threshold")
-    assert slider.count() == 1, "no slider labelled 'Threshold'"
+def slider_thumb(page: Any, label: str) -> Any:
+    """The thumb of the st.slider labelled ``label`` (e.g. Evaluate's "Threshold")."""
+    slider = widget(page, "stSlider", label)
+    assert slider.count() == 1, f"no st.slider labelled {label!r}"
     return slider.get_by_role("slider").first
 
 
-def _next_threshold(shown: str | None, direction: int) -> tuple[str, int]:
-    """The caption value to wait for after one step from ``shown``, and the direction taken
-    (turned around at the slider's ends)."""
-    if shown is None:
-        raise AssertionError("no 'At threshold X.XX:' caption: pick an image with a mask first")
-    value = float(shown)
-    if value + direction * _RANGE_STEP > 1.0 + 1e-9 or value + direction * _RANGE_STEP < -1e-9:
-        direction = -direction
-    return f"{value + direction * _RANGE_STEP:.2f}", direction
+def set_slider(page: Any, label: str, value: float, step: float = 0.01, tries: int = 3
+               ) -> None:
+    """Move the st.slider labelled ``label`` to ``value`` with the arrow keys (one rerun per
+    key press, as a person's) and wait until its thumb announces it."""
+    for _ in range(tries):
+        thumb = slider_thumb(page, label)
+        now = float(slider_value(thumb) or "nan")
+        steps = round((value - now) / step)
+        if steps == 0:
+            return
+        thumb.focus()
+        for _ in range(abs(steps)):
+            thumb.press("ArrowRight" if steps > 0 else "ArrowLeft")
+            page.wait_for_timeout(40)
+        wait_idle(page)
+    raise AssertionError(f"slider {label!r} shows {slider_value(slider_thumb(page, label))}, "
+                         f"not {value}")
 
 
-def move_threshold(page: Any, direction: int = 1, timeout: float = 30.0) -> float:
-    """Move the Segment page's "Threshold" slider one keyboard step; milliseconds until shown.
+def open_page(page: Any, title: str, timeout: float = 90.0) -> None:
+    """Go to another page of the app the way a person does, by its sidebar link (same
+    Streamlit session, so session state carries over; :func:`goto` would start a new one),
+    and wait until its first run has finished."""
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=_exact(title)).first.click()
+    page.locator('[data-testid="stMain"] h1').filter(has_text=_exact(title)).first.wait_for(
+        timeout=timeout * 1000)
+    wait_idle(page, timeout)
 
-    ``direction`` is +1 (ArrowRight) or -1 (ArrowLeft); at either end of 0..1 it turns
-    around. The time runs from the key press to the moment the caption under the metrics
-    reads "At threshold X.XX:" with the new value (the rerun re-thresholded the cached
-    probabilities and the new result reached the browser). The page must show a scored image
-    (a bundled sample with a mask, or an upload with its mask). Raises playwright's
-    TimeoutError after ``timeout`` seconds.
+
+#: Labels drawn narrower than their text (cut with an ellipsis, or spilling out): Streamlit
+#: metric and widget labels and the threshold view's labels (its shadow root is pierced by
+#: Playwright's CSS engine). Each label and every descendant laid out as a box is checked.
+LABEL_SELECTOR = ('[data-testid="stMetricLabel"], [data-testid="stWidgetLabel"], '
+                  '.tv-metric-label, .tv-label')
+_CUT_JS = """(labels) => {
+  const cut = [];
+  for (const label of labels) {
+    if (!label.getClientRects().length) continue;  // not displayed
+    for (const e of [label, ...label.querySelectorAll('*')]) {
+      if (e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1) {
+        cut.push(`${(label.textContent || '').trim()} (${e.scrollWidth} px of text in `
+                 + `${e.clientWidth} px)`);
+        break;
+      }
+    }
+  }
+  return cut;
+}"""
+
+
+def cut_labels(page: Any) -> list[str]:
+    """Metric and widget labels on the page whose text does not fit its box (empty if none)."""
+    return page.locator(LABEL_SELECTOR).evaluate_all(_CUT_JS)
+
+
+# ---------------------------------------------------------------------------------------
+# Script runs of a page's session (both APIs)
+# ---------------------------------------------------------------------------------------
+
+
+class RerunCounter:
+    """Counts the script runs of one page's Streamlit session from its websocket frames.
+
+    ``requests``: rerun requests the browser sent (``BackMsg.rerun_script``: a widget or
+    component changed, a page was opened); ``runs``: script runs the server started for the
+    session (``ForwardMsg.new_session``, the first message of every run). Attach it before the
+    page connects (before ``goto``); works with the sync and the async Playwright API.
     """
-    want, direction = _next_threshold(page.evaluate(THRESHOLD_CAPTION_JS), direction)
-    thumb = threshold_thumb(page)
-    thumb.focus()
+
+    def __init__(self, page: Any) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self._back, self._forward = BackMsg, ForwardMsg
+        self.requests = 0
+        self.runs = 0
+        page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, ws: Any) -> None:
+        if "_stcore/stream" in ws.url:
+            ws.on("framesent", self._sent)
+            ws.on("framereceived", self._received)
+
+    def _sent(self, payload: Any) -> None:
+        if isinstance(payload, bytes | bytearray):
+            with contextlib.suppress(Exception):
+                if self._back.FromString(bytes(payload)).WhichOneof("type") == "rerun_script":
+                    self.requests += 1
+
+    def _received(self, payload: Any) -> None:
+        if isinstance(payload, bytes | bytearray):
+            with contextlib.suppress(Exception):
+                if self._forward.FromString(bytes(payload)).WhichOneof("type") == "new_session":
+                    self.runs += 1
+
+    def snapshot(self) -> tuple[int, int]:
+        """(requests, runs) so far."""
+        return self.requests, self.runs
+
+
+# ---------------------------------------------------------------------------------------
+# Threshold view component (app/components/threshold_view.py): reading and moving it
+# ---------------------------------------------------------------------------------------
+
+#: The component's root element (inside its shadow root; Playwright's CSS pierces it).
+TV_ROOT = '[data-testid="tv-root"]'
+#: Its range input ("Threshold").
+TV_RANGE = '[data-testid="tv-threshold"]'
+#: Its metric values, by data-metric key, and the labels they are shown under.
+TV_METRICS: dict[str, str] = {"iou": "IoU", "dice": "Dice", "precision": "Precision",
+                              "recall": "Recall", "tgs": "TGS score"}
+
+#: What the component shows (argument: its root element).
+_TV_SHOWN_JS = """(root) => {
+  const q = (s) => root.querySelector(s);
+  const caption = (q('[data-testid="tv-mask-caption"]') || {}).textContent || '';
+  const m = /^Mask at (\\d\\.\\d\\d) /.exec(caption);
+  const box = q('.tv-metrics');
+  const metrics = {};
+  if (box && !box.hidden)
+    for (const e of root.querySelectorAll('[data-metric]'))
+      metrics[e.dataset.metric] = e.textContent.trim();
+  const range = q('[data-testid="tv-threshold"]');
+  return {control: range ? range.value : null,
+          label: (q('[data-testid="tv-threshold-value"]') || {}).textContent || null,
+          caption: m ? m[1] : null, caption_text: caption, metrics,
+          k: root.dataset.k === undefined ? null : Number(root.dataset.k),
+          ready: root.dataset.ready || null};
+}"""
+
+#: Once per range input: at each keydown remember performance.now(); after each `input` event
+#: (the component's own input listener, registered first, has redrawn by then) record the move:
+#: the redraw's end, what is shown, and (rAF + setTimeout 0) when the next frame was painted.
+_TV_CLOCK_JS = """(el) => {
+  if (el.__tvClock) return el.__tvClock.seq;
+  const clock = el.__tvClock = {seq: 0, painted: 0, keyAt: null, last: null};
+  const root = el.closest('[data-testid="tv-root"]');
+  el.addEventListener('keydown', () => { clock.keyAt = performance.now(); }, true);
+  el.addEventListener('input', () => {
+    const drawnAt = performance.now();
+    const metrics = {};
+    for (const e of root.querySelectorAll('[data-metric]'))
+      metrics[e.dataset.metric] = e.textContent.trim();
+    const rec = {seq: ++clock.seq, keyAt: clock.keyAt, drawnAt, paintAt: null,
+                 k: Number(root.dataset.k), redrawMs: Number(root.dataset.redrawMs),
+                 value: root.querySelector('[data-testid="tv-threshold-value"]').textContent,
+                 caption: root.querySelector('[data-testid="tv-mask-caption"]').textContent,
+                 metrics};
+    clock.keyAt = null;
+    clock.last = rec;
+    requestAnimationFrame(() => setTimeout(() => {
+      rec.paintAt = performance.now();
+      clock.painted = rec.seq;
+    }, 0));
+  });
+  return clock.seq;
+}"""
+
+_TV_PAINTED_JS = "([el, seq]) => !!el.__tvClock && el.__tvClock.painted >= seq"
+_TV_LAST_JS = "(el) => el.__tvClock.last"
+
+
+@dataclass
+class ThresholdShown:
+    """What the threshold view shows: ``control`` (the range input's value, "0.50"),
+    ``label`` (the value printed next to it), ``caption`` (X.XX of the mask caption "Mask at
+    X.XX · ..."), ``metrics`` (data-metric key -> text, empty when the image has no mask),
+    ``k`` (grid index drawn) and ``ready`` ("1" once drawn)."""
+
+    control: str | None
+    label: str | None
+    caption: str | None
+    caption_text: str
+    metrics: dict[str, str]
+    k: int | None
+    ready: str | None
+
+    @property
+    def consistent(self) -> bool:
+        """The control, its printed value and the mask caption name the same threshold."""
+        return self.control is not None and self.control == self.label == self.caption
+
+
+def _shown(raw: dict[str, Any]) -> ThresholdShown:
+    control = raw.get("control")
+    if control not in (None, ""):
+        control = f"{float(control):.2f}"
+    return ThresholdShown(control=control, label=(raw.get("label") or "").strip() or None,
+                          caption=raw.get("caption"), caption_text=raw.get("caption_text", ""),
+                          metrics=raw.get("metrics") or {}, k=raw.get("k"),
+                          ready=raw.get("ready"))
+
+
+@dataclass
+class ThresholdMove:
+    """One keyboard step of the threshold view, timed.
+
+    ``page_ms``: keydown -> the redraw done (overlay and error-map canvases, curve markers and
+    metric texts updated), in the page (``performance.now()``); ``paint_ms``: keydown -> the
+    next frame painted after it (what a person sees); ``wall_ms``: from Playwright's key press
+    until it saw the painted frame (adds the DevTools round trips); ``redraw_ms``: the redraw
+    alone. ``value``, ``metrics``, ``caption``: what the redraw showed; ``k``: its grid index.
+    """
+
+    page_ms: float
+    paint_ms: float
+    wall_ms: float
+    redraw_ms: float
+    k: int
+    value: str
+    metrics: dict[str, str]
+    caption: str
+
+
+def _move(rec: dict[str, Any], wall_ms: float) -> ThresholdMove:
+    key_at = rec.get("keyAt")
+    if key_at is None:
+        raise AssertionError("the threshold moved without a keydown on its range input")
+    return ThresholdMove(page_ms=rec["drawnAt"] - key_at, paint_ms=rec["paintAt"] - key_at,
+                         wall_ms=wall_ms, redraw_ms=rec["redrawMs"], k=int(rec["k"]),
+                         value=str(rec["value"]).strip(), metrics=rec["metrics"],
+                         caption=str(rec["caption"]))
+
+
+def _key_for(k: int | None, direction: int) -> tuple[str, int]:
+    """Arrow key and direction for one step from grid index ``k`` (turning at 0 and 100)."""
+    if k is None:
+        raise AssertionError("the threshold view has not drawn yet")
+    if (direction > 0 and k >= 100) or (direction < 0 and k <= 0):
+        direction = -direction
+    return ("ArrowRight" if direction > 0 else "ArrowLeft"), direction
+
+
+def wait_threshold_view(page: Any, timeout: float = 30.0, index: int = 0) -> Any:
+    """Wait until the ``index``-th threshold view on the page has decoded its payload and drawn
+    (``data-ready="1"``); return the locator of its root."""
+    page.locator(f'{TV_ROOT}[data-ready="1"]').nth(index).wait_for(
+        state="attached", timeout=timeout * 1000)
+    return page.locator(TV_ROOT).nth(index)
+
+
+def threshold_input(page: Any, index: int = 0) -> Any:
+    """Locator of the threshold view's range input (labelled "Threshold")."""
+    return page.locator(TV_ROOT).nth(index).locator(TV_RANGE)
+
+
+def threshold_shown(page: Any, index: int = 0, timeout: float = 30.0) -> ThresholdShown:
+    """What the threshold view shows once drawn (see :class:`ThresholdShown`)."""
+    return _shown(wait_threshold_view(page, timeout, index).evaluate(_TV_SHOWN_JS))
+
+
+def wait_threshold_at(page: Any, value: float, timeout: float = 30.0, index: int = 0
+                      ) -> ThresholdShown:
+    """Wait until the threshold view has drawn threshold ``value`` (e.g. a model card's after a
+    model switch); returns what it shows. TimeoutError otherwise."""
+    page.locator(f'{TV_ROOT}[data-ready="1"][data-threshold="{value:.2f}"]').nth(index).wait_for(
+        state="attached", timeout=timeout * 1000)
+    return threshold_shown(page, index, timeout)
+
+
+def move_threshold(page: Any, direction: int = 1, *, timeout: float = 30.0, index: int = 0
+                   ) -> ThresholdMove:
+    """Press ArrowRight (``direction`` +1) or ArrowLeft (-1) once on the threshold view's range
+    input (turning back at 0 and 1) and time it until the redrawn numbers are painted (see
+    :class:`ThresholdMove`). No server run is waited for: the view redraws in the browser."""
+    root = wait_threshold_view(page, timeout, index)
+    handle = root.locator(TV_RANGE).element_handle()
+    seq = handle.evaluate(_TV_CLOCK_JS)
+    key, _ = _key_for(root.evaluate("(r) => Number(r.dataset.k)"), direction)
+    handle.focus()
     t0 = time.perf_counter()
-    thumb.press("ArrowRight" if direction > 0 else "ArrowLeft")
-    page.wait_for_function(THRESHOLD_SHOWN_JS, arg=want, polling=25, timeout=timeout * 1000)
-    return (time.perf_counter() - t0) * 1000.0
+    page.keyboard.press(key)
+    page.wait_for_function(_TV_PAINTED_JS, arg=[handle, seq + 1], polling="raf",
+                           timeout=timeout * 1000)
+    wall = (time.perf_counter() - t0) * 1000.0
+    return _move(handle.evaluate(_TV_LAST_JS), wall)
 
 
-def content_count(page: Any) -> int:
-    """Images, charts and canvases drawn in the main area."""
-    return page.locator(
-        '[data-testid="stMain"] :is([data-testid="stImage"], [data-testid="stPlotlyChart"], '
-        '[data-testid="stVegaLiteChart"], [data-testid="stPyplot"], img, canvas)').count()
+def component_threshold_steps(page: Any, steps: int = 30, *, pause_ms: int = 30,
+                              index: int = 0, timeout: float = 10.0) -> list[dict[str, float]]:
+    """Press ArrowRight / ArrowLeft ``steps`` times on the threshold view's range input
+    (turning back at 0 and 1) and time each redraw in the page.
+
+    Returns one dict per step: ``latency_ms`` (keydown -> end of the synchronous redraw:
+    canvases, texts and curve markers updated, measured with ``performance.now()`` in the page),
+    ``paint_ms`` (keydown -> the next frame painted), ``redraw_ms`` (the redraw alone) and ``k``
+    (the grid index drawn). ``pause_ms`` is waited between steps.
+    """
+    out: list[dict[str, float]] = []
+    for _ in range(steps):
+        m = move_threshold(page, timeout=timeout, index=index)
+        out.append({"latency_ms": m.page_ms, "paint_ms": m.paint_ms, "redraw_ms": m.redraw_ms,
+                    "k": m.k})
+        if pause_ms:
+            page.wait_for_timeout(pause_ms)
+    return out
+
+
+def component_threshold_latency(page: Any, steps: int = 30, **kwargs: Any) -> list[float]:
+    """Milliseconds from keydown to redraw-complete of the threshold view, one per arrow key
+    press on its range input (see :func:`component_threshold_steps`)."""
+    return [s["latency_ms"] for s in component_threshold_steps(page, steps, **kwargs)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -637,12 +878,12 @@ async def async_choose_option(page: Any, box: Any, pattern: str) -> str | None:
     return wanted[0]
 
 
-async def async_upload(page: Any, label: str, files: list[Path], timeout: float = 90.0
-                       ) -> None:
+async def async_upload(page: Any, label: str, files: list[Path], timeout: float = 90.0,
+                       source: str = "Upload") -> None:
     """:func:`upload` for an async Playwright page."""
     uploader = widget(page, "stFileUploader", label)
     if not await uploader.count():
-        option = page.locator('[data-testid="stRadioOption"]').filter(has_text=_exact(label))
+        option = _source_option(page, source)
         if await option.count():
             await option.first.click()
             await uploader.first.wait_for(timeout=timeout * 1000)
@@ -655,92 +896,31 @@ async def async_upload(page: Any, label: str, files: list[Path], timeout: float 
     await async_wait_idle(page, timeout)
 
 
-async def async_move_threshold(page: Any, direction: int = 1, timeout: float = 30.0) -> float:
-    """:func:`move_threshold` for an async Playwright page."""
-    want, direction = _next_threshold(await page.evaluate(THRESHOLD_CAPTION_JS), direction)
-    thumb = widget(page, "stSlider", "Threshold").get_by_role("slider").first
-    await thumb.focus()
-    t0 = time.perf_counter()
-    await thumb.press("ArrowRight" if direction > 0 else "ArrowLeft")
-    await page.wait_for_function(THRESHOLD_SHOWN_JS, arg=want, polling=25,
-                                 timeout=timeout * 1000)
-    return (time.perf_counter() - t0) * 1000.0
-
-
-# ---------------------------------------------------------------------------------------
-# Threshold view component (app/components/threshold_view.py), sync API
-# ---------------------------------------------------------------------------------------
-
-#: The component's root element (inside its shadow root; Playwright's CSS pierces it).
-TV_ROOT = '[data-testid="tv-root"]'
-#: Its range input ("Threshold").
-TV_RANGE = '[data-testid="tv-threshold"]'
-
-#: Per element handle of the range input: remember performance.now() of each keydown (capture
-#: phase, before the input/change handlers redraw), once.
-_TV_KEY_CLOCK_JS = """(el) => {
-  if (!el.__tvKeyClock) {
-    el.__tvKeyClock = true;
-    el.addEventListener('keydown', () => { el.__tvKeyAt = performance.now(); }, true);
-  }
-}"""
-
-#: {k, redraws, redrawAt, redrawMs, keyAt} of the component (argument: the range input).
-_TV_SNAPSHOT_JS = """(el) => {
-  const root = el.closest('[data-testid="tv-root"]');
-  const d = root.dataset;
-  return {k: Number(d.k), redraws: Number(d.redraws || 0), redrawAt: Number(d.redrawAt),
-          redrawMs: Number(d.redrawMs), keyAt: el.__tvKeyAt ?? null};
-}"""
-
-_TV_REDRAWN_JS = """([el, n]) => {
-  const root = el.closest('[data-testid="tv-root"]');
-  return Number(root.dataset.redraws || 0) > n;
-}"""
-
-
-def wait_threshold_view(page: Any, timeout: float = 30.0, index: int = 0) -> Any:
-    """Wait until the ``index``-th threshold view on the page has decoded its payload and drawn
-    (``data-ready="1"``); return the locator of its root."""
-    page.locator(f'{TV_ROOT}[data-ready="1"]').nth(index).wait_for(
+async def async_wait_threshold_view(page: Any, timeout: float = 30.0, index: int = 0) -> Any:
+    """:func:`wait_threshold_view` for an async Playwright page."""
+    await page.locator(f'{TV_ROOT}[data-ready="1"]').nth(index).wait_for(
         state="attached", timeout=timeout * 1000)
-    root = page.locator(TV_ROOT).nth(index)
-    return root
+    return page.locator(TV_ROOT).nth(index)
 
 
-def component_threshold_steps(page: Any, steps: int = 30, *, pause_ms: int = 30,
-                              index: int = 0, timeout: float = 10.0) -> list[dict[str, float]]:
-    """Press ArrowRight / ArrowLeft ``steps`` times on the threshold view's range input
-    (turning back at 0 and 1) and time each redraw in the page.
-
-    Returns one dict per step: ``latency_ms`` (keydown -> end of the synchronous redraw:
-    canvases, texts and curve markers updated, measured with ``performance.now()`` in the page),
-    ``redraw_ms`` (the redraw alone) and ``k`` (the grid index drawn). ``pause_ms`` is waited
-    between steps (releases still reach Python, debounced, as a user's would).
-    """
-    root = wait_threshold_view(page, index=index)
-    handle = root.locator(TV_RANGE).element_handle()
-    handle.evaluate(_TV_KEY_CLOCK_JS)
-    handle.focus()
-    out: list[dict[str, float]] = []
-    direction = 1
-    for _ in range(steps):
-        snap = handle.evaluate(_TV_SNAPSHOT_JS)
-        if (direction > 0 and snap["k"] >= 100) or (direction < 0 and snap["k"] <= 0):
-            direction = -direction
-        page.keyboard.press("ArrowRight" if direction > 0 else "ArrowLeft")
-        page.wait_for_function(_TV_REDRAWN_JS, arg=[handle, snap["redraws"]], polling=10,
-                               timeout=timeout * 1000)
-        after = handle.evaluate(_TV_SNAPSHOT_JS)
-        out.append({"latency_ms": after["redrawAt"] - after["keyAt"],
-                    "redraw_ms": after["redrawMs"], "k": after["k"]})
-        if pause_ms:
-            page.wait_for_timeout(pause_ms)
-    return out
+async def async_threshold_shown(page: Any, index: int = 0, timeout: float = 30.0
+                                ) -> ThresholdShown:
+    """:func:`threshold_shown` for an async Playwright page."""
+    root = await async_wait_threshold_view(page, timeout, index)
+    return _shown(await root.evaluate(_TV_SHOWN_JS))
 
 
-def component_threshold_latency(page: Any, steps: int = 30, **kwargs: Any) -> list[float]:
-    """Milliseconds from keydown to redraw-complete of the threshold view, one per arrow key
-    press on its range input (see :func:`component_threshold_steps`; no server rerun is
-    involved in a redraw)."""
-    return [s["latency_ms"] for s in component_threshold_steps(page, steps, **kwargs)]
+async def async_move_threshold(page: Any, direction: int = 1, *, timeout: float = 30.0,
+                               index: int = 0) -> ThresholdMove:
+    """:func:`move_threshold` for an async Playwright page."""
+    root = await async_wait_threshold_view(page, timeout, index)
+    handle = await root.locator(TV_RANGE).element_handle()
+    seq = await handle.evaluate(_TV_CLOCK_JS)
+    key, _ = _key_for(await root.evaluate("(r) => Number(r.dataset.k)"), direction)
+    await handle.focus()
+    t0 = time.perf_counter()
+    await page.keyboard.press(key)
+    await page.wait_for_function(_TV_PAINTED_JS, arg=[handle, seq + 1], polling="raf",
+                                 timeout=timeout * 1000)
+    wall = (time.perf_counter() - t0) * 1000.0
+    return _move(await handle.evaluate(_TV_LAST_JS), wall)

@@ -20,7 +20,6 @@ from app.settings import activation_max_bytes
 from unet_core.introspect import channel_stats, crop_activation, layer_activation
 
 ONE_MAX_SIDE = 400  # the enlarged channel / overlay
-GRID_COLS = 4
 
 
 def _shape_label(maps: np.ndarray, box: Any, padded_shape: tuple[int, int]) -> str:
@@ -73,17 +72,14 @@ def render(ctx: PageContext) -> None:
 
     layers = list(maps_by_layer)
     labels = {n: f"{n} · {_shape_label(maps_by_layer[n], box, padded.shape)}" for n in layers}
-    c_layer, c_scale = st.columns([2, 1])
-    with c_layer:
-        layer = widgets.select_ui("Layer", layers, "act_layer", layers[len(layers) // 2],
-                                  format_func=labels.get,
-                                  help="Size shown: height x width x channels over the image.")
-    with c_scale:
-        if "act_shared" not in ss:
-            ss["act_shared"] = True
-        shared = st.toggle("Shared colour scale", key="act_shared",
-                           help="On: one scale for every channel (compare channels). Off: each "
-                           "channel stretched to its own min … max (see patterns in weak ones).")
+    layer = widgets.select_ui("Layer", layers, "act_layer", layers[len(layers) // 2],
+                              format_func=labels.get,
+                              help="Size shown: height x width x channels over the image.")
+    if "act_shared" not in ss:
+        ss["act_shared"] = True
+    shared = st.toggle("Shared colour scale", key="act_shared",
+                       help="On: one scale for every channel (compare channels). Off: each "
+                       "channel stretched to its own min … max (see patterns in weak ones).")
     st.caption(f"Forward passes for this image: "
                f"{engine.forward_pass_count(bundle, item, padding)} · {len(layers)} layers from "
                f"that pass; switching layers or pages costs none · input {image.shape[0]}x"
@@ -115,9 +111,8 @@ def _layer_view(layer: str, maps: np.ndarray, box: Any, padded_shape: tuple[int,
             zmin = [stats[c].min for c in range(start, stop)]
             zmax = [stats[c].max for c in range(start, stop)]
             note = "Each channel stretched to its own min (black) … max (yellow), inferno."
-        grid = viz.grid_rgb(tiles, cols=GRID_COLS, zmin=zmin, zmax=zmax, cmap="inferno",
-                            titles=[f"#{c}" for c in range(start, stop)])
-        st.image(grid, width="stretch")
+        widgets.tile_grid_ui(tiles, [f"#{c}" for c in range(start, stop)], zmin=zmin,
+                             zmax=zmax, cmap="inferno", tile_px=120)
         st.caption(note + f" Channels #{start}–#{stop - 1}, left to right, top to bottom.")
     with g2:
         options = list(range(channels))

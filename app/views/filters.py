@@ -55,15 +55,13 @@ def render(ctx: PageContext) -> None:
     cmax = cmax if cmax > 0 else 1.0
     kh, kw = kern.kernel_size
 
-    g1, g2 = st.columns([3, 2])
-    with g1:
-        tiles = [weights[:, :, in_ch, o] for o in range(start, stop)]
-        st.image(viz.grid_rgb(tiles, cols=GRID_COLS, zmin=-cmax, zmax=cmax, cmap="RdBu_r",
-                              titles=[f"#{o}" for o in range(start, stop)]),
-                 width="stretch")
-        st.caption(f"Filters #{start}–#{stop - 1}, input channel {in_ch}. One colour scale for "
-                   f"every tile and page: blue −{cmax:.3g} … white 0 … red +{cmax:.3g}, the "
-                   f"largest |weight| in {layer} (all filters, all input channels).")
+    tiles = [weights[:, :, in_ch, o] for o in range(start, stop)]
+    widgets.tile_grid_ui(tiles, [f"#{o}" for o in range(start, stop)], zmin=-cmax, zmax=cmax,
+                         cmap="RdBu_r", tile_px=96 if kh <= 5 else 128)
+    st.caption(f"Filters #{start}–#{stop - 1}, input channel {in_ch}. One colour scale for "
+               f"every tile and page: blue −{cmax:.3g} … white 0 … red +{cmax:.3g}, the "
+               f"largest |weight| in {layer} (all filters, all input channels).")
+    g2, g3 = st.columns([2, 3])
     with g2:
         key = f"filters_pick_{layer}"
         if st.session_state.get(key) not in range(start, stop):
@@ -73,7 +71,7 @@ def render(ctx: PageContext) -> None:
                                 "page)"))
         k2d = kern.filter(pick, in_ch)
         st.plotly_chart(
-            viz.heatmap_figure(k2d, f"Filter #{pick}, input channel {in_ch} ({kh}x{kw})",
+            viz.heatmap_figure(k2d, f"#{pick}, input {in_ch}",
                                zmin=-cmax, zmax=cmax, colorscale="RdBu_r",
                                colorbar_title="weight",
                                text_format=".3f" if kh * kw <= 81 else None, height=340),
@@ -84,19 +82,16 @@ def render(ctx: PageContext) -> None:
                    f"{stats['mean']:.3g}, std {stats['std']:.3g}, L2 {stats['l2_norm']:.3g}"
                    f"{bias}")
 
-    h1, h2 = st.columns([2, 3])
-    with h1, run_safely(what="histogram"):
+    with g3, run_safely(what="histogram"):
         counts, edges = _histogram(bundle.key, layer, bundle.loaded)
         st.plotly_chart(viz.histogram_figure(counts, edges, f"All weights of {layer} "
                                              f"({weights.size:,})"),
                         width="stretch", key="filters_fig_hist")
-    with h2:
-        table = pd.DataFrame(kern.stats)
-        if kern.bias is not None:
-            table["bias"] = kern.bias
-        st.markdown(f"**Per-filter statistics** ({kern.out_channels} filters, each "
-                    f"{kh}x{kw}x{kern.in_channels} weights)")
-        st.dataframe(table, hide_index=True, width="stretch", height=300,
-                     column_config={c: st.column_config.NumberColumn(format="%.4f",
-                                                                     width="small")
-                                    for c in table.columns if c != "filter"})
+    table = pd.DataFrame(kern.stats)
+    if kern.bias is not None:
+        table["bias"] = kern.bias
+    st.markdown(f"**Per-filter statistics** ({kern.out_channels} filters, each "
+                f"{kh}x{kw}x{kern.in_channels} weights)")
+    st.dataframe(table, hide_index=True, width="stretch", height=300,
+                 column_config={c: st.column_config.NumberColumn(format="%.4f", width="small")
+                                for c in table.columns if c != "filter"})
