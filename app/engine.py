@@ -206,26 +206,74 @@ def get_probe(model_key: str, _loaded: LoadedModel) -> Any:
     return ActivationProbe(_loaded, max_bytes=activation_max_bytes())
 
 
+#: Longest side of the activation maps kept for display (the statistics use every value).
+ACTIVATION_DISPLAY_SIDE = 256
+
 _PASSES: dict[tuple[str, str, str], int] = {}
 _PASSES_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class LayerMaps:
+    """One layer's activation maps for one image, summarised for the page.
+
+    ``display`` is float16 (h', w', C): the maps cropped to the image (padding removed) and
+    decimated by ``stride`` so the longer side is at most :data:`ACTIVATION_DISPLAY_SIDE`;
+    ``shape`` is (h, w, C) of the cropped maps at the layer's own resolution; ``stats`` and
+    ``low`` / ``high`` (min / max over every channel) are computed on the full float32 maps.
+    """
+
+    display: np.ndarray
+    stride: int
+    shape: tuple[int, int, int]
+    stats: list[Any]
+    low: float
+    high: float
+
+
+def _summarise(maps: np.ndarray, box: Any, padded_shape: tuple[int, int]) -> LayerMaps:
+    from unet_core.introspect import channel_stats, crop_activation
+
+    cropped = crop_activation(maps, box, padded_shape)
+    k = max(1, -(-max(cropped.shape[:2]) // ACTIVATION_DISPLAY_SIDE))
+    display = np.ascontiguousarray(cropped[::k, ::k]).astype(np.float16)
+    display.setflags(write=False)  # shared between sessions: read-only
+    finite = cropped[np.isfinite(cropped)]
+    low = float(finite.min()) if finite.size else 0.0
+    high = float(finite.max()) if finite.size else 1.0
+    h, w, c = cropped.shape
+    return LayerMaps(display, k, (h, w, c), channel_stats(cropped), low, high)
+
+
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _activation_maps(model_key: str, image_sha: str, padding: str, _probe: Any,
-                     _padded: np.ndarray) -> dict[str, np.ndarray]:
+                     _padded: np.ndarray, _box: Any) -> dict[str, LayerMaps]:
     maps = _probe.run(_padded)
-    for arr in maps.values():
-        arr.setflags(write=False)  # shared between sessions: read-only
+    summary = {}
+    for name in list(maps):
+        summary[name] = _summarise(maps.pop(name), _box, _padded.shape[:2])
+    del maps
+    _release_freed_memory()
     with _PASSES_LOCK:
         key = (model_key, image_sha, padding)
         _PASSES[key] = _PASSES.get(key, 0) + 1
-    return maps
+    return summary
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by a large computation back to the system (glibc ``malloc_trim``);
+    a no-op elsewhere."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def activation_maps(bundle: ModelBundle, item: ImageItem, padding: str, probe: Any,
-                    padded: np.ndarray) -> dict[str, np.ndarray]:
-    """Every probed layer's maps for one image: ONE forward pass, cached."""
-    return _activation_maps(bundle.key, item.sha, padding, probe, padded)
+                    padded: np.ndarray, box: Any) -> dict[str, LayerMaps]:
+    """Every probed layer's maps for one image, summarised: ONE forward pass, cached."""
+    return _activation_maps(bundle.key, item.sha, padding, probe, padded, box)
 
 
 def forward_pass_count(bundle: ModelBundle, item: ImageItem, padding: str) -> int:

@@ -13,6 +13,7 @@ checks the Host only on the WebSocket, and only against ``.streamlit/config.toml
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see app/Home.py: memory after a probe
 import streamlit as st  # noqa: E402
 
 from app.security import HostOriginGuard, allowed_hosts  # noqa: E402

@@ -485,6 +485,15 @@ def nearest_upsample(cropped: np.ndarray, box_top: int, box_left: int, height: i
     return cropped[np.ix_(rows, cols)]
 
 
+def resize_nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """``array`` (h, w[, C]) resized to ``shape`` (H, W) by nearest neighbour: each output
+    pixel takes the value of the input cell covering it. For display only."""
+    h, w = array.shape[:2]
+    rows = np.minimum((np.arange(int(shape[0])) * h) // max(1, int(shape[0])), h - 1)
+    cols = np.minimum((np.arange(int(shape[1])) * w) // max(1, int(shape[1])), w - 1)
+    return array[np.ix_(rows, cols)]
+
+
 # --------------------------------------------------------------------------- colour maps
 
 

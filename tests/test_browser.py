@@ -1,24 +1,34 @@
-"""Real-browser test of the dashboard: Streamlit server + headless Debian chromium (Playwright).
+"""Real-browser test of the dashboard: what a person sees, at 800 and 1400 px wide.
 
-Starts ``streamlit run app/Home.py`` on a free port with ``UNET_MODELS_DIR`` pointing at the
-bundled models (``models/``, when ``models/salt.keras`` exists) or else at a tiny U-Net built
-on the fly, then drives every page like a user: it waits for each script run to finish,
-screenshots every page into ``test-artifacts/screenshots/`` and fails on any exception box
-or traceback. On Segment it moves the "Threshold" slider with the keyboard and uploads a
-seismic and a microscopy image; on Activations it uploads an image and switches "Layer".
+One Streamlit server (``python -m app.serve``, through ``tools.browser.streamlit_server``) on the
+bundled models (``models/``, when ``models/salt.keras`` exists) or else on a tiny U-Net built on
+the fly, and one headless Debian chromium (Playwright) with one browser context per width.
+
+* Every page at both widths: screenshot (``test-artifacts/screenshots/page_<page>_<width>.png``),
+  no exception box, and no metric, widget or button label cut (text wider than its box).
+* Segment: the value on the "Threshold" control, the value next to it and the mask caption agree,
+  and the scores shown equal the engine's (``unet_core``: same model, card settings, image and
+  threshold) -- on opening, after an upload with its mask, after a model switch (the domain gate,
+  then the new model's samples at its card threshold) and after a page switch (Evaluate's
+  threshold slider and the Segment control are one value).
+* Arrow keys on "Threshold" redraw the scores in the browser without any server script run
+  (counted from the page's websocket frames) and without the control jumping back.
+* Activations after an upload: the selected "Layer" label names the layer the maps are of.
 
 Needs ``/usr/bin/chromium`` (``make browser-deps``) and the ``playwright`` pip package
 (``requirements-dev.txt``); ``playwright install`` is never used. Run alone with
-``.venv/bin/python -m pytest -m browser``.
+``.venv/bin/python -m pytest -m browser tests/test_browser.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,39 +37,45 @@ from tools.browser import (
     ARTIFACTS,
     NARROW,
     ROOT,
+    TV_METRICS,
+    TV_ROOT,
     WIDE,
     BrowserError,
+    RerunCounter,
+    ThresholdShown,
     assert_no_exception,
     choose_option,
     chromium_browser,
-    content_count,
+    cut_labels,
     goto,
     metric_value,
     move_threshold,
+    open_page,
     pick_model,
     screenshot,
     selected,
-    show_scored_sample,
+    set_slider,
+    slider_thumb,
     slider_value,
     streamlit_server,
-    threshold_thumb,
+    threshold_shown,
     upload,
     wait_idle,
+    wait_threshold_at,
+    wait_threshold_view,
     widget,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
 
-# url path -> (screenshot name, nav title). "" is the default page ("Model").
-PAGES = {"": "model", "segment": "segment", "evaluate": "evaluate", "filters": "filters",
-         "activations": "activations"}
-
-
-def _write_png(path: Path, image: np.ndarray) -> Path:
-    from PIL import Image
-
-    Image.fromarray(np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)).save(path)
-    return path
+#: Page titles (sidebar links) -> url path; "" is the default page.
+PAGES = {"Model": "", "Segment": "segment", "Evaluate": "evaluate", "Filters": "filters",
+         "Activations": "activations"}
+WIDTHS = {800: NARROW, 1400: WIDE}
+#: threshold view data-metric key -> engine (unet_core.metrics.segmentation_metrics) key
+ENGINE_KEYS = {"iou": "iou", "dice": "dice", "precision": "precision", "recall": "recall",
+               "tgs": "tgs_score"}
+SAMPLE = {"seismic": "seismic/images/seismic_000.png", "microscopy": "nuclei/images/nuclei_000.png"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,16 +93,16 @@ def models_dir(request, tmp_path_factory) -> Path:
 
     tiny = request.getfixturevalue("tiny_model_path")  # session fixture in conftest.py
     folder = tmp_path_factory.mktemp("browser_models")
-    shutil.copy(tiny, folder / "tiny.keras")
-    ModelCard(name="tiny", domain="seismic", foreground="salt", multiple_of=4, min_size=32,
+    shutil.copy(tiny, folder / "salt.keras")
+    ModelCard(name="salt", domain="seismic", foreground="salt", multiple_of=4, min_size=32,
               threshold=0.5, description="tiny untrained U-Net for the browser test"
-              ).save(folder / "tiny.json")
+              ).save(folder / "salt.json")
     return folder
 
 
 @pytest.fixture(scope="module")
 def server(models_dir) -> Iterator[str]:
-    """`streamlit run app/Home.py` on a free port; yields its base URL; killed afterwards."""
+    """The dashboard on a free port; yields its base URL; killed afterwards."""
     try:
         with streamlit_server(models_dir=models_dir,
                               log_path=ARTIFACTS / "streamlit-browser-test.log") as srv:
@@ -105,144 +121,340 @@ def browser():
         pytest.fail(str(exc))
 
 
-@pytest.fixture()
-def page(browser, request):
-    """A fresh browser context (so a fresh Streamlit session) at 1280x800.
+@pytest.fixture(scope="module")
+def contexts(browser) -> Iterator[dict[int, Any]]:
+    """One browser context per width, shared by the tests (each opens its own page)."""
+    made = {}
+    for width, viewport in WIDTHS.items():
+        made[width] = browser.new_context(viewport=viewport)
+        made[width].set_default_timeout(30_000)
+    yield made
+    for ctx in made.values():
+        with contextlib.suppress(Exception):
+            ctx.close()
 
-    When the test fails, the page is kept as test-artifacts/screenshots/FAILED_<test>.png.
-    """
-    context = browser.new_context(viewport=WIDE)
-    context.set_default_timeout(30_000)
-    pg = context.new_page()
+
+@pytest.fixture()
+def open_at(contexts, request) -> Iterator[Any]:
+    """``open_at(width)`` -> (page, RerunCounter): a new page (a new Streamlit session once it
+    loads) at that width. A failing test leaves test-artifacts/screenshots/FAILED_<test>.png."""
+    pages: list[Any] = []
+
+    def make(width: int) -> tuple[Any, RerunCounter]:
+        page = contexts[width].new_page()
+        pages.append(page)
+        return page, RerunCounter(page)
+
     failed_before = request.session.testsfailed
-    try:
-        yield pg
-    finally:
-        if request.session.testsfailed > failed_before:  # the call phase is reported first
+    yield make
+    for i, page in enumerate(pages):
+        if request.session.testsfailed > failed_before:
             with contextlib.suppress(Exception):
-                screenshot(pg, f"FAILED_{request.node.name}")
-        context.close()
+                screenshot(page, f"FAILED_{request.node.name}_{i}")
+        with contextlib.suppress(Exception):
+            page.close()
+
+
+class Engine:
+    """The engine's own numbers (``unet_core``, no Streamlit) for an image, a mask and a
+    bundled model at its card's settings."""
+
+    def __init__(self, models_dir: Path) -> None:
+        self.models_dir = models_dir
+        self._models: dict[str, Any] = {}
+        self._probs: dict[tuple[str, str], np.ndarray] = {}
+
+    def card(self, model: str) -> Any:
+        return self._loaded(model).card
+
+    def _loaded(self, model: str) -> Any:
+        if model not in self._models:
+            from unet_core.model import load_model
+
+            self._models[model] = load_model(self.models_dir / f"{model}.keras")
+        return self._models[model]
+
+    def scores(self, model: str, image: Path, mask: Path, threshold: float) -> dict[str, float]:
+        from unet_core.inference import Segmenter
+        from unet_core.io import read_image, read_mask
+        from unet_core.metrics import segmentation_metrics, threshold_mask
+
+        card = self.card(model)
+        key = (model, str(image))
+        if key not in self._probs:  # the app's default: card TTA and padding, backend "auto"
+            seg = Segmenter(self._loaded(model), tta=card.tta)
+            self._probs[key] = seg.predict_proba(read_image(image), card.padding_mode)
+        truth = read_mask(mask)
+        if card.truth_inverted:
+            truth = ~truth
+        got = segmentation_metrics(threshold_mask(self._probs[key], threshold, card.min_area),
+                                   truth)
+        return {ours: got[theirs] for ours, theirs in ENGINE_KEYS.items()}
 
 
 @pytest.fixture(scope="module")
-def upload_images(tmp_path_factory) -> dict[str, Path]:
-    """A generated seismic crop and microscopy field, as 8-bit PNGs."""
-    from unet_core.synthetic import fluorescence_nuclei, seismic_section
+def engine(models_dir) -> Engine:
+    return Engine(models_dir)
+
+
+@pytest.fixture(scope="module")
+def seismic_upload(tmp_path_factory) -> tuple[Path, Path]:
+    """A generated 101x101 seismic crop and its salt mask, as 8-bit PNGs of one name."""
+    from unet_core.synthetic import seismic_section, write_pair
 
     folder = tmp_path_factory.mktemp("browser_uploads")
-    seismic, _ = seismic_section((101, 101), seed=4242, salt=True)
-    nuclei, _ = fluorescence_nuclei((128, 160), seed=4242)
-    return {"seismic": _write_png(folder / "upload_seismic.png", seismic),
-            "nuclei": _write_png(folder / "upload_nuclei.png", nuclei)}
+    image, mask = seismic_section((101, 101), seed=4242, salt=True)
+    write_pair(folder, "upload_seismic.png", image, mask)
+    return folder / "images" / "upload_seismic.png", folder / "masks" / "upload_seismic.png"
+
+
+def _sample(domain: str) -> tuple[Path, Path]:
+    image = ROOT / "assets" / SAMPLE[domain]
+    return image, image.parent.parent / "masks" / image.name
+
+
+def _card_threshold(models_dir: Path, model: str) -> float:
+    return round(float(json.loads((models_dir / f"{model}.json").read_text())["threshold"]), 2)
+
+
+def _agrees(shown: ThresholdShown, engine: Engine, model: str, image: Path, mask: Path,
+            where: str, threshold: float | None = None) -> list[str]:
+    """Problems (empty if none): the control, its value and the mask caption disagree, or a
+    score shown differs from the engine's at the threshold shown (or ``threshold``)."""
+    problems = []
+    if not shown.consistent:
+        problems.append(f"{where}: control {shown.control}, value shown {shown.label}, mask "
+                        f"caption {shown.caption!r} ({shown.caption_text!r}) disagree")
+    if threshold is not None and shown.control != f"{threshold:.2f}":
+        problems.append(f"{where}: the control shows {shown.control}, expected {threshold:.2f}")
+    if shown.control is None:
+        return problems
+    want = engine.scores(model, image, mask, float(shown.control))
+    if set(shown.metrics) != set(TV_METRICS):
+        problems.append(f"{where}: scores shown {sorted(shown.metrics)}, expected all of "
+                        f"{sorted(TV_METRICS)}")
+    for key, text in shown.metrics.items():
+        if abs(float(text) - want[key]) > 5e-4 + 1e-9:
+            problems.append(f"{where}: {TV_METRICS[key]} shows {text} at {shown.control}, the "
+                            f"engine says {want[key]:.4f}")
+    return problems
+
+
+def _download_label_threshold(page: Any) -> str | None:
+    """The threshold in the Segment page's "Download mask at X.XX (PNG)" button (Python's
+    released value)."""
+    text = page.locator('[data-testid="stDownloadButton"]').filter(
+        has_text="Download mask at").first.inner_text()
+    m = re.search(r"at (\d\.\d\d)", text)
+    return m.group(1) if m else None
 
 
 # ---------------------------------------------------------------------------------------
-# Tests
+# Every page, both widths
 # ---------------------------------------------------------------------------------------
 
 
-def test_every_page_renders(server, page):
-    for path, name in PAGES.items():
-        goto(page, server, path)
-        screenshot(page, f"page_{name}")
-        assert_no_exception(page, f"/{path}")
-        # Agreed labels.
-        assert widget(page, "stSelectbox", "Model").count() == 1, f"/{path}: no 'Model' select"
-        if path == "filters":
-            assert widget(page, "stSelectbox", "Layer").count() == 1, "filters: no 'Layer'"
-            text = page.locator('[data-testid="stMain"]').inner_text()
-            assert re.search(r"\d+ of \d+ shown", text), "filters: no 'N of M shown' text"
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_every_page_draws_with_labels_that_fit(server, open_at, width):
+    page, _ = open_at(width)
+    problems: list[str] = []
+    for title, path in PAGES.items():
+        if path == "":
+            goto(page, server, "")
+        else:
+            open_page(page, title)
+        if title == "Segment":
+            wait_threshold_view(page)
+        if title == "Evaluate":
+            page.get_by_role("button", name="Run evaluation").click()
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=120_000)
+            wait_idle(page, timeout=120)
+        screenshot(page, f"page_{title.lower()}_{width}")
+        assert_no_exception(page, f"{title} at {width} px")
+        assert widget(page, "stSelectbox", "Model").count() == 1, f"{title}: no 'Model' select"
+        cuts = cut_labels(page)
+        problems += [f"{title} at {width} px: {cut}" + (f" x{cuts.count(cut)}"
+                                                        if cuts.count(cut) > 1 else "")
+                     for cut in dict.fromkeys(cuts)]
+    assert not problems, "labels cut or spilling:\n" + "\n".join(problems)
 
 
-def test_segment_threshold_moves_iou(server, page):
+# ---------------------------------------------------------------------------------------
+# Segment: the threshold shown is the threshold scored
+# ---------------------------------------------------------------------------------------
+
+
+def test_segment_opens_at_the_card_threshold_with_the_engines_scores(server, open_at, engine,
+                                                                     models_dir):
+    page, _ = open_at(1400)
     goto(page, server, "segment")
-    show_scored_sample(page)
-    thumb = threshold_thumb(page)
-    before_value = slider_value(thumb)
-    before = metric_value(page, "IoU")
-    for label in ("Dice", "Precision", "Recall", "TGS score"):
-        metric_value(page, label)
-    after = before
-    # An untrained model's probabilities can all sit on one side of the threshold: go left,
-    # then (if IoU did not move) right past the starting point.
-    for key, presses in (("ArrowLeft", 10), ("ArrowRight", 30)):
-        thumb.focus()
-        for _ in range(presses):
-            thumb.press(key)
-            page.wait_for_timeout(60)
-        wait_idle(page)
-        assert_no_exception(page, f"segment after {key}")
-        after = metric_value(page, "IoU")
-        if after != before:
-            break
-    assert slider_value(thumb) != before_value, "slider did not move"
-    screenshot(page, "segment_threshold_moved")
-    assert after != before, f"IoU stayed {before!r} while the threshold moved"
+    card_t = _card_threshold(models_dir, "salt")
+    shown = threshold_shown(page)
+    image, mask = _sample("seismic")
+    problems = _agrees(shown, engine, "salt", image, mask, "Segment opened", card_t)
+    if _download_label_threshold(page) != f"{card_t:.2f}":
+        problems.append(f"download button says {_download_label_threshold(page)}")
+    assert_no_exception(page, "Segment")
+    assert not problems, "\n".join(problems)
 
 
-def test_move_threshold_times_one_step(server, page):
-    """tools.browser.move_threshold: one keyboard step, timed until the caption shows it."""
+def test_segment_upload_with_mask_is_scored_like_the_engine(server, open_at, engine,
+                                                           models_dir, seismic_upload):
+    page, _ = open_at(800)
     goto(page, server, "segment")
-    show_scored_sample(page)
+    image, mask = seismic_upload
+    upload(page, "Upload images", [image])
+    upload(page, "Upload masks (same file names)", [mask])
+    wait_threshold_view(page)
+    page.locator(f'{TV_ROOT} [data-metric="iou"]').first.wait_for(state="visible",
+                                                                  timeout=30_000)
+    assert_no_exception(page, "Segment after the upload")
+    shown = threshold_shown(page)
+    problems = _agrees(shown, engine, "salt", image, mask, "after the upload",
+                       _card_threshold(models_dir, "salt"))
+    move = move_threshold(page, -1)  # and after one step down
+    problems += _agrees(threshold_shown(page), engine, "salt", image, mask,
+                        "after one step down")
+    if move.value != threshold_shown(page).label:
+        problems.append(f"the step drew {move.value}, the control shows "
+                        f"{threshold_shown(page).label}")
+    screenshot(page, "segment_upload_800")
+    assert not problems, "\n".join(problems)
+
+
+def test_arrow_keys_redraw_scores_without_server_runs(server, open_at, engine):
+    """A person's arrow-key steps (0.4 s apart): each redraws the scores in the browser; the
+    server runs no script for them and the control stays where the keys put it."""
+    page, runs = open_at(1400)
+    goto(page, server, "segment")
+    image, mask = _sample("seismic")
+    start = threshold_shown(page)
+    before = runs.snapshot()
+    moves = []
+    for _ in range(5):
+        moves.append(move_threshold(page, -1))
+        page.wait_for_timeout(400)
+    page.wait_for_timeout(1500)  # a release would have reached the server by now
     wait_idle(page)
-    times = [move_threshold(page, direction) for direction in (1, 1, -1)]
-    assert all(0 < ms < 30_000 for ms in times), times
-    assert_no_exception(page, "segment after timed threshold moves")
+    after = runs.snapshot()
+    end = threshold_shown(page)
+    problems = []
+    expected = f"{(start.k - 5) / 100:.2f}"
+    if [m.value for m in moves] != [f"{(start.k - i) / 100:.2f}" for i in range(1, 6)]:
+        problems.append(f"steps drew {[m.value for m in moves]} from {start.control}")
+    if end.control != expected:
+        problems.append(f"after 5 steps down from {start.control} the control shows "
+                        f"{end.control}, expected {expected} (it jumped back)")
+    if len({m.metrics["iou"] for m in moves} | {start.metrics["iou"]}) < 2:
+        problems.append(f"IoU stayed {start.metrics['iou']} over {[m.value for m in moves]}")
+    problems += _agrees(end, engine, "salt", image, mask, "after the steps")
+    if after != before:
+        problems.append(f"the 5 steps cost {after[1] - before[1]} server script runs "
+                        f"({after[0] - before[0]} rerun requests); expected none")
+    print(f"\narrow-key steps: keydown->painted {[round(m.paint_ms, 1) for m in moves]} ms, "
+          f"script runs {after[1] - before[1]}")
+    assert_no_exception(page, "Segment after arrow keys")
+    assert not problems, "\n".join(problems)
 
 
-MODEL_FOR = {"seismic": r"salt|seismic", "nuclei": r"nucle|micro"}
+def test_model_switch_asks_then_shows_the_new_cards_threshold(server, open_at, engine,
+                                                              models_dir):
+    if not (models_dir / "nuclei.keras").is_file():
+        pytest.skip("needs the bundled nuclei model")
+    page, _ = open_at(1400)
+    goto(page, server, "segment")
+    wait_threshold_view(page)
+    assert pick_model(page, r"^nuclei$") == "nuclei"
+    use = page.get_by_role("button", name="Use nuclei's samples")
+    use.wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Score this image anyway").count() == 1
+    assert page.locator(TV_ROOT).count() == 0, "scored the seismic sample with nuclei"
+    screenshot(page, "segment_model_switch_gate_1400")
+    assert_no_exception(page, "the domain gate")
+    use.click()
+    card_t = _card_threshold(models_dir, "nuclei")
+    shown = wait_threshold_at(page, card_t, timeout=60)
+    wait_idle(page)
+    image, mask = _sample("microscopy")
+    problems = _agrees(threshold_shown(page), engine, "nuclei", image, mask,
+                       "nuclei's sample", card_t)
+    if _download_label_threshold(page) != f"{card_t:.2f}":
+        problems.append(f"download button says {_download_label_threshold(page)}")
+    screenshot(page, "segment_model_switched_1400")
+    assert_no_exception(page, "Segment with nuclei")
+    assert shown.consistent and not problems, "\n".join(problems)
 
 
-def test_segment_upload_shows_result(server, page, upload_images):
-    for kind in ("seismic", "nuclei"):
-        goto(page, server, "segment")  # a fresh session: only this upload in the uploader
-        pick_model(page, MODEL_FOR[kind])  # with the bundled models: the image's domain
-        image = upload_images[kind]
-        upload(page, "Upload images", [image])
-        assert_no_exception(page, f"segment upload {kind}")
-        # The result: a figure naming the upload, and a probability heatmap.
-        figures = page.locator(
-            '[data-testid="stMain"] :is([data-testid="stPlotlyChart"], [data-testid="stImage"], '
-            '[data-testid="stPyplot"], [data-testid="stVegaLiteChart"])')
-        figures.filter(has_text=image.stem).first.wait_for(timeout=30_000)
-        figures.filter(has_text=re.compile("probab", re.I)).first.wait_for(timeout=30_000)
-        page.wait_for_timeout(500)  # plotly draws after the layout settles
-        screenshot(page, f"segment_upload_{kind}")
-
-
-def test_evaluate_runs_on_bundled_samples(server, page):
+def test_threshold_is_one_value_across_pages(server, open_at, engine, models_dir):
+    """Evaluate's slider -> Segment's control -> one step there -> Evaluate's slider."""
+    page, _ = open_at(800)
     goto(page, server, "evaluate")
     page.get_by_role("button", name="Run evaluation").click()
     page.locator('[data-testid="stMetric"]').first.wait_for(timeout=120_000)
     wait_idle(page, timeout=120)
-    assert_no_exception(page, "evaluate run")
-    assert page.locator('[data-testid="stMain"] [data-testid="stPlotlyChart"]').count() > 0, \
-        "Evaluate: no chart after Run evaluation"
-    screenshot(page, "evaluate_results")
+    card_t = _card_threshold(models_dir, "salt")
+    target = round(card_t - 0.08, 2)
+    set_slider(page, "Threshold", target)
+    metric_label = page.locator('[data-testid="stMetricLabel"]').filter(
+        has_text=re.compile(rf"at {target:.2f}$"))
+    assert metric_label.count() == 1, f"no metric 'at {target:.2f}' on Evaluate"
+    best = metric_value(page, "Best threshold")
+    assert re.fullmatch(r"\d\.\d\d", best), best
+
+    open_page(page, "Segment")
+    shown = wait_threshold_at(page, target)
+    image, mask = _sample("seismic")
+    problems = _agrees(shown, engine, "salt", image, mask, "Segment after Evaluate", target)
+    move_threshold(page, +1)
+    page.wait_for_timeout(600)  # the release reaches Python
+    wait_idle(page)
+    moved = threshold_shown(page).control
+
+    open_page(page, "Evaluate")
+    shown_there = slider_value(slider_thumb(page, "Threshold"))
+    if shown_there is None or f"{float(shown_there):.2f}" != moved:
+        problems.append(f"Evaluate's slider shows {shown_there} after Segment's control was "
+                        f"moved to {moved}")
+    screenshot(page, "evaluate_after_segment_800")
+    assert_no_exception(page, "Evaluate after Segment")
+    assert not problems, "\n".join(problems)
 
 
-def test_activations_upload_and_layer(server, page, upload_images):
+# ---------------------------------------------------------------------------------------
+# Activations
+# ---------------------------------------------------------------------------------------
+
+_LAYER_LABEL = re.compile(r"^(?P<name>\S+) · (?P<h>\d+)x(?P<w>\d+)x(?P<c>\d+)$")
+_SUBHEADER = re.compile(r"^(?P<name>\S+) · (?P<h>\d+)x(?P<w>\d+), (?P<c>\d+) channels?$")
+
+
+def _layer_shown(page: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """(the Layer box's selected label, the subheader over the maps), parsed."""
+    label = selected(widget(page, "stSelectbox", "Layer"))
+    m1 = _LAYER_LABEL.match(label)
+    assert m1, f"Layer label {label!r} is not 'name · HxWxC'"
+    heads = [t.strip() for t in page.locator('[data-testid="stMain"] h3').all_inner_texts()]
+    subs = [m.groupdict() for m in map(_SUBHEADER.match, heads) if m]
+    assert len(subs) == 1, f"expected one '<layer> · HxW, C channels' subheader: {heads}"
+    return m1.groupdict(), subs[0]
+
+
+def test_activations_layer_label_names_the_maps_drawn(server, open_at, seismic_upload):
+    page, _ = open_at(800)
     goto(page, server, "activations")
-    upload(page, "Upload an image", [upload_images["seismic"]])
-    assert_no_exception(page, "activations upload")
+    upload(page, "Upload an image", [seismic_upload[0]])
+    assert_no_exception(page, "Activations after the upload")
     box = widget(page, "stSelectbox", "Layer")
-    assert box.count() == 1, "Activations: no selectbox labelled 'Layer'"
+    label, sub = _layer_shown(page)
+    assert label == sub, f"Layer box says {label}, the maps drawn are {sub}"
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"]').count() > 0
+    screenshot(page, "activations_upload_800")
     first = selected(box)
-    screenshot(page, "activations_upload")
     chosen = choose_option(page, box, avoid=first)
     wait_idle(page)
-    assert_no_exception(page, "activations layer switch")
+    assert_no_exception(page, "Activations after a layer switch")
     assert selected(box) == chosen
-    assert content_count(page) > 0, "Activations: no maps drawn"
-    screenshot(page, "activations_layer_switched")
-
-
-def test_segment_narrow_window(server, browser):
-    context = browser.new_context(viewport=NARROW)
-    try:
-        pg = context.new_page()
-        goto(pg, server, "segment")
-        screenshot(pg, "segment_narrow")
-        assert_no_exception(pg, "segment (narrow window)")
-    finally:
-        context.close()
+    label, sub = _layer_shown(page)
+    assert label == sub, f"after switching to {chosen!r}: the maps drawn are {sub}"
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"]').count() > 0
+    screenshot(page, "activations_layer_switched_800")

@@ -556,10 +556,13 @@ def open_page(page: Any, title: str, timeout: float = 90.0) -> None:
 
 
 #: Labels drawn narrower than their text (cut with an ellipsis, or spilling out): Streamlit
-#: metric and widget labels and the threshold view's labels (its shadow root is pierced by
-#: Playwright's CSS engine). Each label and every descendant laid out as a box is checked.
-LABEL_SELECTOR = ('[data-testid="stMetricLabel"], [data-testid="stWidgetLabel"], '
-                  '.tv-metric-label, .tv-label')
+#: metric labels and values, widget labels, button labels, and the threshold view's labels and
+#: values (its shadow root is pierced by Playwright's CSS engine). Each one and every
+#: descendant laid out as a box is checked.
+LABEL_SELECTOR = ('[data-testid="stMetricLabel"], [data-testid="stMetricValue"], '
+                  '[data-testid="stWidgetLabel"], [data-testid="stButton"] button, '
+                  '[data-testid="stDownloadButton"] button, .tv-label, .tv-metric-label, '
+                  '.tv-metric-value')
 _CUT_JS = """(labels) => {
   const cut = [];
   for (const label of labels) {
@@ -577,7 +580,8 @@ _CUT_JS = """(labels) => {
 
 
 def cut_labels(page: Any) -> list[str]:
-    """Metric and widget labels on the page whose text does not fit its box (empty if none)."""
+    """Labels and metric values on the page (:data:`LABEL_SELECTOR`) whose text does not fit
+    its box, each as "text (N px of text in M px)"; empty if none."""
     return page.locator(LABEL_SELECTOR).evaluate_all(_CUT_JS)
 
 

@@ -17,15 +17,9 @@ from app import engine, sources, state, viz, widgets
 from app.context import PageContext
 from app.errors import run_safely
 from app.settings import activation_max_bytes
-from unet_core.introspect import channel_stats, crop_activation, layer_activation
+from unet_core.introspect import layer_activation
 
 ONE_MAX_SIDE = 400  # the enlarged channel / overlay
-
-
-def _shape_label(maps: np.ndarray, box: Any, padded_shape: tuple[int, int]) -> str:
-    """'enc0a_conv · 101x101x16': the map's size over the image (padding removed)."""
-    h, w, c = crop_activation(maps, box, padded_shape).shape
-    return f"{h}x{w}x{c}"
 
 
 def render(ctx: PageContext) -> None:
@@ -66,12 +60,12 @@ def render(ctx: PageContext) -> None:
                      "handles large images in tiles.")
             return
         with st.spinner("One forward pass for every layer…"):
-            maps_by_layer = engine.activation_maps(bundle, item, padding, probe, padded)
+            maps_by_layer = engine.activation_maps(bundle, item, padding, probe, padded, box)
     if maps_by_layer is None:
         return
 
     layers = list(maps_by_layer)
-    labels = {n: f"{n} · {_shape_label(maps_by_layer[n], box, padded.shape)}" for n in layers}
+    labels = {n: "{} · {}x{}x{}".format(n, *maps_by_layer[n].shape) for n in layers}
     layer = widgets.select_ui("Layer", layers, "act_layer", layers[len(layers) // 2],
                               format_func=labels.get,
                               help="Size shown: height x width x channels over the image.")
@@ -84,24 +78,23 @@ def render(ctx: PageContext) -> None:
                f"{engine.forward_pass_count(bundle, item, padding)} · {len(layers)} layers from "
                f"that pass; switching layers or pages costs none · input {image.shape[0]}x"
                f"{image.shape[1]} padded to {padded.shape[0]}x{padded.shape[1]} ({padding})")
-    _layer_view(layer, maps_by_layer[layer], box, padded.shape, image, shared, bundle)
+    _layer_view(layer, maps_by_layer[layer], image, shared, bundle)
 
 
-def _layer_view(layer: str, maps: np.ndarray, box: Any, padded_shape: tuple[int, int],
-                image: np.ndarray, shared: bool, bundle: engine.ModelBundle) -> None:
-    cropped = crop_activation(maps, box, padded_shape)  # (h, w, C) over the image only
-    channels = cropped.shape[2]
-    stats = channel_stats(cropped)
-    lo_all = float(np.nanmin(cropped)) if cropped.size else 0.0
-    hi_all = float(np.nanmax(cropped)) if cropped.size else 1.0
+def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: bool,
+                bundle: engine.ModelBundle) -> None:
+    shown = maps.display  # float16 (h', w', C) over the image only
+    h, w, channels = maps.shape
+    stats = maps.stats
+    lo_all, hi_all = maps.low, maps.high
     if hi_all <= lo_all:
         hi_all = lo_all + 1e-6
 
-    st.subheader(f"{layer} · {cropped.shape[0]}x{cropped.shape[1]}, {channels} channels")
+    st.subheader(f"{layer} · {h}x{w}, {channels} channels")
     g1, g2 = st.columns([3, 2])
     with g1:
         start, stop = widgets.pager_ui(channels, key=f"act_page_{layer}", noun="channels")
-        tiles = [cropped[:, :, c] for c in range(start, stop)]
+        tiles = [shown[:, :, c].astype(np.float32) for c in range(start, stop)]
         if shared:
             zmin: Any = lo_all
             zmax: Any = hi_all
@@ -121,19 +114,19 @@ def _layer_view(layer: str, maps: np.ndarray, box: Any, padded_shape: tuple[int,
             st.session_state[key] = start
         pick = int(st.selectbox("Channel", options, key=key))
         overlay = st.checkbox("Overlay on input", key="act_overlay")
-        one = cropped[:, :, pick]
+        one = shown[:, :, pick].astype(np.float32)
         lo, hi = (lo_all, hi_all) if shared else (stats[pick].min, stats[pick].max)
         if overlay:
-            up = viz.nearest_upsample(one, box.top, box.left, box.height, box.width,
-                                      maps.shape[:2], padded_shape)
-            img_d, k = viz.decimate(image, ONE_MAX_SIDE)
-            rgb = viz.colormap_rgb(up[::k, ::k], lo, hi, "inferno")
+            img_d, _ = viz.decimate(image, ONE_MAX_SIDE)
+            rgb = viz.colormap_rgb(viz.resize_nearest(one, img_d.shape[:2]), lo, hi, "inferno")
             shown = (0.5 * viz.gray_to_rgb(img_d) * 255 + 0.5 * rgb).astype(np.uint8)
             st.image(shown, width="stretch", caption=f"{layer} #{pick} over the input (50%); "
                      "nearest-neighbour upsampled to the image")
         else:
             st.image(viz.upscale_nearest(viz.colormap_rgb(one, lo, hi, "inferno"), 256),
-                     width="stretch", caption=f"{layer} #{pick} ({one.shape[0]}x{one.shape[1]})")
+                     width="stretch", caption=f"{layer} #{pick} ({h}x{w})"
+                     + (f", shown at every {viz.ordinal(maps.stride)} value"
+                        if maps.stride > 1 else ""))
         s = stats[pick]
         st.caption(f"#{pick}: mean {s.mean:.3g}, max {s.max:.3g}, zeros {s.zero_fraction:.0%} · "
                    f"scale {lo:.3g} … {hi:.3g}")
