@@ -21,6 +21,7 @@ from unet_core.introspect import (
     crop_activation,
     format_layer_table,
     get_kernels,
+    layer_activation,
     layer_table,
     weight_histogram,
 )
@@ -360,3 +361,19 @@ def test_model_flops_matches_hand_count():
     # 8x8 outputs x 4 filters x (3x3x1) multiply-adds x 2 operations each
     assert model_flops(conv, 8, 8) == 8 * 8 * 4 * 9 * 2
     assert model_flops(conv, 16, 8) == 2 * model_flops(conv, 8, 8)
+
+
+def test_layer_activation_names_what_a_layer_ends_with():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input((None, None, 1)),
+        layers.Conv2D(2, 3, padding="same", activation="relu", name="c_relu"),
+        layers.Conv2D(2, 3, padding="same", name="c_linear"),
+        layers.ReLU(name="relu_layer"),
+        layers.Conv2D(1, 1, activation="sigmoid", name="c_sigmoid"),
+        layers.Activation("softmax", name="act_softmax"),
+    ])
+    assert [layer_activation(model, n) for n in
+            ("c_relu", "c_linear", "relu_layer", "c_sigmoid", "act_softmax")] == [
+        "relu", "linear", "relu", "sigmoid", "softmax"]
+    assert layer_activation(model, "missing") == ""

@@ -342,7 +342,7 @@ def _noop() -> None:
 def threshold_view(payload: dict, *, threshold: float, min_area: int, card_threshold: float,
                    style: str = "fill", opacity: float = 0.45, show_truth: bool = True,
                    title: str = "", key: str, on_change: Callable[[], None] | None = None,
-                   card_label: str = "card") -> float:
+                   card_label: str = "card", show_tgs: bool = True) -> float:
     """Draw the threshold view; return the threshold last *released* by the user.
 
     Args:
@@ -357,6 +357,7 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
         key: Streamlit key of the component (required, stable across runs).
         on_change: called (as a widget callback) when the user releases a new threshold.
         card_label: the card marker's label on the curve.
+        show_tgs: show the TGS score (the Kaggle TGS Salt metric; meaningful for seismic).
 
     Returns the last released threshold (grid value k/100), or ``threshold`` (snapped to the
     grid) until the user releases one, or after ``threshold`` itself changed.
@@ -392,7 +393,8 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
                  "min_area": int(min_area),
                  "card_threshold": _grid(card_threshold), "card_label": str(card_label),
                  "style": style_l, "opacity": float(min(max(float(opacity), 0.0), 1.0)),
-                 "show_truth": bool(show_truth), "title": str(title)},
+                 "show_truth": bool(show_truth), "title": str(title),
+                 "show_tgs": bool(show_tgs)},
     }
     result = _mount()(key=key, data=data, on_release_change=on_change or _noop)
     rel_t, rel_n = _released(result)

@@ -214,12 +214,14 @@ def _results(ctx: PageContext, result: EvalState) -> None:
         s = sweep.summary_at(t)
         rows[col] = {"mean IoU": s["iou"], "mean Dice": s["dice"],
                      "mean precision": s["precision"], "mean recall": s["recall"],
-                     "TGS metric": s["tgs_metric"], "pooled IoU": s["pooled_iou"]}
+                     "pooled IoU": s["pooled_iou"]}
+        if seismic:
+            rows[col]["TGS metric"] = s["tgs_metric"]
     table = pd.DataFrame(rows).map(lambda v: f"{v:.3f}")
     st.markdown("**Summary** at the card's, the best and the current threshold")
     st.table(table)
     st.caption("Means over images; pooled IoU pools all pixels of all images. An empty mask "
-               "with an empty prediction counts as a perfect 1. " + TGS_HELP
+               "with an empty prediction counts as a perfect 1. " + (TGS_HELP if seismic else "")
                + (f" Every figure uses the minimum area {min_area} px: predicted masks with "
                   "fewer foreground pixels are emptied." if min_area else ""))
 

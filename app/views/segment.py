@@ -88,7 +88,8 @@ def render(ctx: PageContext) -> None:
                                min_area=min_area, card_threshold=float(card.threshold),
                                style=style.lower(), opacity=float(opacity),
                                show_truth=bool(show_truth) and mask is not None,
-                               title=viz.fit_title(item.name, 40), key=VIEW_KEY)
+                               title=viz.fit_title(item.name, 40), key=VIEW_KEY,
+                               show_tgs=card.domain.lower() == "seismic")
     ss["threshold"] = threshold
     if mask is None:
         st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "

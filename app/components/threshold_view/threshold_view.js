@@ -30,6 +30,14 @@ const METRICS = [
   ["iou", "IoU"], ["dice", "Dice"], ["precision", "Precision"], ["recall", "Recall"],
   ["tgs", "TGS score"],
 ];
+const METRIC_HELP = {
+  iou: "Intersection over union of the predicted and true masks (1 when both are empty)",
+  dice: "Dice coefficient: 2 |A and B| / (|A| + |B|) (1 when both are empty)",
+  precision: "Share of predicted pixels that are true foreground",
+  recall: "Share of true foreground pixels that are predicted",
+  tgs: "TGS score (Kaggle TGS Salt): mean over IoU cut-offs 0.50, 0.55, ..., 0.95 of " +
+    "[IoU > cut-off]; an empty truth scores 1 only for an empty prediction",
+};
 const SVG_NS = "http://www.w3.org/2000/svg";
 let uidCounter = 0;
 
@@ -140,7 +148,7 @@ class ThresholdView {
       "aria-label": "Scores at this threshold" });
     this.metricEls = {};
     for (const [key, label] of METRICS) {
-      const box = el("div", { class: "tv-metric" });
+      const box = el("div", { class: "tv-metric", title: METRIC_HELP[key] });
       const v = el("span", { class: "tv-metric-value", "data-metric": key }, "–");
       box.append(el("span", { class: "tv-metric-label" }, label), v);
       this.metricsBox.append(box);
@@ -462,6 +470,7 @@ class ThresholdView {
     if (p.metrics) {
       for (const [key] of METRICS) this.metricEls[key].textContent = fmt3(p.metrics[key][k]);
     }
+    this.metricEls.tgs.parentElement.hidden = view.show_tgs === false;
   }
 
   // ---------------------------------------------------------------- curve (SVG)
