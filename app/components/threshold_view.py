@@ -27,7 +27,7 @@ Mounting, e.g. on the Segment page (inside or outside a fragment)::
 Colours (Okabe-Ito, colour-blind safe): the predicted mask / truth outline pair is sky blue /
 yellow, or blue / orange when sky blue or yellow has too little luminance contrast (< 1.5:1)
 with the image's mean luminance along the masks' edges (a member still below is replaced by
-black or white); the same rule as :func:`app.viz.overlay_colors`. So on dark or mid-grey seismic
+black or white): computed by :func:`app.viz.overlay_colors`. So on dark or mid-grey seismic
 the mask is sky blue and the truth yellow. The predicted mask is filled (with a 1 px edge) or
 outlined 2 px *inside* its edge; the truth is outlined 2 px *outside* its edge, so the two never
 cover each other. Error map: TP bluish green #009E73, FP orange #E69F00, FN reddish purple
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app import viz
 from unet_core.metrics import DEFAULT_THRESHOLDS, SweepAccumulator, check_min_area
 
 __all__ = ["COMPONENT_NAME", "threshold_payload", "threshold_view"]
@@ -59,18 +60,6 @@ PAYLOAD_VERSION = 1
 ASSETS = Path(__file__).resolve().with_name("threshold_view")
 
 RGB = tuple[int, int, int]
-SKY_BLUE: RGB = (86, 180, 233)
-YELLOW: RGB = (240, 228, 66)
-BLUE: RGB = (0, 114, 178)
-ORANGE: RGB = (230, 159, 0)
-BLACK: RGB = (0, 0, 0)
-WHITE: RGB = (255, 255, 255)
-COLOR_NAMES: dict[RGB, str] = {SKY_BLUE: "sky blue", YELLOW: "yellow", BLUE: "blue",
-                               ORANGE: "orange", BLACK: "black", WHITE: "white"}
-#: (predicted mask, truth outline) pairs, in order of preference.
-OVERLAY_PAIRS: tuple[tuple[RGB, RGB], ...] = ((SKY_BLUE, YELLOW), (BLUE, ORANGE))
-PAIR_MIN_CONTRAST = 1.5
-EDGE_BAND = 3  # pixels either side of a mask edge whose luminance picks the overlay colours
 METRIC_KEYS = ("iou", "dice", "precision", "recall", "tgs")
 STYLES = ("fill", "contour")
 
@@ -113,67 +102,6 @@ def _image_uint8(image: np.ndarray) -> np.ndarray:
         raise ValueError(f"image must be a float or uint8 array, got dtype {arr.dtype}")
     v = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(v * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def _linear(srgb: np.ndarray) -> np.ndarray:
-    v = np.clip(np.asarray(srgb, dtype=np.float64), 0.0, 1.0)
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def _luminance(rgb_or_gray_u8: np.ndarray) -> np.ndarray:
-    """WCAG relative luminance (0 black .. 1 white) of uint8 gray (..,) or RGB (.., 3)."""
-    v = np.asarray(rgb_or_gray_u8, dtype=np.float64) / 255.0
-    if v.ndim >= 1 and v.shape[-1] == 3 and v.ndim == 3:
-        return _linear(v) @ np.array([0.2126, 0.7152, 0.0722])
-    return _linear(v)
-
-
-def _color_luminance(color: RGB) -> float:
-    return float(_luminance(np.asarray([[color]], dtype=np.uint8))[0, 0])
-
-
-def _contrast(lum_a: float, lum_b: float) -> float:
-    hi, lo = max(lum_a, lum_b), min(lum_a, lum_b)
-    return (hi + 0.05) / (lo + 0.05)
-
-
-def _edge_band(mask: np.ndarray, steps: int = EDGE_BAND) -> np.ndarray:
-    """Pixels within ``steps`` 4-neighbour steps of an edge of ``mask`` (either side)."""
-    m = np.asarray(mask, dtype=bool)
-    p = np.pad(m, 1, mode="edge")
-    edge = m & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
-    out = edge
-    for _ in range(steps):
-        q = np.pad(out, 1)
-        out = q[1:-1, 1:-1] | q[:-2, 1:-1] | q[2:, 1:-1] | q[1:-1, :-2] | q[1:-1, 2:]
-    return out
-
-
-def overlay_colors(image_u8: np.ndarray, masks: list[np.ndarray]) -> tuple[RGB, RGB, float]:
-    """(predicted-mask colour, truth colour, luminance used): the first pair of
-    :data:`OVERLAY_PAIRS` whose members contrast >= 1.5:1 with the image's mean luminance along
-    the edges of ``masks`` (the whole image when they have no edge); a member below that is
-    replaced by black or white (whichever contrasts more); the two always differ."""
-    lum_img = _luminance(image_u8)
-    band = np.zeros(lum_img.shape, dtype=bool)
-    for m in masks:
-        band |= _edge_band(m)
-    lum = float(lum_img[band].mean()) if band.sum() >= 8 else float(lum_img.mean())
-    bw = sorted((WHITE, BLACK), key=lambda c: -_contrast(_color_luminance(c), lum))
-    best: tuple[tuple[int, float], RGB, RGB] | None = None
-    for pair in OVERLAY_PAIRS:
-        chosen, subs = [], 0
-        for c in pair:
-            if _contrast(_color_luminance(c), lum) < PAIR_MIN_CONTRAST:
-                c, subs = bw[0], subs + 1
-            chosen.append(c)
-        if chosen[0] == chosen[1]:
-            chosen[1] = bw[1]
-        key = (subs, -min(_contrast(_color_luminance(c), lum) for c in chosen))
-        if best is None or key < best[0]:
-            best = (key, chosen[0], chosen[1])
-    assert best is not None
-    return best[1], best[2], lum
 
 
 def _hex(color: RGB) -> str:
@@ -259,8 +187,9 @@ def threshold_payload(image: np.ndarray, prob: np.ndarray, truth: np.ndarray | N
         best_index = int(tied[int(np.argmin(np.abs(thresholds[tied] - 0.5)))])
         truth_count = int(t.sum())
 
-    pred_c, truth_c, lum = overlay_colors(
-        img_d, [level_d > 50] + ([truth_d] if truth_d is not None else []))
+    colors = viz.overlay_colors(img_d, level_d > 50, truth_d)
+    pred_c, truth_c = colors["pred"], colors["truth"]
+    lum = viz.mean_luminance(img_d, viz.edge_band(level_d > 50, truth_d))
     image_png = _png_b64(img_d)
     level_png = _png_b64(level_d)
     truth_png = _png_b64(truth_d.astype(np.uint8) * np.uint8(255)) if truth_d is not None \
@@ -288,8 +217,7 @@ def threshold_payload(image: np.ndarray, prob: np.ndarray, truth: np.ndarray | N
         "best_index": best_index,
         "truth_count": truth_count,
         "colors": {"pred": _hex(pred_c), "truth": _hex(truth_c),
-                   "pred_name": COLOR_NAMES.get(pred_c, _hex(pred_c)),
-                   "truth_name": COLOR_NAMES.get(truth_c, _hex(truth_c)),
+                   "pred_name": viz.color_name(pred_c), "truth_name": viz.color_name(truth_c),
                    "edge_luminance": round(lum, 4)},
     }
 
