@@ -422,6 +422,17 @@ def test_evaluate_uploaded_zip_and_bad_zip() -> None:
     assert any(e.value.startswith("bad.zip: corrupt") for e in at.error), texts(at.error)
     assert not any("/tmp" in e.value or "unet" in e.value.lower() for e in at.error)
     assert not at.dataframe, "the previous zip's results must not stay under the bad one"
+    buf = io.BytesIO()  # a zip whose image is corrupt: the error names the zip's member
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("images/a.png", b"not a png")
+        zf.writestr("masks/a.png", png(np.zeros((8, 8), np.uint8)))
+    at.file_uploader(key="eval_zip").set_value(("cells.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    message = texts(at.error)
+    assert "cells.zip" in message and "a.png" in message, message
+    assert "/tmp" not in message and "unet_" not in message, message
 
 
 def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

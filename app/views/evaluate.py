@@ -14,6 +14,7 @@ from app import engine, sources, state, viz, widgets
 from app.context import PageContext
 from app.errors import run_safely
 from app.settings import ASSETS, app_max_pixels, data_root, domain_of_sample_set
+from unet_core.errors import DataSetError, UnetCoreError
 from unet_core.evaluate import Evaluation, evaluate_pairs
 from unet_core.io import Pair, find_pairs
 from unet_core.metrics import SELECT_METRICS
@@ -129,7 +130,14 @@ def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
         if folder is None:
             return
         suffix = " (masks inverted)" if settings["invert_masks"] else ""
-        ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder)
+        try:
+            ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder)
+        except UnetCoreError as exc:  # name the uploaded zip, never the server's temp folder
+            if holder is None:
+                raise
+            text = str(exc).replace(str(holder.path), holder.name)
+            raise DataSetError(text if holder.name in text else f"{holder.name}: {text}"
+                               ) from None
         if old is not None and old.holder is not None and old.holder is not holder:
             old.holder.close()
         return
