@@ -98,9 +98,11 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ downloads (released value)
     pred = threshold_mask(prob, threshold, min_area)
     d1, d2, _ = st.columns([1, 1, 2])
-    d1.download_button(f"Download mask at {threshold:.2f} (PNG)", viz.mask_png_bytes(pred),
+    d1.download_button("Download mask (PNG)", viz.mask_png_bytes(pred),
                        file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
-                       key="seg_dl_mask", on_click="ignore")
+                       key="seg_dl_mask", on_click="ignore",
+                       help="The mask at the threshold you last released (the file name says "
+                       "which), with the minimum-area rule.")
     d2.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
                        file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
                        key="seg_dl_prob", on_click="ignore")

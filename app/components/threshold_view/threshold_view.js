@@ -19,7 +19,8 @@
 const STATE = new WeakMap(); // parentElement -> instance (the module is imported once)
 const POSITIONS = new Map();  // Python key -> {k, gen}: the user's slider, kept across remounts
 const N_T = 101;
-const SEND_DELAY_MS = 150;
+const SEND_DELAY_MS = 150;   // after a pointer release
+const KEY_IDLE_MS = 1500;    // after the last arrow-key step (or at once when focus leaves)
 const NARROW_PX = 700;
 const MAX_CANVAS_PX = 360000; // per canvas: keeps a redraw well under 20 ms
 const COLORS = {
@@ -201,6 +202,10 @@ class ThresholdView {
 
     this.range.addEventListener("input", () => this.onInput());
     this.range.addEventListener("change", () => this.onChange());
+    // Python hears a keyboard value once the keys rest (or focus leaves), not at every step.
+    this.lastKey = -Infinity;
+    this.range.addEventListener("keydown", () => { this.lastKey = performance.now(); });
+    this.range.addEventListener("blur", () => this.flushSend());
     this.measureCtx = document.createElement("canvas").getContext("2d");
     this.onFonts = () => { // web fonts arrived: label widths change
       if (this.textWidths) this.textWidths.clear();
@@ -310,11 +315,20 @@ class ThresholdView {
     this.onInput();
     const k = this.k;
     if (this.view) POSITIONS.set(this.view.key, { k, gen: this.gen });
+    const byKey = performance.now() - this.lastKey < 250;
     clearTimeout(this.sendTimer);
-    this.sendTimer = setTimeout(() => {
+    this.pendingSend = () => {
       this.sendTimer = null;
+      this.pendingSend = null;
       this.setStateValue("release", { t: k / 100, n: `${Date.now()}-${Math.random()}` });
-    }, SEND_DELAY_MS);
+    };
+    this.sendTimer = setTimeout(this.pendingSend, byKey ? KEY_IDLE_MS : SEND_DELAY_MS);
+  }
+
+  flushSend() {
+    if (!this.pendingSend) return;
+    clearTimeout(this.sendTimer);
+    this.pendingSend();
   }
 
   scheduleLayout() {
