@@ -152,25 +152,34 @@ def padding_ui(card: ModelCard, container: Any = None) -> str:
         f"output is cropped back. The model card says {card.padding_mode}."))
 
 
+def _checkbox_ui(key: str, label: str, default: bool, help: str, container: Any) -> bool:
+    """A checkbox on session key ``key`` (set to ``default`` first when missing)."""
+    target = container if container is not None else st
+    state.control(key, bool(default))
+    return bool(target.checkbox(label, key=key, help=help))
+
+
 def tta_ui(card: ModelCard, container: Any = None) -> bool:
     """The test-time augmentation checkbox, on session key ``tta``."""
-    target = container if container is not None else st
-    state.control("tta", bool(card.tta))
-    return bool(target.checkbox(
-        "Test-time augmentation (flip)", key="tta",
-        help="Average the prediction with that of the mirrored image (two forward passes)."))
+    return _checkbox_ui("tta", "Test-time augmentation (flip)", card.tta,
+                        "Average the prediction with that of the mirrored image (two forward "
+                        "passes).", container)
 
 
 def invert_masks_ui(card: ModelCard, container: Any = None) -> bool:
     """Checkbox on session key ``invert_masks``: score against the complement of the masks."""
-    target = container if container is not None else st
-    state.control("invert_masks", bool(card.truth_inverted))
-    said = ("ticked" if card.truth_inverted else "unticked")
-    return bool(target.checkbox(
-        "Masks mark the other class (invert)", key="invert_masks",
-        help=f"Tick when white in the masks is *not* {card.foreground} (e.g. ISBI EM masks mark "
-        f"cell interiors while a membrane model segments membranes). This model's card says "
-        f"{said}."))
+    said = "ticked" if card.truth_inverted else "unticked"
+    return _checkbox_ui(
+        "invert_masks", "Masks mark the other class (invert)", card.truth_inverted,
+        f"Tick when white in the masks is *not* {card.foreground} (e.g. ISBI EM masks mark cell "
+        f"interiors while a membrane model segments membranes). This model's card says {said}.",
+        container)
+
+
+def page_header(title: str, bundle: engine.ModelBundle, note: str) -> None:
+    """A page's title and its one-line caption naming the model in use."""
+    st.title(title)
+    st.caption(f"Model **{bundle.label}** · {note}")
 
 
 # --------------------------------------------------------------------------- images

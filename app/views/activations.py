@@ -27,8 +27,7 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    st.title("Activations")
-    st.caption(f"Model **{bundle.label}** · maps are cropped to the image (padding removed)")
+    widgets.page_header("Activations", bundle, "maps are cropped to the image (padding removed)")
 
     item = widgets.image_picker_ui(card, upload_key="act_upload", with_masks=False,
                                    fresh_visit=ctx.fresh_visit)

@@ -153,8 +153,7 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    st.title("Evaluate")
-    st.caption(f"Model **{bundle.label}** · every image needs a mask · thresholds 0.00 … 1.00")
+    widgets.page_header("Evaluate", bundle, "every image needs a mask · thresholds 0.00 … 1.00")
 
     c_src, c_opts = st.columns([2, 1])
     with c_src:

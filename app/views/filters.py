@@ -25,9 +25,8 @@ def _histogram(model_key: str, layer: str, _loaded: Any) -> tuple[np.ndarray, np
 def render(ctx: PageContext) -> None:
     """Draw the Filters page for the model in ``ctx``."""
     bundle = ctx.bundle
-    st.title("Filters")
-    st.caption(f"Model **{bundle.label}** · each tile is one filter's kernel (rows x columns) "
-               "for one input channel; red = positive, blue = negative weights")
+    widgets.page_header("Filters", bundle, "each tile is one filter's kernel (rows x columns) "
+                        "for one input channel; red = positive, blue = negative weights")
     layers = engine.conv_layers(bundle.key, bundle.loaded)
     if not layers:
         st.info("This model has no 2-D convolution layers to show.")

@@ -25,9 +25,8 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    st.title("Segment")
-    st.caption(f"Model **{bundle.label}** · segments {card.foreground} in {card.domain} "
-               f"images · input {card.input_spec}")
+    widgets.page_header("Segment", bundle, f"segments {card.foreground} in {card.domain} "
+                        f"images · input {card.input_spec}")
 
     item = widgets.image_picker_ui(card, upload_key="seg_upload", with_masks=True,
                                    fresh_visit=ctx.fresh_visit)
