@@ -271,8 +271,7 @@ def test_segment_upload_with_mismatched_mask_still_predicts() -> None:
     assert_clean(at)
     assert any("a.png" in e.value and "10x10" in e.value for e in at.error), texts(at.error)
     assert view(at)["payload"]["metrics"] is None  # no scores without a usable mask
-    assert [b.label for b in at.download_button] == [
-        "Download mask (PNG)", "Download probabilities (.npy)"]
+    assert [b.label for b in at.download_button] == ["Download probabilities (.npy)"]
 
 
 def test_evaluate_bundled_samples_then_open_worst_in_segment() -> None:
@@ -486,7 +485,7 @@ def test_segment_4096_upload_is_tiled_and_shows_result(monkeypatch: pytest.Monke
     assert sum(payload["counts"][:1]) <= 4096 * 4096
     assert any("every 4th pixel" in c.value for c in at.caption), texts(at.caption)
     assert [b.label for b in at.download_button] == [
-        "Download mask (PNG)", "Download probabilities (.npy)"]
+        "Download full mask at 0.50 (PNG)", "Download probabilities (.npy)"]
 
 
 def test_segment_image_over_the_pixel_limit_is_refused_with_the_limit() -> None:
@@ -725,7 +724,7 @@ def test_upload_keeps_the_cards_threshold_and_minimum_area(two_models: Path) -> 
     got = shown(at)
     assert got["threshold"] == pytest.approx(0.5) and got["min_area"] == 40
     assert at.sidebar.number_input(key="min_area").value == 40
-    assert "Download mask (PNG)" in [b.label for b in at.download_button]
+    assert [b.label for b in at.download_button] == ["Download probabilities (.npy)"]
 
 
 def test_model_switch_applies_the_new_cards_defaults_and_asks_before_scoring(

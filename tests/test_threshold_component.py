@@ -379,6 +379,14 @@ def test_browser_redraws_without_reruns_and_reports_releases(demo_server, browse
         page.wait_for_function("(el) => el.value === '0.3'", arg=handle, timeout=10_000)
         assert _metric(page, "iou") == pytest.approx(iou[30], abs=5e-4)
 
+        # the view's own download: the mask on screen, exactly prob > t at every pixel
+        with page.expect_download() as info:
+            page.locator('[data-testid="tv-download-mask"]').click()
+        download = info.value
+        assert download.suggested_filename == "image_mask_t0.30.png"
+        saved = np.asarray(Image.open(download.path()).convert("L"))
+        assert np.array_equal(saved > 127, prob > 0.30)
+
         steps = component_threshold_steps(page, 12)
         assert len(steps) == 12 and all(s["latency_ms"] >= 0 for s in steps)
         lat = sorted(s["latency_ms"] for s in steps)

@@ -270,7 +270,8 @@ def _noop() -> None:
 def threshold_view(payload: dict, *, threshold: float, min_area: int, card_threshold: float,
                    style: str = "fill", opacity: float = 0.45, show_truth: bool = True,
                    title: str = "", key: str, on_change: Callable[[], None] | None = None,
-                   card_label: str = "card", show_tgs: bool = True) -> float:
+                   card_label: str = "card", show_tgs: bool = True,
+                   file_stem: str = "image") -> float:
     """Draw the threshold view; return the threshold last *released* by the user.
 
     Args:
@@ -286,6 +287,8 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
         on_change: called (as a widget callback) when the user releases a new threshold.
         card_label: the card marker's label on the curve.
         show_tgs: show the TGS score (the Kaggle TGS Salt metric; meaningful for seismic).
+        file_stem: names the mask the view's own download button saves
+            (``STEM_mask_t0.50.png``; offered when the image is shown at every pixel).
 
     Returns the last released threshold (grid value k/100), or ``threshold`` (snapped to the
     grid) until the user releases one, or after ``threshold`` itself changed.
@@ -313,6 +316,10 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
     meta = st.session_state.get(meta_key)
     if not isinstance(meta, dict):
         meta = {"arg": arg, "rel_n": None, "value": arg, "gen": 0}
+    elif arg != meta["arg"] and arg == meta["value"]:
+        # The caller echoes the value the user released: nothing to move (moving the slider
+        # to it would undo steps the user took since that release).
+        meta = {**meta, "arg": arg}
     elif arg != meta["arg"]:
         meta = {**meta, "arg": arg, "value": arg, "gen": meta["gen"] + 1}
     data = {
@@ -322,7 +329,7 @@ def threshold_view(payload: dict, *, threshold: float, min_area: int, card_thres
                  "card_threshold": _grid(card_threshold), "card_label": str(card_label),
                  "style": style_l, "opacity": float(min(max(float(opacity), 0.0), 1.0)),
                  "show_truth": bool(show_truth), "title": str(title),
-                 "show_tgs": bool(show_tgs)},
+                 "show_tgs": bool(show_tgs), "file_stem": str(file_stem)},
     }
     result = _mount()(key=key, data=data, on_release_change=on_change or _noop)
     rel_t, rel_n = _released(result)

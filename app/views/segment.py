@@ -88,20 +88,25 @@ def render(ctx: PageContext) -> None:
                                style=style.lower(), opacity=float(opacity),
                                show_truth=bool(show_truth) and mask is not None,
                                title=viz.fit_title(item.name, 40), key=VIEW_KEY,
-                               show_tgs=card.domain.lower() == "seismic")
+                               show_tgs=card.domain.lower() == "seismic",
+                               file_stem=item.stem)
     ss["threshold"] = threshold
     if mask is None:
         st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
                 "precision, recall, the error map and its IoU-vs-threshold curve.")
 
-    # ------------------------------------------------------------ downloads (released value)
-    pred = threshold_mask(prob, threshold, min_area)
+    # ------------------------------------------------------------ downloads
+    # The view saves the mask it shows when it holds every pixel; a larger image's full mask
+    # comes from here, at the threshold last released (the file name says which).
     d1, d2, _ = st.columns([1, 1, 2])
-    d1.download_button("Download mask (PNG)", viz.mask_png_bytes(pred),
-                       file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
-                       key="seg_dl_mask", on_click="ignore",
-                       help="The mask at the threshold you last released (the file name says "
-                       "which), with the minimum-area rule.")
+    if payload["stride"] > 1:
+        pred = threshold_mask(prob, threshold, min_area)
+        d1.download_button(f"Download full mask at {threshold:.2f} (PNG)",
+                           viz.mask_png_bytes(pred),
+                           file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
+                           key="seg_dl_mask", on_click="ignore",
+                           help="At the threshold you released last, with the minimum-area "
+                           "rule, at full resolution.")
     d2.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
                        file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
                        key="seg_dl_prob", on_click="ignore")

@@ -165,7 +165,13 @@ class ThresholdView {
     this.caption = el("p", { class: "tv-caption", id: `tv-caption-${this.uid}`,
       "data-testid": "tv-mask-caption" });
     this.overlayLegend = el("p", { class: "tv-legend", "data-testid": "tv-overlay-legend" });
-    this.pOverlay.append(this.overlayTitle, this.cOverlay, this.caption, this.overlayLegend);
+    // The mask at the threshold shown, made here from the exact levels (full resolution when
+    // the image is shown at every pixel), so it is the mask on screen, not the last release.
+    this.downloadBtn = el("button", { type: "button", class: "tv-download",
+      "data-testid": "tv-download-mask" }, "Download mask (PNG)");
+    this.downloadBtn.addEventListener("click", () => this.downloadMask());
+    this.pOverlay.append(this.overlayTitle, this.cOverlay, this.caption, this.overlayLegend,
+      this.downloadBtn);
     // (2) error map
     this.pErrors = el("figure", { class: "tv-panel", "data-panel": "errors" });
     this.errorsTitle = el("figcaption", { class: "tv-title" }, "Errors");
@@ -323,6 +329,33 @@ class ThresholdView {
       this.setStateValue("release", { t: k / 100, n: `${Date.now()}-${Math.random()}` });
     };
     this.sendTimer = setTimeout(this.pendingSend, byKey ? KEY_IDLE_MS : SEND_DELAY_MS);
+  }
+
+  downloadMask() {
+    const p = this.payload, view = this.view, d = this.decoded;
+    if (!p || !view || !d || p.stride !== 1) return;
+    const k = this.k;
+    const emptied = view.min_area > 0 && p.counts[k] < view.min_area;
+    const c = document.createElement("canvas");
+    c.width = d.w;
+    c.height = d.h;
+    const ctx = c.getContext("2d");
+    const img = ctx.createImageData(d.w, d.h);
+    const px = img.data, lv = d.level;
+    for (let i = 0; i < lv.length; i++) {
+      const v = !emptied && lv[i] > k ? 255 : 0;
+      px[4 * i] = v; px[4 * i + 1] = v; px[4 * i + 2] = v; px[4 * i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    const name = `${view.file_stem || "image"}_mask_t${(k / 100).toFixed(2)}.png`;
+    c.toBlob((blob) => {
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(blob);
+      a.download = name;
+      this.root.dataset.lastDownload = name;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    }, "image/png");
   }
 
   flushSend() {
@@ -485,6 +518,7 @@ class ThresholdView {
       for (const [key] of METRICS) this.metricEls[key].textContent = fmt3(p.metrics[key][k]);
     }
     this.metricEls.tgs.parentElement.hidden = view.show_tgs === false;
+    this.downloadBtn.hidden = p.stride !== 1;
   }
 
   // ---------------------------------------------------------------- curve (SVG)
