@@ -56,7 +56,7 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ network output (fixed)
     h, w = image.shape
     image_d, k = viz.decimate(image, IMAGE_MAX_SIDE)
-    f1, f2, _ = st.columns([1, 1, 1])
+    f1, f2, f3 = st.columns([1, 1, 2])
     f1.image(viz.to_uint8(image_d), width="stretch",
              caption=viz.fit_title(f"Input · {item.name} ({h}x{w})", 60))
     f2.image(viz.colormap_rgb(prob[::k, ::k], 0.0, 1.0, "viridis"), width="stretch",
@@ -66,15 +66,16 @@ def render(ctx: PageContext) -> None:
     if k > 1:
         notes.append(f"Display only: this {h}x{w} image is shown at every {viz.ordinal(k)} "
                      "pixel; masks, downloads and metrics use every pixel.")
-    st.caption(" · ".join(notes))
+    with f3:  # how the overlay below is drawn, then what produced the map
+        style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
+                         key="overlay_style")
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="overlay_opacity",
+                            disabled=style == "Contour")
+        show_truth = st.toggle("Truth outline", value=True, key="show_truth",
+                               disabled=mask is None)
+        st.caption(" · ".join(notes))
 
     # ------------------------------------------------------------ threshold (in the browser)
-    c_s, c_o, c_t = st.columns([1, 1, 1])
-    style = c_s.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
-                      key="overlay_style")
-    opacity = c_o.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="overlay_opacity")
-    show_truth = c_t.toggle("Truth outline", value=True, key="show_truth",
-                            disabled=mask is None)
     payload = None
     with run_safely(what="threshold view"):
         payload = engine.threshold_payload(bundle, item, image, prob, mask, padding=padding,
@@ -98,15 +99,15 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ downloads
     # The view saves the mask it shows when it holds every pixel; a larger image's full mask
     # comes from here, at the threshold last released (the file name says which).
-    d1, d2, _ = st.columns([1, 1, 2])
+    row = st.container(horizontal=True)
     if payload["stride"] > 1:
         pred = threshold_mask(prob, threshold, min_area)
-        d1.download_button(f"Download full mask at {threshold:.2f} (PNG)",
-                           viz.mask_png_bytes(pred),
-                           file_name=f"{item.stem}_mask_t{threshold:.2f}.png", mime="image/png",
-                           key="seg_dl_mask", on_click="ignore",
-                           help="At the threshold you released last, with the minimum-area "
-                           "rule, at full resolution.")
-    d2.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
-                       file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
-                       key="seg_dl_prob", on_click="ignore")
+        row.download_button(f"Download full mask at {threshold:.2f} (PNG)",
+                            viz.mask_png_bytes(pred),
+                            file_name=f"{item.stem}_mask_t{threshold:.2f}.png",
+                            mime="image/png", key="seg_dl_mask", on_click="ignore",
+                            help="At the threshold you released last, with the minimum-area "
+                            "rule, at full resolution.")
+    row.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
+                        file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
+                        key="seg_dl_prob", on_click="ignore")
