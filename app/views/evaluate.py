@@ -241,7 +241,7 @@ def _results(ctx: PageContext, result: EvalState) -> None:
                 "fraction of true foreground pixels)")
     config: dict[str, Any] = {c: st.column_config.NumberColumn(format="%.3f", width="small")
                               for c in per_image.columns if c != "name"}
-    config["name"] = st.column_config.TextColumn(width="small", pinned=True)
+    config["name"] = st.column_config.TextColumn(width="medium", pinned=True)
     st.dataframe(per_image, hide_index=True, width="stretch", height=280, column_config=config)
     st.download_button("Download per-image CSV", per_image.to_csv(index=False).encode(),
                        file_name=f"per_image_t{threshold:.2f}_a{min_area}.csv", mime="text/csv",
