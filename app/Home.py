@@ -20,6 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # oneDNN's buffers after a pass: ~600 MB after one 512x512 probe. Without oneDNN they go back
 # to the system (the probe takes ~1.6x longer, once per image). $TF_ENABLE_ONEDNN_OPTS wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# ONNX Runtime sessions without a memory arena (see unet_core.backends): memory comes back
+# after each run instead of staying at each session's peak.
+os.environ.setdefault("UNET_ORT_ARENA", "0")
 
 import streamlit as st  # noqa: E402
 

@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see app/Home.py: memory after a probe
+os.environ.setdefault("UNET_ORT_ARENA", "0")  # see app/Home.py: memory after a large image
 import streamlit as st  # noqa: E402
 
 from app.security import HostOriginGuard, allowed_hosts  # noqa: E402

@@ -145,3 +145,28 @@ def test_cli_backend_option(tiny_model_path, seismic_pairs):
                         str(tiny_model_path), "--data", str(seismic_pairs), "--backend", "gpu"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert r.returncode == 2 and "invalid choice: 'gpu'" in r.stderr
+
+
+@pytest.mark.parametrize(("value", "arena"), [(None, True), ("1", True), ("0", False)])
+def test_memory_arena_follows_env(loaded, monkeypatch, value, arena):
+    """UNET_ORT_ARENA=0 (the dashboard's setting) runs sessions without a memory arena."""
+    import onnxruntime as ort
+
+    from unet_core import backends
+
+    seen: list[bool] = []
+    original = ort.InferenceSession
+
+    def recording(path, sess_options=None, **kwargs):
+        seen.append(sess_options.enable_cpu_mem_arena)
+        return original(path, sess_options=sess_options, **kwargs)
+
+    if value is None:
+        monkeypatch.delenv("UNET_ORT_ARENA", raising=False)
+    else:
+        monkeypatch.setenv("UNET_ORT_ARENA", value)
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    path, _ = backends.export_onnx(loaded)  # may open a session to check the export
+    seen.clear()
+    backends._session(path)
+    assert seen == [arena]

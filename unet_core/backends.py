@@ -186,10 +186,10 @@ def _session(path: Path) -> Any:
     opts.intra_op_num_threads = max(0, threads)
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = False  # image sizes vary; a fixed memory plan does not help
-    # No CPU memory arena: an arena keeps its peak for the session's life (538 MB per session
-    # after one 1024x1024 image); without it, memory goes back after every run, so a server
-    # holding several models stays bounded.
-    opts.enable_cpu_mem_arena = False
+    # $UNET_ORT_ARENA=0 turns off the CPU memory arena: an arena keeps its peak for the
+    # session's life (538 MB per session after one 1024x1024 image), which a long-lived server
+    # holding several models cannot afford (the dashboard sets it); batch jobs keep the arena.
+    opts.enable_cpu_mem_arena = os.environ.get("UNET_ORT_ARENA", "1").strip() != "0"
     # Idle worker threads sleep instead of spinning: on a shared machine (a dashboard serving
     # many sessions, training next to it) spinning threads steal the cores that do the work.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
