@@ -32,7 +32,6 @@ from app.errors import run_safely  # noqa: E402
 from app.views import activations, evaluate, filters, model, segment  # noqa: E402
 
 st.set_page_config(page_title="U-Net Explorer", layout="wide")
-state.keep_widget_state()
 
 VIEWS = [("Model", "model", model.render), ("Segment", "segment", segment.render),
          ("Evaluate", "evaluate", evaluate.render), ("Filters", "filters", filters.render),
@@ -58,6 +57,7 @@ def _page(title: str, url_path: str, render: object) -> st.Page:
 
 pages = {url: _page(title, url, render) for title, url, render in VIEWS}
 nav = st.navigation(list(pages.values()))
+state.keep_widget_state(nav.url_path or "model")
 st.sidebar.markdown("### U-Net Explorer")
 bundle = widgets.sidebar_model_ui()
 fresh_visit = st.session_state.get("_page") != nav.url_path

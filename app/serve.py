@@ -30,6 +30,20 @@ from app.security import HostOriginGuard, allowed_hosts  # noqa: E402
 HOME = Path(__file__).resolve().with_name("Home.py")
 
 
+def _keep_keras_state() -> None:
+    """Streamlit calls ``keras.backend.clear_session()`` after every script run (for old
+    TensorFlow graph leaks); it forces a full garbage collection (~0.2 s a run here, most of a
+    rerun's cost under load) and resets Keras' global state while other sessions may be using
+    their cached models. This app builds each model once and caches it, so the call is skipped
+    in the server this launcher starts."""
+    from streamlit.runtime.scriptrunner import script_runner
+
+    script_runner._clean_problem_modules = lambda: None
+
+
+_keep_keras_state()
+
+
 def main(argv: list[str] | None = None) -> None:
     """``streamlit run app/serve.py ARGV...`` in this process (exits with its status)."""
     from streamlit.web import cli

@@ -33,4 +33,4 @@ def test_short_loadtest(tmp_path):
     assert result.p95_ms == result.p95_ms  # not nan: moves were timed in the page
     text = markdown(result, "test")
     assert "| threshold moves (arrow-key steps) |" in text and "PASS" in text
-    assert "server script runs while moving" in text
+    assert "server reruns while moving" in text

@@ -491,12 +491,15 @@ def _source_option(page: Any, source: str) -> Any:
         has_text=_exact(source))
 
 
-def upload(page: Any, label: str, files: list[Path], source: str = "Upload") -> None:
+def upload(page: Any, label: str, files: list[Path], source: str = "Upload",
+           retries: int = 1) -> int:
     """Upload ``files`` with the file uploader labelled ``label`` (e.g. "Upload images",
     "Upload masks (same file names)", Activations' "Upload an image") and wait for the rerun.
 
     When the uploader is not drawn, the "Image source" radio's option ``source`` is picked
-    first (the Segment and Activations pages show their uploaders under "Upload").
+    first (the Segment and Activations pages show their uploaders under "Upload"). When the
+    uploader shows no file 30 s after the files were chosen, they are chosen again, up to
+    ``retries`` times. Returns how many times they had to be chosen again.
     """
     uploader = widget(page, "stFileUploader", label)
     if not uploader.count():
@@ -506,11 +509,18 @@ def upload(page: Any, label: str, files: list[Path], source: str = "Upload") -> 
             uploader.first.wait_for(timeout=30_000)
             wait_idle(page)
     assert uploader.count() == 1, f"no file uploader labelled {label!r}"
-    uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
-    # Wait for the file chips, then for the rerun the upload triggers.
-    for f in files:
-        uploader.get_by_text(f.name).first.wait_for(timeout=30_000)
+    for attempt in range(retries + 1):
+        uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
+        try:  # the file chips, then the rerun the upload triggers
+            for f in files:
+                uploader.get_by_text(f.name).first.wait_for(timeout=30_000)
+            break
+        except Exception:
+            if attempt == retries:
+                raise
+            wait_idle(page)
     wait_idle(page)
+    return attempt
 
 
 def slider_value(thumb: Any) -> str | None:
@@ -526,21 +536,19 @@ def slider_thumb(page: Any, label: str) -> Any:
     return slider.get_by_role("slider").first
 
 
-def set_slider(page: Any, label: str, value: float, step: float = 0.01, tries: int = 3
-               ) -> None:
-    """Move the st.slider labelled ``label`` to ``value`` with the arrow keys (one rerun per
-    key press, as a person's) and wait until its thumb announces it."""
-    for _ in range(tries):
+def set_slider(page: Any, label: str, value: float, step: float = 0.01,
+               max_presses: int = 200) -> None:
+    """Move the st.slider labelled ``label`` to ``value`` with the arrow keys, one key press at
+    a time, each followed by its rerun (a careful person's pace: a press while a run is in
+    flight can be overridden by that run), until its thumb announces ``value``."""
+    for _ in range(max_presses):
         thumb = slider_thumb(page, label)
-        now = float(slider_value(thumb) or "nan")
-        steps = round((value - now) / step)
+        steps = round((value - float(slider_value(thumb) or "nan")) / step)
         if steps == 0:
             return
         thumb.focus()
-        for _ in range(abs(steps)):
-            thumb.press("ArrowRight" if steps > 0 else "ArrowLeft")
-            page.wait_for_timeout(40)
-        wait_idle(page)
+        thumb.press("ArrowRight" if steps > 0 else "ArrowLeft")
+        wait_idle(page, settle=0.4)
     raise AssertionError(f"slider {label!r} shows {slider_value(slider_thumb(page, label))}, "
                          f"not {value}")
 
@@ -562,7 +570,7 @@ def open_page(page: Any, title: str, timeout: float = 90.0) -> None:
 LABEL_SELECTOR = ('[data-testid="stMetricLabel"], [data-testid="stMetricValue"], '
                   '[data-testid="stWidgetLabel"], [data-testid="stButton"] button, '
                   '[data-testid="stDownloadButton"] button, .tv-label, .tv-metric-label, '
-                  '.tv-metric-value')
+                  '.tv-metric-value, .tv-download')
 _CUT_JS = """(labels) => {
   const cut = [];
   for (const label of labels) {
@@ -731,7 +739,8 @@ class ThresholdMove:
     metric texts updated), in the page (``performance.now()``); ``paint_ms``: keydown -> the
     next frame painted after it (what a person sees); ``wall_ms``: from Playwright's key press
     until it saw the painted frame (adds the DevTools round trips); ``redraw_ms``: the redraw
-    alone. ``value``, ``metrics``, ``caption``: what the redraw showed; ``k``: its grid index.
+    alone. ``value``, ``metrics``, ``caption``: what the redraw showed; ``k``: its grid index;
+    ``key_at``: the keydown's ``performance.now()`` in the page (for gaps between presses).
     """
 
     page_ms: float
@@ -742,6 +751,7 @@ class ThresholdMove:
     value: str
     metrics: dict[str, str]
     caption: str
+    key_at: float = float("nan")
 
 
 def _move(rec: dict[str, Any], wall_ms: float) -> ThresholdMove:
@@ -751,7 +761,7 @@ def _move(rec: dict[str, Any], wall_ms: float) -> ThresholdMove:
     return ThresholdMove(page_ms=rec["drawnAt"] - key_at, paint_ms=rec["paintAt"] - key_at,
                          wall_ms=wall_ms, redraw_ms=rec["redrawMs"], k=int(rec["k"]),
                          value=str(rec["value"]).strip(), metrics=rec["metrics"],
-                         caption=str(rec["caption"]))
+                         caption=str(rec["caption"]), key_at=float(key_at))
 
 
 def _key_for(k: int | None, direction: int) -> tuple[str, int]:
@@ -883,8 +893,9 @@ async def async_choose_option(page: Any, box: Any, pattern: str) -> str | None:
 
 
 async def async_upload(page: Any, label: str, files: list[Path], timeout: float = 90.0,
-                       source: str = "Upload") -> None:
-    """:func:`upload` for an async Playwright page."""
+                       source: str = "Upload", retries: int = 1) -> int:
+    """:func:`upload` for an async Playwright page (files chosen again after ``timeout`` s
+    without their chips); returns how many times they had to be chosen again."""
     uploader = widget(page, "stFileUploader", label)
     if not await uploader.count():
         option = _source_option(page, source)
@@ -894,10 +905,18 @@ async def async_upload(page: Any, label: str, files: list[Path], timeout: float 
             await async_wait_idle(page, timeout)
     if await uploader.count() != 1:
         raise AssertionError(f"no file uploader labelled {label!r}")
-    await uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
-    for f in files:
-        await uploader.get_by_text(f.name).first.wait_for(timeout=timeout * 1000)
+    for attempt in range(retries + 1):
+        await uploader.locator('input[type="file"]').set_input_files([str(f) for f in files])
+        try:
+            for f in files:
+                await uploader.get_by_text(f.name).first.wait_for(timeout=timeout * 1000)
+            break
+        except Exception:
+            if attempt == retries:
+                raise
+            await async_wait_idle(page, timeout)
     await async_wait_idle(page, timeout)
+    return attempt
 
 
 async def async_wait_threshold_view(page: Any, timeout: float = 30.0, index: int = 0) -> Any:

@@ -262,25 +262,25 @@ def _worst_cases(ctx: PageContext, result: EvalState, sweep: Any, threshold: flo
     k = sweep.index_of(threshold)
     order = np.lexsort((sweep.tgs[:, k], sweep.iou[:, k]))[:n_show]
     by_name = {p.name: p for p in result.pairs}
-    cols = st.columns(4)
     settings = result.settings
-    for slot, idx in enumerate(order):
+    gallery = st.container(horizontal=True, gap="medium")
+    for idx in order:
         name = sweep.names[int(idx)]
         pair = by_name.get(name)
         if pair is None:
             continue
-        with cols[slot % 4]:
-            with run_safely(what="thumbnail"):
-                thumb = engine.worst_case_thumbnail(
-                    pair.image_path, pair.mask_path, bundle, padding=settings["padding"],
-                    tta=settings["tta"], backend=ctx.backend, threshold=threshold,
-                    min_area=min_area, invert_masks=settings["invert_masks"])
-                st.image(thumb, caption=f"{viz.fit_title(name, 24)} · IoU "
-                         f"{sweep.iou[idx, k]:.3f}")
-            if st.button("Open in Segment", key=f"eval_open_{int(idx)}"):
-                with run_safely(what="open in segment"):
-                    item = sources.item_from_pair(pair, domain=bundle.card.domain)
-                    state.use_image(item)
-                    st.session_state["image_source"] = widgets.RECENT_SOURCE
-                    st.session_state["recent_pick"] = item.key
-                    st.switch_page(ctx.pages["segment"])
+        tile = gallery.container(width=180)
+        with tile, run_safely(what="thumbnail"):
+            thumb = engine.worst_case_thumbnail(
+                pair.image_path, pair.mask_path, bundle, padding=settings["padding"],
+                tta=settings["tta"], backend=ctx.backend, threshold=threshold,
+                min_area=min_area, invert_masks=settings["invert_masks"])
+            st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · IoU "
+                     f"{sweep.iou[idx, k]:.3f}")
+        if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
+            with run_safely(what="open in segment"):
+                item = sources.item_from_pair(pair, domain=bundle.card.domain)
+                state.use_image(item)
+                st.session_state["image_source"] = widgets.RECENT_SOURCE
+                st.session_state["recent_pick"] = item.key
+                st.switch_page(ctx.pages["segment"])

@@ -173,7 +173,7 @@ def render(ctx: PageContext) -> None:
             "layer responds to.")
         st.page_link(ctx.pages["segment"], label="Go to Segment")
         st.page_link(ctx.pages["evaluate"], label="Go to Evaluate")
-        st.download_button("Download model card (JSON)", json.dumps(card.to_dict(), indent=2),
+        st.download_button("Download card (JSON)", json.dumps(card.to_dict(), indent=2),
                            file_name=f"{card.name}.json", mime="application/json",
                            key="model_card_download")
         if training:
@@ -183,15 +183,13 @@ def render(ctx: PageContext) -> None:
     st.subheader("Layers")
     with run_safely(what="layer table"):
         rows, total, trainable = engine.layer_rows(bundle.key, loaded)
-        c1, c2, c3, c4 = st.columns(4)
-        c1.metric("Parameters", f"{total:,}")
-        c2.metric("Trainable", f"{trainable:,}")
-        c3.metric("Layers", f"{len(rows):,}")
         fh, fw = card.input_size or (max(card.min_size, 128),) * 2
-        with run_safely(c4, "FLOP count"):
-            c4.metric(f"GFLOP at {fh}x{fw}", f"{engine.gflop(bundle.key, loaded, fh, fw):.2f}",
-                      help="Floating-point operations of one forward pass (multiply-add = 2), "
-                      "counted by TensorFlow's profiler.")
+        flops = ""
+        with run_safely(what="FLOP count"):
+            flops = (f" · **{engine.gflop(bundle.key, loaded, fh, fw):.2f}** GFLOP per {fh}x{fw} "
+                     "image (multiply-add = 2)")
+        st.markdown(f"**{total:,}** parameters ({trainable:,} trainable) · **{len(rows):,}** "
+                    f"layers{flops}")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
         st.caption("Output shapes read H x W relative to the input (a fully convolutional "
                    "network accepts any size that pads to its stride).")

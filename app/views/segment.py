@@ -69,10 +69,11 @@ def render(ctx: PageContext) -> None:
     with f3:  # how the overlay below is drawn, then what produced the map
         style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
                          key="overlay_style")
-        opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.45, 0.05, key="overlay_opacity",
+        state.control("overlay_opacity", 0.45)
+        opacity = st.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="overlay_opacity",
                             disabled=style == "Contour")
-        show_truth = st.toggle("Truth outline", value=True, key="show_truth",
-                               disabled=mask is None)
+        state.control("show_truth", True)
+        show_truth = st.toggle("Truth outline", key="show_truth", disabled=mask is None)
         st.caption(" · ".join(notes))
 
     # ------------------------------------------------------------ threshold (in the browser)
