@@ -26,7 +26,7 @@ os.environ.setdefault("UNET_ORT_ARENA", "0")
 
 import streamlit as st  # noqa: E402
 
-from app import state, widgets  # noqa: E402
+from app import widgets  # noqa: E402
 from app.context import PageContext  # noqa: E402
 from app.errors import run_safely  # noqa: E402
 from app.views import activations, evaluate, filters, model, segment  # noqa: E402
@@ -57,7 +57,6 @@ def _page(title: str, url_path: str, render: object) -> st.Page:
 
 pages = {url: _page(title, url, render) for title, url, render in VIEWS}
 nav = st.navigation(list(pages.values()))
-state.keep_widget_state(nav.url_path or "model")
 st.sidebar.markdown("### U-Net Explorer")
 bundle = widgets.sidebar_model_ui()
 fresh_visit = st.session_state.get("_page") != nav.url_path

@@ -7,8 +7,9 @@ between keys. Two rules keep it that way:
 * :func:`sync_model`, called by the sidebar before any page draws, applies the card's
   defaults (threshold, minimum area, padding, TTA, mask inversion) to those keys once, when
   the model in use changes, and never again for that model;
-* :func:`keep_widget_state`, called before a page draws, re-assigns the keys of widgets that
-  page does not draw, so Streamlit does not drop their values while the user is elsewhere.
+* every carried widget is created with ``persist_state="session"``, so Streamlit keeps its
+  value while the user is on a page that does not draw it (no copies, no re-assignments,
+  which would echo stale values back to a control the user is moving).
 
 The image in use (``image_key``) carries over between pages and models, but an image that
 belongs to another domain than the model's is not scored silently: :func:`image_fits_model`
@@ -33,37 +34,11 @@ CONTROLS: dict[str, str] = {
     "tta": "Test-time augmentation",
     "invert_masks": "Masks mark the other class",
 }
-#: Widget keys drawn on one page (or two) whose value must survive a visit to another page,
-#: by the url path of the pages that draw them. The sidebar's controls are drawn on every page.
-PAGE_WIDGETS: dict[str, tuple[str, ...]] = {
-    "segment": ("image_source", "sample", "recent_pick", "overlay_style", "overlay_opacity",
-                "show_truth"),
-    "evaluate": ("threshold", "eval_source", "eval_sample_set", "eval_folder"),
-    "filters": ("filters_layer",),
-    "activations": ("image_source", "sample", "recent_pick", "act_layer", "act_shared",
-                    "act_overlay"),
-}
-
-
 def model_defaults(card: ModelCard) -> dict[str, Any]:
     """The control values a model card recommends."""
     return {"threshold": round(float(card.threshold), 2), "min_area": int(card.min_area),
             "padding": str(card.padding_mode), "tta": bool(card.tta),
             "invert_masks": bool(card.truth_inverted)}
-
-
-def keep_widget_state(page: str) -> None:
-    """Keep the values of widgets that ``page`` (a url path) does not draw.
-
-    Streamlit drops a widget's value at the end of a run that did not draw it; re-assigning
-    the key keeps it. Keys the page draws are left alone: re-assigning those would make the
-    server echo a value back to a control the user is still moving."""
-    ss = st.session_state
-    drawn = set(PAGE_WIDGETS.get(page, ()))
-    for keys in PAGE_WIDGETS.values():
-        for key in keys:
-            if key not in drawn and key in ss:
-                ss[key] = ss[key]
 
 
 def sync_model(model_key: str, card: ModelCard) -> bool:

@@ -126,6 +126,7 @@ def threshold_ui(card: ModelCard, container: Any = None) -> float:
     state.control("threshold", round(float(card.threshold), 2))
     return float(target.slider(
         "Threshold", min_value=0.0, max_value=1.0, step=0.01, key="threshold",
+        persist_state="session",
         help=f"Foreground is probability > threshold. The model card recommends "
         f"{card.threshold:.2f}. Moving it never re-runs the network."))
 
@@ -136,6 +137,7 @@ def min_area_ui(card: ModelCard, container: Any = None) -> int:
     state.control("min_area", int(card.min_area))
     return int(target.number_input(
         "Minimum area (px)", min_value=0, max_value=10**9, step=10, key="min_area",
+        persist_state="session",
         help=f"A predicted mask with fewer foreground pixels is emptied as a whole (0 = off). "
         f"The model card recommends {int(card.min_area)}, picked on validation with the "
         "threshold."))
@@ -147,7 +149,7 @@ def padding_ui(card: ModelCard, container: Any = None) -> str:
     if st.session_state.get("padding") not in PAD_MODES:
         st.session_state["padding"] = card.padding_mode
     return str(target.selectbox(
-        "Padding", list(PAD_MODES), key="padding",
+        "Padding", list(PAD_MODES), key="padding", persist_state="session",
         help=f"How images are padded up to the size the network accepts (never resized); the "
         f"output is cropped back. The model card says {card.padding_mode}."))
 
@@ -156,7 +158,7 @@ def _checkbox_ui(key: str, label: str, default: bool, help: str, container: Any)
     """A checkbox on session key ``key`` (set to ``default`` first when missing)."""
     target = container if container is not None else st
     state.control(key, bool(default))
-    return bool(target.checkbox(label, key=key, help=help))
+    return bool(target.checkbox(label, key=key, help=help, persist_state="session"))
 
 
 def tta_ui(card: ModelCard, container: Any = None) -> bool:
@@ -211,7 +213,8 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
                                   and ss.get("image_key") in recent):
         # An uploader is empty on a new visit: show the uploaded image as a recent one.
         ss["image_source"] = RECENT_SOURCE if ss.get("image_key") in recent else SAMPLE_SOURCE
-    source = st.radio("Image source", options, key="image_source", horizontal=True)
+    source = st.radio("Image source", options, key="image_source", horizontal=True,
+                      persist_state="session")
     if source == SAMPLE_SOURCE:
         items = _domain_samples(card)
         if not items:
@@ -221,7 +224,7 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
         if ss.get("sample") not in by_key:
             image_key = ss.get("image_key")
             ss["sample"] = image_key if image_key in by_key else items[0].key
-        pick = st.selectbox("Sample", list(by_key), key="sample",
+        pick = st.selectbox("Sample", list(by_key), key="sample", persist_state="session",
                             format_func=lambda k: sources.sample_label(by_key[k]))
         return by_key[pick]
     if source == UPLOAD_SOURCE:
@@ -229,7 +232,7 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
     if ss.get("recent_pick") not in recent:
         image_key = ss.get("image_key")
         ss["recent_pick"] = image_key if image_key in recent else next(iter(recent))
-    pick = st.selectbox("Recent image", list(recent), key="recent_pick",
+    pick = st.selectbox("Recent image", list(recent), key="recent_pick", persist_state="session",
                         format_func=lambda k: recent[k].name
                         + (" (+ mask)" if with_masks and recent[k].mask_data else ""))
     return recent[pick]
@@ -326,7 +329,8 @@ def select_ui(label: str, options: list[str], key: str, default: str,
     target = container if container is not None else st
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
-    return str(target.selectbox(label, options, key=key, format_func=format_func, help=help))
+    return str(target.selectbox(label, options, key=key, format_func=format_func, help=help,
+                                persist_state="session"))
 
 
 def tile_grid_ui(tiles: list[Any], titles: list[str], *, zmin: float | list[float],

@@ -70,7 +70,7 @@ def render(ctx: PageContext) -> None:
                               help="Size shown: height x width x channels over the image.")
     if "act_shared" not in ss:
         ss["act_shared"] = True
-    shared = st.toggle("Shared colour scale", key="act_shared",
+    shared = st.toggle("Shared colour scale", key="act_shared", persist_state="session",
                        help="On: one scale for every channel (compare channels). Off: each "
                        "channel stretched to its own min … max (see patterns in weak ones).")
     st.caption(f"Forward passes for this image: "
@@ -112,7 +112,7 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
         if st.session_state.get(key) not in range(start, stop):
             st.session_state[key] = start
         pick = int(st.selectbox("Channel", options, key=key))
-        overlay = st.checkbox("Overlay on input", key="act_overlay")
+        overlay = st.checkbox("Overlay on input", key="act_overlay", persist_state="session")
         one = shown[:, :, pick].astype(np.float32)
         lo, hi = (lo_all, hi_all) if shared else (stats[pick].min, stats[pick].max)
         if overlay:

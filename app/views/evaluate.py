@@ -78,7 +78,8 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
     """The data source controls; returns (folder, label, uploaded zip)."""
     if st.session_state.get("eval_source") not in SOURCES:
         st.session_state["eval_source"] = SOURCES[0]
-    source = st.radio("Data source", SOURCES, key="eval_source", horizontal=True)
+    source = st.radio("Data source", SOURCES, key="eval_source", horizontal=True,
+                      persist_state="session")
     if source == SOURCES[0]:
         sets = sources.ordered_sets(card.domain)
         if not sets:
@@ -93,7 +94,7 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
     if source == SOURCES[1]:
         root = data_root()
         candidates = sources.data_folder_candidates(root)
-        text = st.text_input("Folder path", key="eval_folder",
+        text = st.text_input("Folder path", key="eval_folder", persist_state="session",
                              placeholder=candidates[0] if candidates else str(root),
                              help="A folder holding images/ and masks/ (same file names). "
                              "Relative paths are inside the data root.")

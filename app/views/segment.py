@@ -68,12 +68,13 @@ def render(ctx: PageContext) -> None:
                      "pixel; masks, downloads and metrics use every pixel.")
     with f3:  # how the overlay below is drawn, then what produced the map
         style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
-                         key="overlay_style")
+                         key="overlay_style", persist_state="session")
         state.control("overlay_opacity", 0.45)
         opacity = st.slider("Overlay opacity", 0.0, 1.0, step=0.05, key="overlay_opacity",
-                            disabled=style == "Contour")
+                            disabled=style == "Contour", persist_state="session")
         state.control("show_truth", True)
-        show_truth = st.toggle("Truth outline", key="show_truth", disabled=mask is None)
+        show_truth = st.toggle("Truth outline", key="show_truth", disabled=mask is None,
+                               persist_state="session")
         st.caption(" · ".join(notes))
 
     # ------------------------------------------------------------ threshold (in the browser)
