@@ -54,3 +54,16 @@ def seismic_pairs(tmp_path_factory) -> Path:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by Playwright (never `playwright install`), shared by
+    every browser test; a missing chromium fails the test with how to install it."""
+    from tools.browser import BrowserError, chromium_browser
+
+    try:
+        with chromium_browser() as b:
+            yield b
+    except BrowserError as exc:
+        pytest.fail(str(exc))

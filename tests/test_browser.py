@@ -46,7 +46,6 @@ from tools.browser import (
     ThresholdShown,
     assert_no_exception,
     choose_option,
-    chromium_browser,
     cut_labels,
     goto,
     metric_value,
@@ -108,16 +107,6 @@ def server(models_dir) -> Iterator[str]:
         with streamlit_server(models_dir=models_dir,
                               log_path=ARTIFACTS / "streamlit-browser-test.log") as srv:
             yield srv.url
-    except BrowserError as exc:
-        pytest.fail(str(exc))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium driven by Playwright (never `playwright install`)."""
-    try:
-        with chromium_browser() as b:
-            yield b
     except BrowserError as exc:
         pytest.fail(str(exc))
 

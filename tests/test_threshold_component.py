@@ -294,17 +294,6 @@ def demo_server():
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from tools.browser import BrowserError, chromium_browser
-
-    try:
-        with chromium_browser() as b:
-            yield b
-    except BrowserError as exc:  # pragma: no cover - environment
-        pytest.skip(str(exc))
-
-
 def _metric(page, key: str) -> float:
     return float(page.locator(f'[data-metric="{key}"]').inner_text())
 
