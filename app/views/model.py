@@ -143,24 +143,6 @@ def render(ctx: PageContext) -> None:
             [{"field": k + (" (inferred)" if keys.get(k) in inferred else ""), "value": str(v)}
              for k, v in fields])
         st.table(table.set_index("field"))
-        st.markdown("**Validation and held-out figures**")
-        metrics = metrics_table(card.metrics or {})
-        if metrics is not None:
-            st.table(metrics)
-            selected = (card.metrics or {}).get("selected_by")
-            area = (card.metrics or {}).get("min_area") or 0
-            st.caption(
-                "Each column is scored at the threshold in its first rows. "
-                + (f"The threshold was picked on validation by "
-                   f"{METRIC_NAMES.get(str(selected), str(selected)).lower()}"
-                   + (f" together with the minimum area ({area} px); the last columns are "
-                      "the same images without it, at their own best threshold."
-                      if area else ".") if selected else "")
-                + " TGS metric: mean over IoU cut-offs 0.50 … 0.95 of [IoU > cut-off], the "
-                "Kaggle TGS Salt score.")
-        else:
-            st.caption("The card records no metrics.")
-
     with right:
         st.subheader("How to use")
         st.markdown(
@@ -176,9 +158,28 @@ def render(ctx: PageContext) -> None:
         st.download_button("Download card (JSON)", json.dumps(card.to_dict(), indent=2),
                            file_name=f"{card.name}.json", mime="application/json",
                            key="model_card_download")
-        if training:
-            st.markdown("**Training record**")
-            st.table(training_table(training).set_index("field"))
+
+    st.subheader("Validation and held-out figures")
+    metrics = metrics_table(card.metrics or {})
+    if metrics is not None:
+        st.table(metrics)
+        selected = (card.metrics or {}).get("selected_by")
+        area = (card.metrics or {}).get("min_area") or 0
+        st.caption(
+            "Each column is scored at the threshold in its first rows. "
+            + (f"The threshold was picked on validation by "
+               f"{METRIC_NAMES.get(str(selected), str(selected)).lower()}"
+               + (f" together with the minimum area ({area} px); the last columns are "
+                  "the same images without it, at their own best threshold."
+                  if area else ".") if selected else "")
+            + " TGS metric: mean over IoU cut-offs 0.50 … 0.95 of [IoU > cut-off], the "
+            "Kaggle TGS Salt score.")
+    else:
+        st.caption("The card records no metrics.")
+
+    if training:
+        st.subheader("Training record")
+        st.table(training_table(training).set_index("field"))
 
     st.subheader("Layers")
     with run_safely(what="layer table"):
