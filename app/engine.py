@@ -232,11 +232,12 @@ class LayerMaps:
 
 
 def _summarise(maps: np.ndarray, box: Any, padded_shape: tuple[int, int]) -> LayerMaps:
+    from app import viz
     from unet_core.introspect import channel_stats, crop_activation
 
     cropped = crop_activation(maps, box, padded_shape)
-    k = max(1, -(-max(cropped.shape[:2]) // ACTIVATION_DISPLAY_SIDE))
-    display = np.ascontiguousarray(cropped[::k, ::k]).astype(np.float16)
+    shown, k = viz.decimate(cropped, ACTIVATION_DISPLAY_SIDE)
+    display = np.ascontiguousarray(shown).astype(np.float16)
     display.setflags(write=False)  # shared between sessions: read-only
     finite = cropped[np.isfinite(cropped)]
     low = float(finite.min()) if finite.size else 0.0

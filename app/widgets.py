@@ -145,13 +145,10 @@ def min_area_ui(card: ModelCard, container: Any = None) -> int:
 
 def padding_ui(card: ModelCard, container: Any = None) -> str:
     """The 'Padding' select box over the engine's PAD_MODES, on session key ``padding``."""
-    target = container if container is not None else st
-    if st.session_state.get("padding") not in PAD_MODES:
-        st.session_state["padding"] = card.padding_mode
-    return str(target.selectbox(
-        "Padding", list(PAD_MODES), key="padding", persist_state="session",
+    return select_ui(
+        "Padding", list(PAD_MODES), "padding", card.padding_mode, container=container,
         help=f"How images are padded up to the size the network accepts (never resized); the "
-        f"output is cropped back. The model card says {card.padding_mode}."))
+        f"output is cropped back. The model card says {card.padding_mode}.")
 
 
 def _checkbox_ui(key: str, label: str, default: bool, help: str, container: Any) -> bool:
@@ -187,13 +184,9 @@ def page_header(title: str, bundle: engine.ModelBundle, note: str) -> None:
 # --------------------------------------------------------------------------- images
 
 
-def _domain_samples(card: ModelCard) -> list[sources.ImageItem]:
-    return sources.ordered_samples(card.domain)
-
-
 def use_model_samples(card: ModelCard) -> None:
     """Switch the image in use to the first bundled sample of the model's domain."""
-    items = _domain_samples(card)
+    items = sources.ordered_samples(card.domain)
     if items:
         ss = st.session_state
         ss["image_source"] = SAMPLE_SOURCE
@@ -216,7 +209,7 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
     source = st.radio("Image source", options, key="image_source", horizontal=True,
                       persist_state="session")
     if source == SAMPLE_SOURCE:
-        items = _domain_samples(card)
+        items = sources.ordered_samples(card.domain)
         if not items:
             st.warning("No bundled samples found.")
             return None

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import math
 from collections.abc import Callable
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from app import viz
 from unet_core.metrics import DEFAULT_THRESHOLDS, SweepAccumulator, check_min_area
@@ -69,18 +67,7 @@ STYLES = ("fill", "contour")
 
 def _png_b64(array: np.ndarray) -> str:
     """Base64 (ASCII) of the PNG of a uint8 (H, W) or (H, W, 3) array."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=6)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _stride(height: int, width: int, max_side: int) -> int:
-    """Smallest integer step k such that ceil(side / k) <= max_side for both sides."""
-    side = max(height, width, 1)
-    k = max(1, -(-side // max_side))
-    while -(-side // k) > max_side:  # ceil(side / k): the length of array[::k]
-        k += 1
-    return k
+    return base64.b64encode(viz.png_bytes(array)).decode("ascii")
 
 
 def _image_uint8(image: np.ndarray) -> np.ndarray:
@@ -169,7 +156,7 @@ def threshold_payload(image: np.ndarray, prob: np.ndarray, truth: np.ndarray | N
     hist = np.bincount(level.ravel(), minlength=n_t + 1)
     counts = np.cumsum(hist[::-1])[::-1][1:]  # counts[k] = #(level > k) = #(prob > t_k)
 
-    k = _stride(height, width, int(max_side))
+    k = viz.display_stride((height, width), int(max_side))
     img_d = img[::k, ::k]
     level_d = level[::k, ::k]
     truth_d = t[::k, ::k] if t is not None else None

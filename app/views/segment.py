@@ -101,15 +101,15 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ downloads
     # The view saves the mask it shows when it holds every pixel; a larger image's full mask
     # comes from here, at the threshold last released (the file name says which).
+    # Deferred (callables): the files are made when a button is pressed, not on every rerun.
     row = st.container(horizontal=True)
     if payload["stride"] > 1:
-        pred = threshold_mask(prob, threshold, min_area)
         row.download_button(f"Download full mask at {threshold:.2f} (PNG)",
-                            viz.mask_png_bytes(pred),
+                            lambda: viz.mask_png_bytes(threshold_mask(prob, threshold, min_area)),
                             file_name=f"{item.stem}_mask_t{threshold:.2f}.png",
                             mime="image/png", key="seg_dl_mask", on_click="ignore",
                             help="At the threshold you released last, with the minimum-area "
                             "rule, at full resolution.")
-    row.download_button("Download probabilities (.npy)", viz.npy_bytes(prob),
+    row.download_button("Download probabilities (.npy)", lambda: viz.npy_bytes(prob),
                         file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
                         key="seg_dl_prob", on_click="ignore")
