@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from app import engine, sources, state, viz, widgets
-from app.context import PageContext
+from app.context import InferenceSettings, PageContext
 from app.errors import run_safely
 from app.settings import ASSETS, app_max_pixels, data_root, domain_of_sample_set
 from unet_core.errors import DataSetError, UnetCoreError
@@ -35,7 +36,7 @@ class EvalState:
     source: str
     pairs: list[Pair]
     evaluation: Evaluation
-    settings: dict[str, Any]
+    settings: InferenceSettings  # min_area 0: every rule is re-derived from the counts
     holder: sources.ExtractedZip | None = None
 
 
@@ -48,16 +49,16 @@ def select_metric_for(card: ModelCard) -> str:
     return "tgs_metric" if card.domain.lower() == "seismic" else "mean_iou"
 
 
-def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: dict[str, Any],
+def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: InferenceSettings,
               holder: sources.ExtractedZip | None) -> EvalState:
     """Evaluate the pairs of ``folder`` (cached per model, data and settings)."""
     bundle = ctx.bundle
     pairs = holder.pairs() if holder is not None else find_pairs(folder, require_masks=True)
     fingerprint = sources.pairs_fingerprint(pairs, extra, with_mtime=holder is None)
     store = engine.evaluation_store()
-    seg = engine.get_segmenter(bundle, settings["tta"], ctx.backend)
-    cache_key = (bundle.key, fingerprint, settings["padding"], settings["tta"],
-                 seg.backend.name, settings["invert_masks"])
+    seg = engine.get_segmenter(bundle, settings.tta, ctx.backend)
+    cache_key = (bundle.key, fingerprint, settings.padding, settings.tta,
+                 seg.backend.name, settings.invert_masks)
     evaluation = store.get(cache_key)
     if evaluation is None:
         bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
@@ -65,9 +66,9 @@ def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Evaluated {done} / {total} images")
 
-        evaluation = evaluate_pairs(seg, pairs, padding_mode=settings["padding"],
+        evaluation = evaluate_pairs(seg, pairs, padding_mode=settings.padding,
                                     progress=progress, max_pixels=app_max_pixels(),
-                                    invert_masks=settings["invert_masks"],
+                                    invert_masks=settings.invert_masks,
                                     select_metric=select_metric_for(bundle.card))
         bar.empty()
         store.put(cache_key, evaluation)
@@ -113,7 +114,7 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
 
 
 def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
-         settings: dict[str, Any]) -> None:
+         settings: InferenceSettings) -> None:
     ss = st.session_state
     old: EvalState | None = ss.get("evaluation")
     holder = None
@@ -130,7 +131,7 @@ def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
             folder, extra = holder.path, f"zip:{holder.sha}"
         if folder is None:
             return
-        suffix = " (masks inverted)" if settings["invert_masks"] else ""
+        suffix = " (masks inverted)" if settings.invert_masks else ""
         try:
             ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder)
         except UnetCoreError as exc:  # name the uploaded zip, never the server's temp folder
@@ -159,8 +160,9 @@ def render(ctx: PageContext) -> None:
     c_src, c_opts = st.columns([2, 1])
     with c_src:
         folder, label, zip_upload = _source_ui(card)
-    settings = {"padding": ctx.settings.padding, "tta": ctx.settings.tta,
-                "invert_masks": ctx.settings.invert_masks}
+    # What the evaluation depends on: the sidebar's settings but the minimum area, which is
+    # re-derived from the stored counts.
+    settings = dataclasses.replace(ctx.settings, min_area=0)
     with c_opts:
         ready = folder is not None or zip_upload is not None
         clicked = st.button("Run evaluation", type="primary", key="eval_run",
@@ -180,7 +182,7 @@ def render(ctx: PageContext) -> None:
         st.info("Padding, test-time augmentation or mask inversion changed since this "
                 "evaluation: press **Run evaluation** to score with them. Shown: the "
                 "evaluation with padding {padding}, TTA {tta}, masks inverted "
-                "{invert_masks}.".format(**result.settings))
+                "{invert_masks}.".format(**dataclasses.asdict(result.settings)))
     _results(ctx, result)
 
 
@@ -273,9 +275,9 @@ def _worst_cases(ctx: PageContext, result: EvalState, sweep: Any, threshold: flo
         tile = gallery.container(width=180)
         with tile, run_safely(what="thumbnail"):
             thumb = engine.worst_case_thumbnail(
-                pair.image_path, pair.mask_path, bundle, padding=settings["padding"],
-                tta=settings["tta"], backend=ctx.backend, threshold=threshold,
-                min_area=min_area, invert_masks=settings["invert_masks"])
+                pair.image_path, pair.mask_path, bundle, padding=settings.padding,
+                tta=settings.tta, backend=ctx.backend, threshold=threshold,
+                min_area=min_area, invert_masks=settings.invert_masks)
             st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · IoU "
                      f"{sweep.iou[idx, k]:.3f}")
         if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
