@@ -56,10 +56,11 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Debian chromium driven by Playwright (never `playwright install`), shared by
-    every browser test; a missing chromium fails the test with how to install it."""
+    """Headless Debian chromium driven by Playwright (never `playwright install`), one per test
+    module (module scope: a sync Playwright left running would break the async load test);
+    a missing chromium fails the test with how to install it."""
     from tools.browser import BrowserError, chromium_browser
 
     try:
