@@ -24,7 +24,7 @@ def test_101_goes_to_128_with_min_size(tiny_model_path):
     loaded.card.min_size = 128
     s = Segmenter(loaded)
     padded, box = s.prepare(np.zeros((101, 101), np.float32))
-    assert padded.shape == (128, 128) and (box.top, box.left) == (14, 14)
+    assert padded.shape == (128, 128, 1) and (box.top, box.left) == (14, 14)
 
 
 def test_batch_equals_single(seg):
@@ -74,8 +74,8 @@ def test_threshold_mask(seg):
 
 
 def test_bad_images_are_clear_errors(seg):
-    with pytest.raises(UnetCoreError, match="2-D"):
-        seg.predict_proba(np.zeros((4, 4, 3)))
+    with pytest.raises(UnetCoreError, match="5 channels but the model takes 1"):
+        seg.predict_proba(np.zeros((4, 4, 5)))
     with pytest.raises(UnetCoreError, match="NaN"):
         seg.predict_proba(np.full((4, 4), np.nan))
 
@@ -89,7 +89,7 @@ def test_normalisations():
     assert pc.min() == 0 and pc.max() == 1
     assert not normalise_input(np.full((3, 3), 0.5, np.float32), "minmax").any()
     with pytest.raises(UnetCoreError, match="accepted"):
-        normalise_input(x, "zscore")
+        normalise_input(x, "bogus")
 
 
 def test_fully_convolutional_large_image_is_tiled_and_agrees(tiny_model_path):
@@ -117,7 +117,7 @@ def test_fully_convolutional_large_image_is_tiled_and_agrees(tiny_model_path):
     tiled = s.predict_proba(image, max_pixels=budget)
     del s.forward
     whole = s.predict_proba(image)
-    assert len(seen) >= 1 and all(h * w <= budget for _, h, w in seen), seen
+    assert len(seen) >= 1 and all(h * w <= budget for _, h, w, *_ in seen), seen
     assert tiled.shape == whole.shape == (200, 170) and tiled.dtype == np.float32
     diff = np.abs(tiled - whole)
     assert diff.mean() < 0.005 and diff.max() < 0.1, (diff.mean(), diff.max())

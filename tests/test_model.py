@@ -79,11 +79,14 @@ def test_missing_file(tmp_path):
         load_model(tmp_path / "nope.keras")
 
 
-def test_rgb_model_says_what_it_expects(tmp_path):
+def test_rgb_model_loads_with_its_channels(tmp_path):
     model = build_unet(input_channels=3, base_filters=4, depth=2)
     p = tmp_path / "rgb.keras"
     model.save(p)
-    with pytest.raises(ModelSpecError, match="3 channels.*single-channel"):
+    loaded = load_model(p)
+    assert loaded.card.channels == 3 and "channels" in loaded.card.inferred
+    (tmp_path / "rgb.json").write_text('{"channels": 1}')
+    with pytest.raises(ModelSpecError, match="channels = 1 but the network takes 3"):
         load_model(p)
 
 

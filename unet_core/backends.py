@@ -1,4 +1,7 @@
-"""Inference backends: the network as a function (N, H, W, 1) float32 -> (N, H, W) probabilities.
+"""Inference backends: the network as a function (N, H, W, C) float32 -> (N, H, W, K) probabilities.
+
+C is the card's input channels; K is 1 (one sigmoid map) or the number of softmax classes.
+A ``logits`` model gets its sigmoid (K = 1) or softmax over K (K >= 2) applied here.
 
 Two backends run the same weights:
 
@@ -34,7 +37,7 @@ from .model import LoadedModel
 
 BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorflow")
 MAX_ABS_DIFF = 1e-3  # an export whose probabilities differ more than this from Keras is not used
-_EXPORT_FORMAT = 1  # bump when the export recipe changes, to invalidate old cache entries
+_EXPORT_FORMAT = 2  # bump when the export recipe changes, to invalidate old cache entries
 
 
 def default_backend() -> str:
@@ -60,8 +63,17 @@ def _sigmoid(y: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-y))).astype(np.float32, copy=False)
 
 
+def to_probabilities(y: np.ndarray) -> np.ndarray:
+    """Logits (N, H, W, K) -> probabilities: sigmoid for K = 1, softmax over K for K >= 2."""
+    y = np.asarray(y, dtype=np.float32)
+    if y.shape[-1] == 1:
+        return _sigmoid(y)
+    e = np.exp(y - y.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32, copy=False)
+
+
 class Backend:
-    """Common interface: ``backend(x)`` with x float32 (N, H, W, 1) -> float32 (N, H, W)."""
+    """Common interface: ``backend(x)`` with x float32 (N, H, W, C) -> float32 (N, H, W, K)."""
 
     name: str = ""
     note: str = ""  # why this backend was chosen (e.g. why ONNX Runtime was not)
@@ -71,7 +83,7 @@ class Backend:
 
 
 class TensorFlowBackend(Backend):
-    """The Keras model in one ``tf.function`` (input signature (None, None, None, 1) float32)."""
+    """The Keras model in one ``tf.function`` (input signature (None, None, None, C) float32)."""
 
     name = "tensorflow"
 
@@ -79,20 +91,22 @@ class TensorFlowBackend(Backend):
         import tensorflow as tf
 
         model = loaded.model
-        apply_sigmoid = loaded.card.output == "logits"
+        logits = loaded.card.output == "logits"
+        channels = loaded.card.channels
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)],
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)],
                      reduce_retracing=True)
         def forward(x: Any) -> Any:
             y = model(x, training=False)
-            if apply_sigmoid:
-                y = tf.sigmoid(y)
-            return y[..., 0]
+            if logits:
+                y = tf.sigmoid(y) if y.shape[-1] == 1 else tf.nn.softmax(y, axis=-1)
+            return y
 
         self._forward = forward
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(np.ascontiguousarray(x, dtype=np.float32)).numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return as_nhwk(self._forward(x).numpy(), x.shape)
 
 
 def model_key(loaded: LoadedModel) -> str:
@@ -102,6 +116,10 @@ def model_key(loaded: LoadedModel) -> str:
         with open(loaded.path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
+        if loaded.weights_path is not None:
+            with open(loaded.weights_path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
     else:
         h.update(json.dumps(loaded.model.get_config(), sort_keys=True, default=str).encode())
         for w in loaded.model.get_weights():
@@ -121,14 +139,14 @@ def model_key(loaded: LoadedModel) -> str:
 
 
 def check_sample(loaded: LoadedModel) -> np.ndarray:
-    """The fixed sample an export is checked on: float32 (2, H, W, 1), H, W the network size."""
+    """The fixed sample an export is checked on: float32 (2, H, W, C), H, W the network size."""
     card = loaded.card
     if card.input_size:
         h, w = card.input_size
     else:
         m = max(1, card.multiple_of)
         h = w = -(-max(card.min_size, 64) // m) * m
-    return np.random.default_rng(0).random((2, h, w, 1), dtype=np.float32)
+    return np.random.default_rng(0).random((2, h, w, card.channels), dtype=np.float32)
 
 
 def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -154,7 +172,7 @@ def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, 
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(fd)
     try:
-        sig = [tf.TensorSpec([None, None, None, 1], tf.float32, name="image")]
+        sig = [tf.TensorSpec([None, None, None, loaded.card.channels], tf.float32, name="image")]
         try:
             with warnings.catch_warnings():  # the exporter's own numpy FutureWarnings
                 warnings.simplefilter("ignore", FutureWarning)
@@ -198,13 +216,31 @@ def _session(path: Path) -> Any:
                                 providers=["CPUExecutionProvider"])
 
 
-def _run(session: Any, x: np.ndarray, apply_sigmoid: bool) -> np.ndarray:
+def _run(session: Any, x: np.ndarray, logits: bool) -> np.ndarray:
     name = session.get_inputs()[0].name
-    y = session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-    # (N, H, W, C) -> (N, H, W). Reshaped rather than indexed: one CI run saw an export whose
-    # output carried an extra leading unit axis, (N, 1, H, W, 1), with the right values.
-    y = y.reshape(x.shape[0], x.shape[1], x.shape[2], -1)[..., 0]
-    return _sigmoid(y) if apply_sigmoid else y.astype(np.float32, copy=False)
+    y = as_nhwk(session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0], x.shape)
+    return to_probabilities(y) if logits else y.astype(np.float32, copy=False)
+
+
+def as_nhwk(y: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A network's output as (N, H, W, K) for an input of ``input_shape`` (N, H, W, C).
+
+    Leading unit axes are dropped (one CI run saw an export whose output carried an extra
+    one, (N, 1, H, W, 1), with the right values). Raises UnetCoreError when the output's
+    height and width are not the input's (not a segmentation network for this size).
+    """
+    y = np.asarray(y)
+    n, h, w = (int(v) for v in input_shape[:3])
+    while y.ndim > 4 and y.shape[0] == 1 and y.shape[1] == n:
+        y = y[0]
+    if y.ndim == 3:
+        y = y[..., None]
+    if y.ndim != 4 or y.shape[:3] != (n, h, w):
+        got = f"{y.shape[1]}x{y.shape[2]}" if y.ndim == 4 else f"shape {y.shape}"
+        raise UnetCoreError(
+            f"the model's output is {got} for a {h}x{w} input; accepted: an output of the "
+            "input's height and width (a segmentation network)")
+    return y
 
 
 class OnnxBackend(Backend):
@@ -221,10 +257,10 @@ class OnnxBackend(Backend):
             self.path, self.info = export_onnx(loaded, folder)
             self._session = _session(self.path)
         self.max_abs_diff: float = float(self.info["max_abs_diff"])
-        self._sigmoid = loaded.card.output == "logits"
+        self._logits = loaded.card.output == "logits"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return _run(self._session, x, self._sigmoid)
+        return _run(self._session, x, self._logits)
 
 
 def make_backend(loaded: LoadedModel, name: str | None = None) -> Backend:

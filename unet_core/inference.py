@@ -1,17 +1,25 @@
 """Inference: image(s) in, probability map(s) out, at exactly the input's size.
 
-The :class:`Segmenter` applies the model card's input normalisation, pads each image to what the
-network accepts (never resizes), runs a compiled forward pass and crops the result back:
+The :class:`Segmenter` maps each image to the network's input as its card says
+(:func:`unet_core.preprocess.model_input`: channels, channel order, value scaling, with
+statistics over the whole image), then fits it to the network by the card's ``fit``:
 
-* fixed-size network (card.input_size): images up to that size are padded to it; larger images
-  are tiled with overlap and blended (:func:`unet_core.padding.predict_tiled`);
-* fully convolutional network: padded to at least ``card.min_size`` and up to a multiple of
-  ``card.multiple_of``; when that padded image would exceed ``max_network_pixels`` (default
-  1024 x 1024), it is predicted in overlapping square tiles of at most that many pixels and
-  blended the same way, so memory stays bounded for any image size.
+* ``resize``: the whole image is resized to ``card.input_size`` (bilinear, half-pixel
+  centres), predicted in one pass, and the class probabilities are resized back to exactly
+  the image's height x width (bilinear);
+* ``pad`` (never resizes): a fixed-size network (card.input_size) gets images up to that
+  size padded to it, larger images tiled with overlap and blended
+  (:func:`unet_core.padding.predict_tiled`); a fully convolutional network gets images padded
+  to at least ``card.min_size`` and up to a multiple of ``card.multiple_of``; when that padded
+  image would exceed ``max_network_pixels`` (default 1024 x 1024), it is predicted in
+  overlapping square tiles and blended the same way, so memory stays bounded.
+
+Outputs are class probabilities (H, W, K): K = 1 for one sigmoid map, K classes for a softmax.
+:meth:`Segmenter.predict_proba` gives one class's map (H, W) (the card's default class unless
+``class_index`` is given), :meth:`Segmenter.predict_labels` the label map.
 
 Forward passes go through an inference backend (:mod:`unet_core.backends`): ONNX Runtime on a
-cached export of the model by default, or one ``tf.function`` traced once for any (N, H, W, 1)
+cached export of the model by default, or one ``tf.function`` traced once for any (N, H, W, C)
 float32 batch; never ``model.predict`` per image.
 """
 
@@ -26,8 +34,9 @@ import numpy as np
 from .backends import make_backend
 from .errors import UnetCoreError
 from .metrics import threshold_mask
-from .model import NORMALISATIONS, LoadedModel
+from .model import LoadedModel
 from .padding import PadBox, check_mode, pad_to, pad_to_multiple, predict_tiled, round_up
+from .preprocess import FITS, NORMALISATIONS, model_input, resize_bilinear, scale_values
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,28 +46,19 @@ MAX_NETWORK_PIXELS = 1024 * 1024
 
 
 def normalise_input(image: np.ndarray, rule: str) -> np.ndarray:
-    """Apply a card's input normalisation to a float32 (H, W) image in [0, 1].
+    """Apply a value scaling rule to a float32 (H, W) image already in [0, 1].
 
-    ``unit``: unchanged. ``minmax``: own min..max -> 0..1 (constant image -> zeros).
-    ``percentile``: own 1st..99th percentile -> 0..1, clipped.
+    Kept for one-channel callers (training); see :func:`unet_core.preprocess.scale_values`.
     """
     if rule not in NORMALISATIONS:
         raise UnetCoreError(
             f"unknown input normalisation {rule!r}; accepted: {', '.join(NORMALISATIONS)}")
     x = np.asarray(image, dtype=np.float32)
-    if rule == "unit":
-        return x
-    if rule == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-    else:
-        lo, hi = (float(v) for v in np.percentile(x, (1.0, 99.0)))
-    if hi - lo < 1e-6:
-        return np.zeros_like(x)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    return scale_values(x[..., None], rule)[..., 0]
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an input image: 2-D float in [0, 1], finite. Returns float32 (H, W)."""
+    """Validate a grayscale image: 2-D float, finite. Returns float32 (H, W)."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -75,12 +75,17 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 class Segmenter:
-    """Runs a loaded model on images; see the module docstring for padding rules.
+    """Runs a loaded model on images; see the module docstring for the fit rules.
+
+    Images are (H, W) or (H, W, C) arrays as decoded (:func:`unet_core.io.read_raw`, native
+    dtype: a ``raw`` model sees 0-255 values) or float images in [0, 1]
+    (:func:`unet_core.io.read_image`, fine for every rule but ``raw``).
 
     Args:
         loaded: the model and its card.
         padding_mode: default padding mode (None: the card's).
         tta: flip test-time augmentation (None: the card's).
+        fit: ``pad`` or ``resize`` (None: the card's; ``resize`` needs ``card.input_size``).
         batch_size: images per forward pass in :meth:`predict_batch`.
         tile_overlap: overlap in pixels when tiling a fixed-size network.
         max_batch_pixels: a batch holds at most this many network-input pixels (large images
@@ -92,8 +97,8 @@ class Segmenter:
     """
 
     def __init__(self, loaded: LoadedModel, *, padding_mode: str | None = None,
-                 tta: bool | None = None, batch_size: int = 16, tile_overlap: int = 32,
-                 max_batch_pixels: int = 2**22,
+                 tta: bool | None = None, fit: str | None = None, batch_size: int = 16,
+                 tile_overlap: int = 32, max_batch_pixels: int = 2**22,
                  max_network_pixels: int | None = MAX_NETWORK_PIXELS,
                  backend: str | None = None) -> None:
         self.loaded = loaded
@@ -101,29 +106,56 @@ class Segmenter:
         self.model = loaded.model
         self.padding_mode = check_mode(padding_mode or self.card.padding_mode)
         self.tta = self.card.tta if tta is None else tta
+        self.fit = fit or self.card.fit
+        if self.fit not in FITS:
+            raise UnetCoreError(f"unknown fit {self.fit!r}; accepted: {', '.join(FITS)}")
+        if self.fit == "resize" and not self.card.input_size:
+            raise UnetCoreError(
+                f"{loaded.name}: fit resize needs a network with a fixed input size; this one "
+                "is fully convolutional (accepted: fit pad)")
         self.batch_size = batch_size
         self.max_batch_pixels = max_batch_pixels
         self.tile_overlap = tile_overlap
         self.max_network_pixels = max_network_pixels
         self.backend = make_backend(loaded, backend)
 
+    @property
+    def n_classes(self) -> int:
+        """K: 1 for one sigmoid map, else the softmax classes."""
+        return self.card.n_classes
+
+    def _class(self, class_index: int | None) -> int:
+        k = self.card.default_class if class_index is None else int(class_index)
+        if not 0 <= k < self.n_classes:
+            names = ", ".join(f"{i} {self.card.class_name(i)}" for i in range(self.n_classes))
+            raise UnetCoreError(
+                f"class {k} is not a class of {self.loaded.name}; accepted: {names}")
+        return k
+
     # -- low level ---------------------------------------------------------------------------
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Network on a prepared batch: (N, H, W) float32 -> (N, H, W) float32 probabilities.
+        """Network on a prepared batch: (N, H, W, C) float32 -> (N, H, W, K) probabilities.
 
-        With TTA the image and its left-right mirror go through in one call when the doubled
-        batch fits ``max_batch_pixels``, and their probabilities are averaged.
+        A (N, H, W) batch is taken as one channel. With TTA the image and its left-right
+        mirror go through in one call when the doubled batch fits ``max_batch_pixels``, and
+        their probabilities are averaged.
         """
-        x = np.ascontiguousarray(batch, dtype=np.float32)[..., None]
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[..., None]
         if not self.tta:
             return self.backend(x)
         n = len(x)
-        if 2 * x.size <= self.max_batch_pixels:
+        if 2 * x[..., 0].size <= self.max_batch_pixels:
             both = self.backend(np.concatenate([x, x[:, :, ::-1]]))
             y, yf = both[:n], both[n:]
         else:
             y, yf = self.backend(x), self.backend(np.ascontiguousarray(x[:, :, ::-1]))
         return (0.5 * (y + yf[:, :, ::-1])).astype(np.float32, copy=False)
+
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """An image mapped and scaled as the card says, at its own size: float32 (H, W, C)."""
+        return model_input(image, self.card)
 
     def _padded_size(self, height: int, width: int) -> tuple[int, int]:
         """(H, W) a fully convolutional network needs for an image of this size, untiled."""
@@ -136,10 +168,13 @@ class Segmenter:
         """(H, W) the network will see for an image of this size, or None if it will be tiled.
 
         ``max_pixels`` overrides ``max_network_pixels`` for a fully convolutional network.
+        With ``fit="resize"`` always the card's input size.
         """
         card = self.card
         if card.input_size:
             th, tw = card.input_size
+            if self.fit == "resize":
+                return th, tw
             return (th, tw) if height <= th and width <= tw else None
         size = self._padded_size(height, width)
         budget = self.max_network_pixels if max_pixels is None else max_pixels
@@ -178,12 +213,20 @@ class Segmenter:
 
     def prepare(self, image: np.ndarray, padding_mode: str | None = None
                 ) -> tuple[np.ndarray, PadBox]:
-        """Normalise and pad one (H, W) image for the network -> (padded (Hp, Wp), box)."""
+        """One image as the network sees it -> (float32 (Hn, Wn, C), box of the image in it).
+
+        ``pad``: mapped, scaled and padded (the box locates the image). ``resize``: mapped,
+        scaled and resized to the input size (the box is the whole input).
+        """
         mode = check_mode(padding_mode or self.padding_mode)
-        return self._pad(normalise_input(check_image(image), self.card.normalisation), mode)
+        x = self.model_input(image)
+        if self.fit == "resize":
+            th, tw = self.card.input_size  # type: ignore[misc]
+            return resize_bilinear(x, (th, tw)), PadBox(0, 0, th, tw)
+        return self._pad(x, mode)
 
     def _pad(self, x: np.ndarray, mode: str) -> tuple[np.ndarray, PadBox]:
-        """Pad a validated, normalised (H, W) image to the network's size."""
+        """Pad a mapped, scaled (H, W, C) image to the network's size."""
         card = self.card
         if card.input_size:
             th, tw = card.input_size
@@ -191,18 +234,23 @@ class Segmenter:
         return pad_to_multiple(x, max(1, card.multiple_of), mode, min_size=card.min_size)
 
     # -- public ------------------------------------------------------------------------------
-    def predict_proba(self, image: np.ndarray, padding_mode: str | None = None, *,
-                      max_pixels: int | None = None) -> np.ndarray:
-        """Probability map of one image: (H, W) float in [0, 1] -> float32 (H, W).
+    def predict_classes(self, image: np.ndarray, padding_mode: str | None = None, *,
+                        max_pixels: int | None = None) -> np.ndarray:
+        """Class probabilities of one image: float32 (H, W, K) at exactly the image's size.
 
-        Images too large for one pass (over the fixed input size, or over ``max_pixels``,
-        default ``max_network_pixels``, once padded) are predicted in overlapping tiles
-        blended with linear ramps (:func:`unet_core.padding.predict_tiled`).
+        Images too large for one pass (``pad`` fit: over the fixed input size, or over
+        ``max_pixels``, default ``max_network_pixels``, once padded) are predicted in
+        overlapping tiles blended with linear ramps (:func:`unet_core.padding.predict_tiled`).
         """
         mode = check_mode(padding_mode or self.padding_mode)
-        x = normalise_input(check_image(image), self.card.normalisation)
-        if self.network_size(*x.shape, max_pixels=max_pixels) is None:
-            tile = self.tile_size(*x.shape, max_pixels=max_pixels)
+        x = self.model_input(image)
+        h, w = x.shape[:2]
+        if self.fit == "resize":
+            th, tw = self.card.input_size  # type: ignore[misc]
+            y = self.forward(resize_bilinear(x, (th, tw))[None])[0]
+            return np.clip(resize_bilinear(y, (h, w)), 0.0, 1.0)
+        if self.network_size(h, w, max_pixels=max_pixels) is None:
+            tile = self.tile_size(h, w, max_pixels=max_pixels)
             per_batch = max(1, min(self.batch_size, self.max_batch_pixels // (tile[0] * tile[1])))
             if self.card.input_size:
                 return predict_tiled(self.forward, x, tile, self.tile_overlap, mode, per_batch)
@@ -215,18 +263,34 @@ class Segmenter:
         padded, box = self._pad(x, mode)
         return box.crop(self.forward(padded[None])[0])
 
-    def predict_batch(self, images: Sequence[np.ndarray], padding_mode: str | None = None
-                      ) -> list[np.ndarray]:
-        """Probability maps of many images (any sizes): list of float32 (H_i, W_i).
+    def predict_proba(self, image: np.ndarray, padding_mode: str | None = None, *,
+                      max_pixels: int | None = None, class_index: int | None = None
+                      ) -> np.ndarray:
+        """Probability map of one class (default: the card's) for one image: float32 (H, W)."""
+        k = self._class(class_index)
+        return np.ascontiguousarray(
+            self.predict_classes(image, padding_mode, max_pixels=max_pixels)[..., k])
 
-        Images that pad to the same network size are stacked into batches of ``batch_size``.
+    def predict_labels(self, image: np.ndarray, padding_mode: str | None = None,
+                       threshold: float | None = None) -> np.ndarray:
+        """Label map of one image: uint8 (H, W) (uint16 over 256 classes): the argmax class
+        for a softmax; for one sigmoid map 1 where ``prob > threshold`` (default the card's)."""
+        probs = self.predict_classes(image, padding_mode)
+        return labels_from_probs(probs, self.card.threshold if threshold is None else threshold)
+
+    def predict_batch_classes(self, images: Sequence[np.ndarray],
+                              padding_mode: str | None = None) -> list[np.ndarray]:
+        """Class probabilities of many images (any sizes): list of float32 (H_i, W_i, K).
+
+        Images that reach the network at the same size are stacked into batches of
+        ``batch_size``.
         """
         out: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
-            size = self.network_size(*np.asarray(im).shape[:2])
+            size = self.network_size(*np.shape(im)[:2])
             if size is None:
-                out[i] = self.predict_proba(im, padding_mode)
+                out[i] = self.predict_classes(im, padding_mode)
             else:
                 groups.setdefault(size, []).append(i)
         for (h, w), idx in groups.items():
@@ -236,14 +300,39 @@ class Segmenter:
                 prepared = [self.prepare(images[i], padding_mode) for i in chunk]
                 probs = self.forward(np.stack([p for p, _ in prepared]))
                 for i, (_, box), prob in zip(chunk, prepared, probs, strict=True):
-                    out[i] = box.crop(prob)
+                    if self.fit == "resize":
+                        size = np.shape(images[i])[:2]
+                        out[i] = np.clip(resize_bilinear(prob, size), 0.0, 1.0)
+                    else:
+                        out[i] = box.crop(prob)
         return [o for o in out if o is not None]
 
+    def predict_batch(self, images: Sequence[np.ndarray], padding_mode: str | None = None,
+                      class_index: int | None = None) -> list[np.ndarray]:
+        """Probability maps of one class (default: the card's) for many images: list of
+        float32 (H_i, W_i)."""
+        k = self._class(class_index)
+        return [np.ascontiguousarray(p[..., k])
+                for p in self.predict_batch_classes(images, padding_mode)]
+
     def predict_mask(self, image: np.ndarray, threshold: float | None = None,
-                     padding_mode: str | None = None, min_area: int | None = None
-                     ) -> np.ndarray:
-        """Binary mask (bool (H, W)) at ``threshold`` with the minimum-area rule ``min_area``
-        (pixels; both default to the card's)."""
+                     padding_mode: str | None = None, min_area: int | None = None,
+                     class_index: int | None = None) -> np.ndarray:
+        """Binary mask (bool (H, W)) of one class at ``threshold`` with the minimum-area rule
+        ``min_area`` (pixels; both default to the card's)."""
         t = self.card.threshold if threshold is None else threshold
         k = self.card.min_area if min_area is None else min_area
-        return threshold_mask(self.predict_proba(image, padding_mode), t, k)
+        return threshold_mask(self.predict_proba(image, padding_mode, class_index=class_index),
+                              t, k)
+
+
+def labels_from_probs(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Label map from class probabilities (H, W, K): argmax for K >= 2, ``prob > threshold``
+    for K = 1. Returns uint8 (H, W) (uint16 for more than 256 classes)."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3:
+        raise UnetCoreError(f"class probabilities must be (H, W, K), got shape {probs.shape}")
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] > threshold).astype(np.uint8)
+    dtype = np.uint8 if probs.shape[-1] <= 256 else np.uint16
+    return np.argmax(probs, axis=-1).astype(dtype)

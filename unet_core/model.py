@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -22,11 +23,12 @@ from typing import Any
 
 from .errors import ModelLoadError, ModelSpecError
 from .padding import PAD_MODES
+from .preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
 
-NORMALISATIONS: tuple[str, ...] = ("unit", "minmax", "percentile")
-"""Input normalisation rules, applied to the [0, 1] image that :func:`unet_core.io.read_image`
-returns: ``unit`` uses it as is; ``minmax`` stretches the image's own min..max to 0..1;
-``percentile`` stretches its 1st..99th percentile to 0..1 and clips."""
+__all__ = ["CHANNEL_ORDERS", "FITS", "NORMALISATIONS", "LoadedModel", "ModelCard", "load_model"]
+
+MAX_INPUT_CHANNELS = 64
+MAX_CLASSES = 256
 
 MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
 
@@ -45,20 +47,36 @@ class ModelCard:
         multiple_of: the network's total stride; inputs are padded up to a multiple of it.
         min_size: smaller images are padded up to at least this size (the training size; e.g. 128
             for TGS, so 101x101 goes to 128x128 with 14 before / 13 after).
-        channels: input channels (always 1 for U-Net Explorer models).
-        normalisation: one of :data:`NORMALISATIONS`.
+        channels: input channels the network takes (1 gray, 3 colour, 4 or N bands); images
+            are mapped to them (:func:`unet_core.preprocess.map_channels`).
+        channel_order: ``rgb`` or ``bgr`` (OpenCV-trained models) for 3+ channel inputs.
+        normalisation: value scaling, one of :data:`NORMALISATIONS` (formulas in
+            :mod:`unet_core.preprocess`): unit, raw, minmax, percentile, zscore, meanstd.
+        mean, std: per-channel statistics on the 0..1 scale for ``meanstd`` (e.g. ImageNet's).
+        percentiles: (low, high) percentiles for ``percentile`` (default 1, 99).
+        fit: how an image meets the network: ``pad`` (pad to the stride, or tile a fixed-size
+            network over the full-resolution image) or ``resize`` (resize the whole image to
+            ``input_size`` bilinearly, predict, resize the probabilities back).
         padding_mode: default padding mode (see :mod:`unet_core.padding`).
         threshold: recommended probability threshold (foreground is ``prob > threshold``).
         min_area: minimum-area rule in pixels (0 = off): a thresholded mask with fewer
             foreground pixels is emptied as a whole (see :mod:`unet_core.metrics`); training
             picks it on validation together with the threshold.
-        output: "probability" (sigmoid applied inside the model) or "logits".
+        output: "probability" (sigmoid/softmax applied inside the model) or "logits" (the
+            engine applies sigmoid to one output channel, softmax to K >= 2).
+        classes: names of the K >= 2 softmax classes, index order ([] for one sigmoid channel).
+        class_index: the class shown and thresholded by default (None: 1 for a softmax, the
+            first class after the background, else 0).
+        select_metric: metric that picks the best threshold in evaluation ("tgs_metric",
+            "mean_iou", "mean_dice"; None: the one training used, else TGS for seismic and
+            mean IoU otherwise, see :attr:`selection_metric`).
         tta: average the prediction with that of the horizontally flipped image.
         truth_inverted: the model's training data marks the *other* class in its masks (e.g. ISBI
             2012 EM masks mark cell interiors, the model segments membranes); evaluation then
             inverts ground-truth masks by default.
         architecture, training, metrics: free-form records written by training.
         inferred: names of fields that were guessed because no card was found.
+        notes: why an inferred field has its value (field -> one sentence), e.g. the fit.
     """
 
     name: str = "model"
@@ -69,17 +87,26 @@ class ModelCard:
     multiple_of: int = 1
     min_size: int = 0
     channels: int = 1
+    channel_order: str = "rgb"
     normalisation: str = "unit"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
+    fit: str = "pad"
     padding_mode: str = "reflect"
     threshold: float = 0.5
     min_area: int = 0
     output: str = "probability"
+    classes: list[str] = field(default_factory=list)
+    class_index: int | None = None
+    select_metric: str | None = None
     tta: bool = False
     truth_inverted: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     inferred: list[str] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""
@@ -94,6 +121,60 @@ class ModelCard:
         """Build a card from a dict, ignoring unknown keys."""
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def n_classes(self) -> int:
+        """Output channels: 1 for one sigmoid map, K for a K-class softmax."""
+        return len(self.classes) if len(self.classes) >= 2 else 1
+
+    @property
+    def default_class(self) -> int:
+        """The class shown and thresholded unless another is picked."""
+        if self.class_index is not None:
+            return int(self.class_index)
+        return 1 if self.n_classes >= 2 else 0
+
+    @property
+    def foreground_name(self) -> str:
+        """Name of the default class (``foreground`` for a sigmoid model)."""
+        return self.class_name(self.default_class)
+
+    def class_name(self, index: int) -> str:
+        """Name of class ``index`` (the card's ``foreground`` for a one-channel model)."""
+        return self.classes[index] if self.n_classes >= 2 else self.foreground
+
+    @property
+    def selection_metric(self) -> str:
+        """Metric that picks the best threshold: ``select_metric``, else the one training
+        recorded, else ``tgs_metric`` for seismic and ``mean_iou`` otherwise."""
+        chosen = self.select_metric or self.metrics.get("selected_by")
+        if isinstance(chosen, str) and chosen in ("tgs_metric", "mean_iou", "mean_dice"):
+            return chosen
+        return "tgs_metric" if self.domain == "seismic" else "mean_iou"
+
+    @property
+    def preprocessing(self) -> str:
+        """One line: channels, order, scaling and fit, e.g. '3 channels (BGR), raw values,
+        resized to 128x128 (bilinear)'."""
+        ch = f"{self.channels} channel{'s' if self.channels != 1 else ''}"
+        if self.channels >= 3:
+            ch += f" ({self.channel_order.upper()})"
+        scale = {
+            "unit": "values / full scale (0..1)", "raw": "raw values (no scaling)",
+            "minmax": "per-image min-max to 0..1",
+            "percentile": (f"per-image {self.percentiles[0]:g}-{self.percentiles[1]:g} "
+                           "percentile to 0..1"),
+            "zscore": "per-image z-score", "meanstd": (f"(x/full scale - mean {self.mean}) / std "
+                                                       f"{self.std}"),
+        }.get(self.normalisation, self.normalisation)
+        if self.fit == "resize" and self.input_size:
+            fit = (f"resized to {self.input_size[0]}x{self.input_size[1]} (bilinear) and the "
+                   "probabilities resized back")
+        elif self.input_size:
+            fit = f"padded to {self.input_size[0]}x{self.input_size[1]}, tiled when larger"
+        else:
+            fit = f"padded to a multiple of {self.multiple_of}"
+        return f"{ch}, {scale}, {fit}"
 
     @property
     def input_spec(self) -> str:
@@ -189,6 +270,8 @@ class LoadedModel:
     card: ModelCard
     path: Path | None = None
     card_found: bool = False
+    weights_path: Path | None = None  # the weights of an architecture .json
+    trusted: bool = False  # loaded with safe_mode=False (Python code in the file may have run)
 
     @property
     def name(self) -> str:
@@ -258,7 +341,7 @@ def _parse_config(raw: Any, what: str) -> Any:
         raise ModelLoadError(f"{what} is not valid JSON") from None
 
 
-def check_legacy_h5(path: Path) -> None:
+def check_legacy_h5(path: Path, *, allow_code: bool = False) -> None:
     """Refuse a legacy .h5 model whose config holds Lambda layers or custom (non-Keras) classes.
 
     Legacy HDF5 models store Lambda layers as marshalled Python bytecode, which runs on load.
@@ -274,16 +357,18 @@ def check_legacy_h5(path: Path) -> None:
             f"{path.name}: not a readable HDF5 model file ({_one_line(exc)})") from None
     if raw is None:
         raise ModelLoadError(
-            f"{path.name}: HDF5 file holds no model config (weights-only files are not "
-            "accepted; save the whole model with model.save('model.keras'))"
+            f"{path.name}: HDF5 file holds weights only (no model config); give its "
+            "architecture too: --model arch.json --weights "
+            f"{path.name} (arch.json from model.to_json()), or save the whole model with "
+            "model.save('model.keras')"
         )
     config = _parse_config(raw, f"{path.name}: HDF5 model config")
-    found = _unsafe_entries(config)
+    found = [] if allow_code else _unsafe_entries(config)
     if found:
         raise ModelLoadError(
             f"{path.name}: refused: legacy .h5 model contains {', '.join(found)}; such "
-            "layers hold Python code that would run on load. Accepted: models built from "
-            "standard Keras layers, ideally saved as .keras"
+            "layers hold Python code that would run on load; accepted: models built from "
+            f"standard Keras layers; {TRUST_HINT}"
         )
 
 
@@ -332,7 +417,8 @@ def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = F
     found = [] if allow_code else _unsafe_entries(config, skip_root_compile=True)
     if found:
         raise ModelLoadError(
-            f"{label}: refused: model config contains {', '.join(found)}; {_REFUSED_CODE}")
+            f"{label}: refused: model config contains {', '.join(found)}; {_REFUSED_CODE}; "
+            f"{TRUST_HINT}")
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -392,49 +478,97 @@ def _downsampling_stride(model: Any) -> int:
         return max(1, stride)
 
 
+def _last_activation(model: Any) -> str:
+    """Name of the final activation ("sigmoid", "softmax", "linear", ...) or ""."""
+    try:
+        last = model.layers[-1]
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    act = getattr(last, "activation", None)
+    name = getattr(act, "__name__", "") or ""
+    if type(last).__name__ == "Softmax":
+        return "softmax"
+    return name
+
+
+def network_io(model: Any) -> tuple[tuple, tuple]:
+    """(input shape, output shape) of a validated model, e.g. ((None, 128, 128, 3),
+    (None, 128, 128, 6))."""
+    return tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+
+
 def infer_card(model: Any, name: str) -> ModelCard:
-    """Card with defaults inferred from the network's input shape (fields listed in inferred)."""
-    shape = tuple(model.inputs[0].shape)
-    h, w = shape[1], shape[2]
-    last = model.layers[-1]
-    act = getattr(getattr(last, "activation", None), "__name__", "")
+    """Card inferred from the network (fields listed in ``inferred``, reasons in ``notes``).
+
+    Channels from the input, classes from the output channels (one sigmoid map, or K >= 2
+    softmax classes named "class 0".. "class K-1"; a 2-class softmax is background/foreground),
+    logits when the last layer has no sigmoid/softmax, and the fit: a fixed-size network is
+    fed whole images resized to its input (what training code for such networks does), a
+    fully convolutional one padded images.
+    """
+    shape, out = network_io(model)
+    h, w, channels = shape[1], shape[2], int(shape[3])
+    k = int(out[-1])
+    act = _last_activation(model)
+    fixed = h is not None and w is not None
     card = ModelCard(
         name=name,
         description="No model card was found; settings below are inferred from the network.",
-        input_size=[int(h), int(w)] if h is not None and w is not None else None,
+        input_size=[int(h), int(w)] if fixed else None,
         multiple_of=_downsampling_stride(model),
+        channels=channels,
         output="probability" if act in ("sigmoid", "softmax") else "logits",
+        fit="resize" if fixed else "pad",
     )
-    card.inferred = ["input_size", "multiple_of", "normalisation", "padding_mode", "threshold",
-                     "output"]
+    if k == 2:
+        card.classes = ["background", "foreground"]
+    elif k > 2:
+        card.classes = [f"class {i}" for i in range(k)]
+    card.inferred = ["input_size", "multiple_of", "channels", "channel_order", "normalisation",
+                     "fit", "padding_mode", "threshold", "output", "classes"]
+    card.notes = {
+        "channels": f"the network's input has {channels} channel{'s' if channels != 1 else ''}",
+        "channel_order": "RGB assumed; set bgr for a model trained on OpenCV (cv2.imread) images",
+        "normalisation": "unit (values / full scale, 0..1) assumed; set raw, minmax, percentile, "
+                         "zscore or meanstd to match how the model was trained",
+        "fit": (f"resize: the network takes a fixed {h}x{w} input, and code for such networks "
+                "resizes whole images to it; set pad to tile full-resolution images instead"
+                if fixed else "pad: the network is fully convolutional, so images are padded "
+                f"to a multiple of its stride ({card.multiple_of}), never resized"),
+        "output": (f"the last layer applies {act}" if act in ("sigmoid", "softmax") else
+                   f"the last layer has no sigmoid or softmax ({act or 'unknown'}): its outputs "
+                   f"are logits, the engine applies {'sigmoid' if k == 1 else 'softmax'}"),
+        "classes": ("one output channel: a binary map" if k == 1 else
+                    f"{k} output channels; class names unknown, name them in the card"),
+    }
     return card
 
 
 def validate_model(model: Any, name: str) -> None:
-    """Raise ModelSpecError unless the model maps one single-channel image to one 1-channel map."""
+    """Raise ModelSpecError unless the model maps one (N, H, W, C) image to one (N, H, W, K) map.
+
+    Accepted: C in 1..64 input channels, K in 1..256 output channels (one sigmoid map or K
+    classes), and an output of the input's spatial size when both are fixed.
+    """
+    accepted = "one image input (N, H, W, C) and one output (N, H, W, K) of the same size"
     try:
         inputs = list(model.inputs)
         outputs = list(model.outputs)
     except (AttributeError, TypeError, ValueError):
         raise ModelSpecError(
             f"{name}: model has no defined inputs or outputs (e.g. a Sequential saved before it "
-            "was built); accepted: a model with one image input (N, H, W, 1)") from None
+            f"was built); accepted: {accepted}") from None
     if len(inputs) != 1:
-        raise ModelSpecError(
-            f"{name}: model has {len(inputs)} inputs; accepted: one image input "
-            "(N, H, W, 1)")
+        raise ModelSpecError(f"{name}: model has {len(inputs)} inputs; accepted: {accepted}")
     shape = tuple(inputs[0].shape)
     if len(shape) != 4:
+        raise ModelSpecError(f"{name}: model input has shape {shape}; accepted: {accepted}")
+    if shape[-1] is None or not 1 <= int(shape[-1]) <= MAX_INPUT_CHANNELS:
         raise ModelSpecError(
-            f"{name}: model input has shape {shape}; accepted: (N, H, W, 1) images")
-    if shape[-1] != 1:
-        raise ModelSpecError(
-            f"{name}: model expects input {shape} with {shape[-1]} channels; U-Net Explorer "
-            "feeds single-channel (grayscale) images, shape (N, H, W, 1)")
+            f"{name}: model input {shape} has {shape[-1]} channels; accepted: 1 to "
+            f"{MAX_INPUT_CHANNELS} channels, last axis (channels_last)")
     if len(outputs) != 1:
-        raise ModelSpecError(
-            f"{name}: model has {len(outputs)} outputs; accepted: one mask output "
-            "(N, H, W, 1)")
+        raise ModelSpecError(f"{name}: model has {len(outputs)} outputs; accepted: {accepted}")
     try:
         structure = model.output
     except (AttributeError, TypeError, ValueError):
@@ -442,20 +576,72 @@ def validate_model(model: Any, name: str) -> None:
     if isinstance(structure, dict):
         raise ModelSpecError(
             f"{name}: model returns a dict of outputs ({', '.join(map(str, structure))}); "
-            "accepted: one mask output (N, H, W, 1)")
+            f"accepted: {accepted}")
     out = tuple(outputs[0].shape)
-    if len(out) != 4 or out[-1] != 1:
+    if len(out) != 4 or out[-1] is None or not 1 <= int(out[-1]) <= MAX_CLASSES:
         raise ModelSpecError(
-            f"{name}: model output has shape {out}; accepted: one probability map "
-            "(N, H, W, 1) (binary segmentation)")
+            f"{name}: model output has shape {out}; accepted: one map (N, H, W, 1) or K class "
+            f"maps (N, H, W, K), K <= {MAX_CLASSES}")
+    if all(v is not None for v in (*shape[1:3], *out[1:3])) and out[1:3] != shape[1:3]:
+        raise ModelSpecError(
+            f"{name}: model output is {out[1]}x{out[2]} for a {shape[1]}x{shape[2]} input; "
+            "accepted: an output of the input's height and width (a segmentation network)")
 
 
-def load_card(model_path: Path) -> ModelCard | None:
-    """Read the card next to ``model_path`` if there is one."""
+_NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output")
+
+
+def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | None = None
+                   ) -> ModelCard:
+    """Fill the fields a card leaves out from the network and check the rest agree with it.
+
+    ``given``: the field names the card file states (None: all of them). Channels, input size,
+    stride and output kind not stated are taken from the network; a 2-class softmax without
+    class names becomes background / ``foreground``. Raises ModelSpecError when the card
+    contradicts the network (channels, class count) or names no classes for K >= 3.
+    """
+    inferred = infer_card(model, card.name)
+    given = set(card.to_dict()) if given is None else given
+    for key in _NETWORK_FIELDS:
+        if key not in given:
+            setattr(card, key, getattr(inferred, key))
+    shape, out = network_io(model)
+    c, k = int(shape[-1]), int(out[-1])
+    if card.channels != c:
+        raise ModelSpecError(
+            f"{name}: the card says channels = {card.channels} but the network takes {c}; "
+            f"accepted: channels = {c}")
+    if k == 1 and card.classes:
+        raise ModelSpecError(
+            f"{name}: the card names {len(card.classes)} classes but the network has one output "
+            "channel (a binary map); accepted: no classes (use foreground to name it)")
+    if k >= 2 and not card.classes:
+        if k > 2:
+            raise ModelSpecError(
+                f"{name}: the network has a {k}-class output but its card names no classes; "
+                f"accepted: \"classes\": [{k} names in output order] in the card")
+        card.classes = ["background", card.foreground]
+    if k >= 2 and len(card.classes) != k:
+        raise ModelSpecError(
+            f"{name}: the card names {len(card.classes)} classes but the network outputs {k}; "
+            f"accepted: {k} class names in output order")
+    if card.class_index is not None and not 0 <= card.class_index < card.n_classes:
+        raise ModelSpecError(
+            f"{name}: the card's class_index {card.class_index} is not a class of the network; "
+            f"accepted: 0..{card.n_classes - 1}")
+    return card
+
+
+def _read_card_dict(model_path: Path) -> dict[str, Any] | None:
+    """The card file next to ``model_path`` as a dict, or None when there is none."""
     cpath = card_path_for(model_path)
     if not cpath.is_file():
         return None
     try:
+        if cpath.stat().st_size > _MAX_CARD_BYTES:
+            raise ModelLoadError(
+                f"{cpath.name}: model card is over {_MAX_CARD_BYTES:,} bytes; accepted: a "
+                "JSON card of a few KB")
         data = json.loads(cpath.read_text())
     except RecursionError:
         raise ModelLoadError(
@@ -465,9 +651,29 @@ def load_card(model_path: Path) -> ModelCard | None:
             f"{cpath.name}: model card is not valid JSON ({_one_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelLoadError(f"{cpath.name}: model card must be a JSON object")
-    card = ModelCard.from_dict(data)
-    check_card(card, cpath.name)
+    return data
+
+
+def card_from_dict(data: dict[str, Any], name: str,
+                   error: type[Exception] = ModelLoadError) -> ModelCard:
+    """A checked card from a dict (e.g. an uploaded or edited card); unknown keys ignored."""
+    try:
+        card = ModelCard.from_dict(data)
+    except TypeError as exc:
+        raise error(f"{name}: not a model card ({_one_line(exc)})") from None
+    check_card(card, name, error)
     return card
+
+
+def load_card(model_path: Path) -> ModelCard | None:
+    """Read the card next to ``model_path`` if there is one (checked, not reconciled)."""
+    data = _read_card_dict(Path(model_path))
+    if data is None:
+        return None
+    return card_from_dict(data, card_path_for(model_path).name)
+
+
+_MAX_CARD_BYTES = 1 << 20
 
 
 MAX_CARD_SIDE = 16384
@@ -504,10 +710,51 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
         raise bad("multiple_of", "an integer 1..1024")
     if not is_int(card.min_size) or not 0 <= card.min_size <= MAX_CARD_SIDE:
         raise bad("min_size", f"an integer 0..{MAX_CARD_SIDE}")
-    if not is_int(card.channels) or card.channels < 1:
-        raise bad("channels", "a positive integer")
+    if not is_int(card.channels) or not 1 <= card.channels <= MAX_INPUT_CHANNELS:
+        raise bad("channels", f"an integer 1..{MAX_INPUT_CHANNELS}")
+    if card.channel_order not in CHANNEL_ORDERS:
+        raise bad("channel_order", ", ".join(CHANNEL_ORDERS))
     if card.normalisation not in NORMALISATIONS:
         raise bad("normalisation", ", ".join(NORMALISATIONS))
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    for stat in ("mean", "std"):
+        v = getattr(card, stat)
+        if v is not None and (not isinstance(v, list) or len(v) not in (1, card.channels)
+                              or not all(is_num(x) for x in v)):
+            raise bad(stat, f"null or a list of 1 or {card.channels} numbers (one per channel)")
+    if card.normalisation == "meanstd":
+        if card.mean is None or card.std is None:
+            raise bad("mean" if card.mean is None else "std",
+                      "per-channel numbers on the 0..1 scale for meanstd, e.g. ImageNet mean "
+                      "[0.485, 0.456, 0.406], std [0.229, 0.224, 0.225]")
+        if any(abs(x) > 1.5 for x in card.mean):
+            raise bad("mean", "numbers on the 0..1 scale (divide 0-255 statistics by 255)")
+        if any(x <= 0 for x in card.std):
+            raise bad("std", "positive numbers on the 0..1 scale")
+    p = card.percentiles
+    if (not isinstance(p, list | tuple) or len(p) != 2 or not all(is_num(x) for x in p)
+            or not 0 <= p[0] < p[1] <= 100):
+        raise bad("percentiles", "[low, high] with 0 <= low < high <= 100")
+    if card.fit not in FITS:
+        raise bad("fit", ", ".join(FITS))
+    if card.fit == "resize" and not card.input_size:
+        raise bad("fit", "pad for a network without a fixed input_size (resize needs one)")
+    cls = card.classes
+    if (not isinstance(cls, list) or len(cls) == 1 or len(cls) > MAX_CLASSES
+            or not all(isinstance(c, str) and c.strip() for c in cls)
+            or len(set(cls)) != len(cls)):
+        raise bad("classes", f"[] (one sigmoid map) or 2..{MAX_CLASSES} distinct names")
+    ci = card.class_index
+    if ci is not None and (not is_int(ci) or not 0 <= ci < card.n_classes):
+        raise bad("class_index", f"null or an integer 0..{card.n_classes - 1}")
+    if card.select_metric is not None and card.select_metric not in (
+            "tgs_metric", "mean_iou", "mean_dice"):
+        raise bad("select_metric", "null, tgs_metric, mean_iou or mean_dice")
+    if not isinstance(card.notes, dict):
+        raise bad("notes", "an object of field -> text")
     if card.padding_mode not in PAD_MODES:
         raise bad("padding_mode", ", ".join(PAD_MODES))
     t = card.threshold
@@ -526,32 +773,122 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
         raise bad("inferred", "a list of field names")
 
 
-def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
-               card: ModelCard | None = None, name: str | None = None) -> LoadedModel:
-    """Load a Keras 3 ``.keras`` or legacy ``.h5`` segmentation model and its card.
+TRUST_HINT = ("if you trust this file and its author, load it with --trust-model (CLI) or put it "
+              "in the folder named by UNET_TRUSTED_MODELS_DIR (dashboard)")
+_RESAVE_HINT = ("re-save it with the Keras 2 that made it: open('arch.json', 'w')"
+                ".write(model.to_json()); model.save_weights('weights.h5'), then load both with "
+                "--model arch.json --weights weights.h5")
+ARCH_EXTENSIONS: tuple[str, ...] = (".json",)
 
-    ``safe_mode=True`` (the default) refuses Lambda layers that would deserialise Python code.
-    A legacy ``.h5`` is refused if it holds Lambda layers or custom classes. Pickles are refused.
-    Raises ModelLoadError (not a usable model file) or ModelSpecError (wrong input/outputs).
-    """
-    p = Path(path)
-    label = name or p.name
+
+def _h5_keras_version(path: Path) -> str:
+    """The ``keras_version`` attribute of a legacy HDF5 file ("" when absent/unreadable)."""
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            v = f.attrs.get("keras_version", "")
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:  # noqa: BLE001 - only used to word a message
+        return ""
+
+
+def _check_file(p: Path, label: str) -> str:
+    """Existence, emptiness and magic-bytes kind of a model file ('zip', 'hdf5', ...)."""
     if not p.is_file():
         raise ModelLoadError(f"{label}: model file not found")
     try:
         if p.stat().st_size == 0:
             raise ModelLoadError(f"{label}: model file is empty (0 bytes)")
-        kind = _sniff(p)
+        return _sniff(p)
     except OSError as exc:
         raise ModelLoadError(f"{label}: cannot read model file ({_one_line(exc)})") from None
-    if kind == "pickle" or p.suffix.lower() in (".pkl", ".pickle"):
+
+
+def _model_from_json(p: Path, weights: Path, label: str, safe_mode: bool) -> Any:
+    """Rebuild a model from ``model.to_json()`` text (Keras 3 or Keras 2) and load its
+    weights (Keras 2 ``save_weights`` .h5, a whole legacy .h5 model, or Keras 3 .weights.h5)."""
+    import h5py
+    import keras
+
+    if p.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{label}: architecture JSON is over {_MAX_CONFIG_BYTES:,} bytes")
+    config = _parse_config(p.read_bytes(), f"{label}: architecture")
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ModelLoadError(
+            f"{label}: not a model architecture (accepted: the JSON of model.to_json())")
+    found = [] if not safe_mode else _unsafe_entries(config)
+    if found:
+        raise ModelLoadError(
+            f"{label}: refused: architecture contains {', '.join(found)}; {_REFUSED_CODE}; "
+            f"{TRUST_HINT}")
+    wlabel = weights.name
+    if _check_file(weights, wlabel) != "hdf5":
+        raise ModelLoadError(f"{wlabel}: weights must be an HDF5 file (.h5, from save_weights)")
+    try:
+        if config.get("module"):  # Keras 3 JSON names each class's module
+            model = keras.models.model_from_json(json.dumps(config))
+        else:  # Keras 2 JSON: class names without modules
+            from keras.src.legacy.saving import saving_utils
+
+            model = saving_utils.model_from_config(config)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types; report one line
+        raise ModelLoadError(
+            f"{label}: Keras 3 could not rebuild this architecture ({_one_line(exc, 200)})"
+        ) from None
+    try:
+        if weights.name.lower().endswith(".weights.h5"):
+            model.load_weights(weights)
+        else:
+            from keras.src.legacy.saving import legacy_h5_format
+
+            with h5py.File(weights, "r") as f:
+                group = f.get("model_weights", f)
+                legacy_h5_format.load_weights_from_hdf5_group(group, model)
+    except Exception as exc:  # noqa: BLE001 - mismatched weights, missing layers...
+        raise ModelLoadError(
+            f"{wlabel}: these weights do not fit {label} ({_one_line(exc, 200)}); accepted: "
+            "the save_weights file of the same model") from None
+    return model
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
+               card: ModelCard | None = None, name: str | None = None,
+               weights: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a Keras 3 ``.keras``, a legacy ``.h5`` or an architecture ``.json`` + weights.
+
+    Args:
+        path: the model file, or ``model.to_json()`` text saved as ``.json`` (then ``weights``).
+        safe_mode: True (the default) refuses Lambda layers and custom classes, whose Python
+            code would run on load. False trusts the file (CLI ``--trust-model``; the
+            dashboard only for files in ``UNET_TRUSTED_MODELS_DIR``, never for uploads).
+        card: the card to use (default: the JSON next to the model, else inferred).
+        name: the name used in messages (default: the file name).
+        weights: the weights ``.h5`` of an architecture ``.json``.
+
+    Pickles are always refused. Raises ModelLoadError (not a usable model file) or
+    ModelSpecError (inputs/outputs not those of a segmentation network, or a card that
+    contradicts the network).
+    """
+    p = Path(path)
+    label = name or p.name
+    kind = _check_file(p, label)
+    suffix = p.suffix.lower()
+    if kind == "pickle" or suffix in (".pkl", ".pickle"):
         raise ModelLoadError(
             f"{label}: pickle files are refused (they run code when loaded); accepted: "
-            ".keras (Keras 3) or .h5 (legacy Keras)")
-    suffix = p.suffix.lower()
-    if suffix not in MODEL_EXTENSIONS:
+            ".keras (Keras 3), .h5 (legacy Keras), or arch .json + weights .h5")
+    if suffix in ARCH_EXTENSIONS and weights is None:
         raise ModelLoadError(
-            f"{label}: not a Keras model file; accepted: .keras (Keras 3) or .h5 (legacy Keras)")
+            f"{label}: an architecture JSON needs its weights: --model {p.name} --weights W.h5")
+    if weights is not None and suffix not in ARCH_EXTENSIONS:
+        raise ModelLoadError(
+            f"{label}: --weights goes with an architecture .json (model.to_json()); accepted: "
+            "--model arch.json --weights weights.h5")
+    if suffix not in (*MODEL_EXTENSIONS, *ARCH_EXTENSIONS):
+        raise ModelLoadError(
+            f"{label}: not a Keras model file; accepted: .keras (Keras 3), .h5 (legacy Keras), "
+            "or arch .json + weights .h5")
     if suffix == ".keras":
         if kind != "zip" or not zipfile.is_zipfile(p):
             raise ModelLoadError(f"{label}: not a Keras 3 model (a .keras file is a zip archive)")
@@ -559,36 +896,58 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     if suffix in (".h5", ".hdf5"):
         if kind != "hdf5":
             raise ModelLoadError(f"{label}: not an HDF5 file (legacy Keras models are HDF5)")
-        check_legacy_h5(p)
+        check_legacy_h5(p, allow_code=not safe_mode)
 
     import keras
 
-    try:
-        with _keras_readable_path(p) as readable:
-            model = keras.models.load_model(readable, compile=False, safe_mode=safe_mode)
-    except Exception as exc:  # Keras raises many types; report one line
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Lambda" in msg or "safe_mode" in msg:
-            raise ModelLoadError(
-                f"{label}: refused: the model contains a Lambda layer (Python code); loading it "
-                "would run that code. Accepted: models of standard Keras layers") from None
-        raise ModelLoadError(f"{label}: could not load as a Keras model: {msg[:300]}") from None
+    if suffix in ARCH_EXTENSIONS:
+        model = _model_from_json(p, Path(weights), label, safe_mode)  # type: ignore[arg-type]
+    else:
+        try:
+            with _keras_readable_path(p) as readable:
+                model = keras.models.load_model(readable, compile=False, safe_mode=safe_mode)
+        except Exception as exc:  # Keras raises many types; report one line
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "Lambda" in msg or "safe_mode" in msg:
+                raise ModelLoadError(
+                    f"{label}: refused: the model contains a Lambda layer (Python code); "
+                    f"loading it would run that code; {TRUST_HINT}") from None
+            version = _h5_keras_version(p) if kind == "hdf5" else ""
+            if version.startswith("2."):
+                raise ModelLoadError(
+                    f"{label}: Keras 3 cannot rebuild this Keras {version} model "
+                    f"({_one_line(exc, 120)}); {_RESAVE_HINT}") from None
+            raise ModelLoadError(f"{label}: could not load as a Keras model: {msg[:300]}") from None
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{label}: file holds a {type(model).__name__}, not a Keras model")
     validate_model(model, label)
     found = card is not None
+    given: set[str] | None = None
     if card is None:
-        card = load_card(p)
-        found = card is not None
+        data = _read_card_dict(p)
+        if data is not None:
+            card = card_from_dict(data, card_path_for(p).name)
+            given = set(data)
+            found = True
     if card is None:
         card = infer_card(model, p.stem)
         # a network can declare a huge fixed input or stride: every image would be padded to it
         check_card(card, f"{label} (settings inferred from the network)", ModelSpecError)
-    return LoadedModel(model=model, card=card, path=p, card_found=found)
+    else:
+        card = reconcile_card(card, model, label, given)
+        check_card(card, label, ModelSpecError)
+    return LoadedModel(model=model, card=card, path=p, card_found=found,
+                       weights_path=Path(weights) if weights is not None else None,
+                       trusted=not safe_mode)
 
 
 def from_keras(model: Any, card: ModelCard | None = None, name: str = "model") -> LoadedModel:
     """Wrap an in-memory Keras model (e.g. one just built in a notebook) as a LoadedModel."""
     validate_model(model, name)
-    return LoadedModel(model=model, card=card or infer_card(model, name), path=None,
-                       card_found=card is not None)
+    if card is None:
+        return LoadedModel(model=model, card=infer_card(model, name), path=None)
+    defaults = ModelCard().to_dict()
+    given = {k for k, v in card.to_dict().items() if v != defaults.get(k)}
+    card = reconcile_card(card, model, name, given)
+    check_card(card, name, ModelSpecError)
+    return LoadedModel(model=model, card=card, path=None, card_found=True)

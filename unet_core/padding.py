@@ -142,14 +142,14 @@ def predict_tiled(
 ) -> np.ndarray:
     """Run a fixed-size network over a larger image in overlapping tiles and blend the results.
 
-    ``predict`` maps a float32 batch (N, th, tw) to probabilities (N, th, tw). The image
-    (H, W) float32 is first padded to at least one tile, tiles overlap by ``overlap`` pixels and
-    are blended with linear ramps, and the result is cropped to (H, W) float32.
+    ``predict`` maps a float32 batch (N, th, tw[, C]) to maps (N, th, tw[, K]). The image
+    (H, W[, C]) float32 is first padded to at least one tile, tiles overlap by ``overlap``
+    pixels and are blended with linear ramps, and the result is cropped to (H, W[, K]) float32.
     """
     th, tw = tile
     padded, box = pad_to(image, max(image.shape[0], th), max(image.shape[1], tw), mode)
-    ph, pw = padded.shape
-    out = np.zeros((ph, pw), dtype=np.float32)
+    ph, pw = padded.shape[:2]
+    out: np.ndarray | None = None
     weight = np.zeros((ph, pw), dtype=np.float32)
     window = _blend_window(th, tw, overlap)
     coords = [(y, x) for y in tile_starts(ph, th, overlap) for x in tile_starts(pw, tw, overlap)]
@@ -157,7 +157,12 @@ def predict_tiled(
         chunk = coords[i : i + batch_size]
         batch = np.stack([padded[y : y + th, x : x + tw] for y, x in chunk])
         probs = predict(batch)
+        if out is None:
+            out = np.zeros((ph, pw, *probs.shape[3:]), dtype=np.float32)
+        win = window.reshape(th, tw, *([1] * (probs.ndim - 3)))
         for (y, x), p in zip(chunk, probs, strict=True):
-            out[y : y + th, x : x + tw] += p * window
+            out[y : y + th, x : x + tw] += p * win
             weight[y : y + th, x : x + tw] += window
-    return box.crop(out / np.maximum(weight, 1e-12))
+    assert out is not None
+    w = np.maximum(weight, 1e-12).reshape(ph, pw, *([1] * (out.ndim - 2)))
+    return box.crop(out / w)
