@@ -203,6 +203,7 @@ def build_unet(
     output_activation: str = "sigmoid",
     input_size: tuple[int, int] | None = None,
     name: str = "unet",
+    n_classes: int = 1,
 ):
     """A U-Net as a short loop over filter widths ``base_filters * 2**level``.
 
@@ -214,13 +215,15 @@ def build_unet(
         batch_norm: batch normalisation after each convolution.
         dropout: dropout rate at the bottleneck (0 disables).
         kernel_size: convolution kernel size.
-        output_activation: "sigmoid" for probabilities, "linear" for logits.
+        output_activation: "sigmoid" (one map) or "softmax" (K classes) for probabilities,
+            "linear" for logits.
         input_size: fixed (H, W), or None for a fully convolutional network (any multiple of
             the stride).
         name: Keras model name.
+        n_classes: output channels: 1 (one map) or K >= 2 classes.
 
     Returns:
-        keras.Model mapping (N, H, W, input_channels) float32 to (N, H, W, 1) float32.
+        keras.Model mapping (N, H, W, input_channels) float32 to (N, H, W, n_classes) float32.
     """
     import keras
     from keras import layers
@@ -258,7 +261,7 @@ def build_unet(
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
         x = block(x, filters, f"dec{level}")
-    outputs = layers.Conv2D(1, 1, activation=output_activation, name="mask")(x)
+    outputs = layers.Conv2D(n_classes, 1, activation=output_activation, name="mask")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
