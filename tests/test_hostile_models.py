@@ -272,14 +272,15 @@ def _two_outputs() -> object:
     return keras.Model(inp, [keras.layers.Conv2D(1, 1)(inp), keras.layers.Conv2D(1, 1)(inp)])
 
 
-def _rgb_input() -> object:
-    inp = keras.Input((None, None, 3))
+def _too_many_channels() -> object:
+    inp = keras.Input((None, None, 100))
     return keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(inp))
 
 
-def _softmax_3_classes() -> object:
-    inp = keras.Input((None, None, 1))
-    return keras.Model(inp, keras.layers.Conv2D(3, 1, activation="softmax")(inp))
+def _shrinking_output() -> object:
+    inp = keras.Input((32, 32, 3))
+    return keras.Model(inp, keras.layers.Conv2D(3, 3, strides=2, padding="same",
+                                                activation="softmax")(inp))
 
 
 def _dict_output() -> object:
@@ -310,19 +311,21 @@ def _huge_stride() -> object:
 @pytest.mark.parametrize(
     ("build", "expected"),
     [
-        (_two_inputs, r"model has 2 inputs; accepted: one image input \(N, H, W, 1\)"),
-        (_two_outputs, r"model has 2 outputs; accepted: one mask output \(N, H, W, 1\)"),
-        (_rgb_input, r"3 channels; U-Net Explorer feeds single-channel .*\(N, H, W, 1\)"),
-        (_softmax_3_classes,
-         r"output has shape \(None, None, None, 3\); accepted: one probability map "
-         r"\(N, H, W, 1\) \(binary segmentation\)"),
-        (_dict_output, r"dict of outputs \(mask\); accepted: one mask output"),
-        (_classifier, r"output has shape \(None, 1\); accepted: one probability map"),
-        (_unbuilt_sequential, r"no defined inputs or outputs.*accepted: a model with one image"),
+        (_two_inputs, r"model has 2 inputs; accepted: one image input \(N, H, W, C\)"),
+        (_two_outputs, r"model has 2 outputs; accepted: one image input .* one output "
+                       r"\(N, H, W, K\)"),
+        (_too_many_channels, r"has 100 channels; accepted: 1 to 64 channels"),
+        (_shrinking_output, r"output is 16x16 for a 32x32 input; accepted: an output of the "
+                            r"input's height and width"),
+        (_dict_output, r"dict of outputs \(mask\); accepted: one image input"),
+        (_classifier, r"output has shape \(None, 1\); accepted: one map \(N, H, W, 1\) or K "
+                      r"class maps"),
+        (_unbuilt_sequential, r"no defined inputs or outputs.*accepted: one image input"),
         (_huge_fixed_input, r"input_size = \[100000, 100000\] is invalid \(accepted: .*16384"),
         (_huge_stride, r"multiple_of = 4096 is invalid \(accepted: an integer 1\.\.1024\)"),
     ],
-    ids=["two-inputs", "two-outputs", "rgb-input", "softmax-3", "dict-output", "classifier",
+    ids=["two-inputs", "two-outputs", "100-channels", "shrinking-output", "dict-output",
+         "classifier",
          "unbuilt-sequential", "huge-input", "huge-stride"],
 )
 def test_unsupported_model_says_what_is_accepted(tmp_path: Path, marker: Path, build,  # noqa: ANN001

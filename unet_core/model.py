@@ -481,17 +481,38 @@ def _downsampling_stride(model: Any) -> int:
         return max(1, stride)
 
 
+def _layer_activation(layer: Any, depth: int = 0) -> str:
+    """The activation a layer's output has passed through last ("" when unknown).
+
+    An averaging/merging layer (Average, Maximum, Minimum, e.g. an ensemble's mean) has its
+    inputs' activation when they all agree; Activation/Softmax layers name theirs.
+    """
+    cls = type(layer).__name__
+    if cls == "Softmax":
+        return "softmax"
+    if cls in ("Average", "Maximum", "Minimum") and depth < 8:
+        try:
+            parents = [t._keras_history.operation for node in layer._inbound_nodes
+                       for t in node.input_tensors]
+        except (AttributeError, TypeError):
+            return ""
+        acts = {_layer_activation(p, depth + 1) for p in parents}
+        return acts.pop() if len(acts) == 1 else ""
+    if hasattr(layer, "layers") and hasattr(layer, "outputs") and depth < 8:
+        try:  # a nested model: its own last layer
+            return _layer_activation(layer.layers[-1], depth + 1)
+        except (AttributeError, IndexError, TypeError):
+            return ""
+    act = getattr(layer, "activation", None)
+    return getattr(act, "__name__", "") or ""
+
+
 def _last_activation(model: Any) -> str:
     """Name of the final activation ("sigmoid", "softmax", "linear", ...) or ""."""
     try:
-        last = model.layers[-1]
+        return _layer_activation(model.layers[-1])
     except (AttributeError, IndexError, TypeError):
         return ""
-    act = getattr(last, "activation", None)
-    name = getattr(act, "__name__", "") or ""
-    if type(last).__name__ == "Softmax":
-        return "softmax"
-    return name
 
 
 def network_io(model: Any) -> tuple[tuple, tuple]:
@@ -949,8 +970,10 @@ def from_keras(model: Any, card: ModelCard | None = None, name: str = "model") -
     validate_model(model, name)
     if card is None:
         return LoadedModel(model=model, card=infer_card(model, name), path=None)
+    # an in-memory card states everything but the network's shape fields it left at default
     defaults = ModelCard().to_dict()
-    given = {k for k, v in card.to_dict().items() if v != defaults.get(k)}
+    given = {k for k, v in card.to_dict().items()
+             if k not in ("channels", "input_size", "multiple_of") or v != defaults.get(k)}
     card = reconcile_card(card, model, name, given)
     check_card(card, name, ModelSpecError)
     return LoadedModel(model=model, card=card, path=None, card_found=True)

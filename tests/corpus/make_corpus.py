@@ -644,7 +644,8 @@ def _models(w: _Writer, keras_models: bool) -> None:
             note="a zip without config.json")
     w.model("weights_only.h5",
             _h5_bytes(w, "weights_only", lambda f: f.create_dataset("w", data=np.zeros(3))),
-            "error", r"holds no model config", note="HDF5 without a model config")
+            "error", r"holds weights only \(no model config\); give its architecture too: "
+            r"--model arch.json --weights", note="HDF5 without a model config")
     w.model("config_not_json.h5",
             _h5_bytes(w, "nj", lambda f: f.attrs.__setitem__("model_config", "{nope")),
             "error", r"config is not valid JSON", note="HDF5 model_config that is not JSON")
