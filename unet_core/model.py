@@ -188,8 +188,10 @@ class ModelCard:
 
 
 def card_path_for(model_path: str | os.PathLike) -> Path:
-    """``models/salt.keras`` -> ``models/salt.json``."""
-    return Path(model_path).with_suffix(".json")
+    """``models/salt.keras`` -> ``models/salt.json``; an architecture ``arch.json`` (loaded with
+    its weights) -> ``arch.card.json``."""
+    p = Path(model_path)
+    return p.with_suffix(".card.json") if p.suffix.lower() == ".json" else p.with_suffix(".json")
 
 
 def build_unet(
@@ -615,22 +617,27 @@ def validate_model(model: Any, name: str) -> None:
 _NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output")
 
 
-def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | None = None
-                   ) -> ModelCard:
-    """Fill the fields a card leaves out from the network and check the rest agree with it.
+def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | None = None,
+                   error: type[Exception] = ModelLoadError) -> ModelCard:
+    """Fill the fields a card leaves out from the network, check it, and check it agrees.
 
     ``given``: the field names the card file states (None: all of them). Channels, input size,
     stride and output kind not stated are taken from the network; a 2-class softmax without
-    class names becomes background / ``foreground``. Raises ModelSpecError when the card
-    contradicts the network (channels, class count) or names no classes for K >= 3.
+    class names becomes background / ``foreground``. A bad field value raises ``error``
+    (:func:`check_card`); a card that contradicts the network (channels, class count) or
+    names no classes for K >= 3 raises ModelSpecError.
     """
-    inferred = infer_card(model, card.name)
+    inferred = infer_card(model, card.name if isinstance(card.name, str) else "model")
     given = set(card.to_dict()) if given is None else given
     for key in _NETWORK_FIELDS:
         if key not in given:
             setattr(card, key, getattr(inferred, key))
     shape, out = network_io(model)
     c, k = int(shape[-1]), int(out[-1])
+    if k == 2 and card.classes == []:
+        card.classes = ["background", card.foreground if isinstance(card.foreground, str)
+                        else "foreground"]
+    check_card(card, name, error)
     if card.channels != c:
         raise ModelSpecError(
             f"{name}: the card says channels = {card.channels} but the network takes {c}; "
@@ -639,20 +646,14 @@ def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | Non
         raise ModelSpecError(
             f"{name}: the card names {len(card.classes)} classes but the network has one output "
             "channel (a binary map); accepted: no classes (use foreground to name it)")
-    if k >= 2 and not card.classes:
-        if k > 2:
-            raise ModelSpecError(
-                f"{name}: the network has a {k}-class output but its card names no classes; "
-                f"accepted: \"classes\": [{k} names in output order] in the card")
-        card.classes = ["background", card.foreground]
+    if k > 2 and not card.classes:
+        raise ModelSpecError(
+            f"{name}: the network has a {k}-class output but its card names no classes; "
+            f"accepted: \"classes\": [{k} names in output order] in the card")
     if k >= 2 and len(card.classes) != k:
         raise ModelSpecError(
             f"{name}: the card names {len(card.classes)} classes but the network outputs {k}; "
             f"accepted: {k} class names in output order")
-    if card.class_index is not None and not 0 <= card.class_index < card.n_classes:
-        raise ModelSpecError(
-            f"{name}: the card's class_index {card.class_index} is not a class of the network; "
-            f"accepted: 0..{card.n_classes - 1}")
     return card
 
 
@@ -947,10 +948,15 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     validate_model(model, label)
     found = card is not None
     given: set[str] | None = None
+    card_label = label
     if card is None:
         data = _read_card_dict(p)
         if data is not None:
-            card = card_from_dict(data, card_path_for(p).name)
+            card_label = card_path_for(p).name
+            try:
+                card = ModelCard.from_dict(data)
+            except TypeError as exc:
+                raise ModelLoadError(f"{card_label}: not a model card ({_one_line(exc)})") from None
             given = set(data)
             found = True
     if card is None:
@@ -958,8 +964,7 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
         # a network can declare a huge fixed input or stride: every image would be padded to it
         check_card(card, f"{label} (settings inferred from the network)", ModelSpecError)
     else:
-        card = reconcile_card(card, model, label, given)
-        check_card(card, label, ModelSpecError)
+        card = reconcile_card(card, model, card_label, given)
     return LoadedModel(model=model, card=card, path=p, card_found=found,
                        weights_path=Path(weights) if weights is not None else None,
                        trusted=not safe_mode)
@@ -974,6 +979,5 @@ def from_keras(model: Any, card: ModelCard | None = None, name: str = "model") -
     defaults = ModelCard().to_dict()
     given = {k for k, v in card.to_dict().items()
              if k not in ("channels", "input_size", "multiple_of") or v != defaults.get(k)}
-    card = reconcile_card(card, model, name, given)
-    check_card(card, name, ModelSpecError)
+    card = reconcile_card(card, model, name, given, ModelSpecError)
     return LoadedModel(model=model, card=card, path=None, card_found=True)
