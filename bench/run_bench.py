@@ -124,7 +124,7 @@ def pure_forward_rate(seg: Segmenter, pairs: list[Pair], batch: int) -> float:
         img, _ = load_pair(p)
         x, _box = seg.prepare(img)
         prepared.setdefault(x.shape, []).append(x)
-    batches = [np.stack(v[i:i + batch])[..., None] for v in prepared.values()
+    batches = [np.stack(v[i:i + batch]) for v in prepared.values()
                for i in range(0, len(v), batch)]
     seg.backend(batches[0])  # warm
     t = time.perf_counter()
@@ -146,7 +146,7 @@ def quantised_int8(loaded: LoadedModel, onnx: OnnxBackend, calib: list[np.ndarra
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{"image": x[None, ..., None].astype(np.float32)} for x in calib])
+            self.items = iter([{"image": x[None].astype(np.float32)} for x in calib])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -214,7 +214,7 @@ def bench_model(path: Path, quick: bool, int8: bool, peak: float) -> dict[str, A
 
     def one_layer() -> None:
         name = layers[next(order) % len(layers)]
-        channel_stats(crop_activation(maps[name], box, padded.shape))
+        channel_stats(crop_activation(maps[name], box, padded.shape[:2]))
 
     r["activation_layer_ms"] = med_p90(times_ms(one_layer, 40 if not quick else 10))
     r["activation_layer_passes"] = probe.forward_passes - passes
@@ -233,7 +233,7 @@ def bench_model(path: Path, quick: bool, int8: bool, peak: float) -> dict[str, A
             import onnxruntime as ort
 
             sess = ort.InferenceSession(str(qpath), providers=["CPUExecutionProvider"])
-            q = lambda x: sess.run(None, {"image": x})[0][..., 0]  # noqa: E731
+            q = lambda x: sess.run(None, {"image": x})[0]  # noqa: E731
             r["int8_latency_ms"] = med_p90(times_ms(lambda: q(x1), reps))
             class Q:  # a backend-shaped wrapper for the same evaluation code path
                 name = "onnxruntime-int8"
