@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from unet_core.cli import main
 from unet_core.io import read_mask
@@ -71,9 +73,10 @@ def test_predict_bad_file_reports_and_continues(capsys, tiny_model_path, seismic
 
 def test_evaluate_json(capsys, tiny_model_path, seismic_pairs):
     code, out, err = run(capsys, "evaluate", "--model", str(tiny_model_path), "--data",
-                         str(seismic_pairs), "--json")
+                         str(seismic_pairs), "--json", "--select-metric", "tgs_metric")
     assert code == 0, err
     res = json.loads(out)
+    assert res["selected_by"] == "tgs_metric"
     for key in ("n", "threshold", "iou", "dice", "tgs_metric", "best_threshold",
                 "best_tgs_metric", "best_iou"):
         assert key in res
@@ -175,3 +178,248 @@ def test_bad_threshold_is_argparse_error(capsys, tiny_model_path):
               "--threshold", "2"])
     assert exc.value.code == 2
     assert "outside 0..1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- models of any shape
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realmodels"
+TF = ("--backend", "tensorflow")  # no ONNX export for these throw-away models
+CARD3 = {"description": "tiny RGB 3-class test model", "classes": ["background", "road",
+                                                                    "water"],
+         "select_metric": "mean_dice", "fit": "resize"}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> dict[str, Path]:
+    """Tiny models built on the fly, and data for them.
+
+    rgb3: RGB, 3-class softmax, fixed 32x32, no card (its card kept apart in card3.json;
+    also saved as arch.json + w.weights.h5); logit1: 1 channel, logits, fully convolutional,
+    no card; five: 5 channels. Data: 3 RGB 40x48 images with label masks (the rgb3 model's
+    own argmax, as palette PNGs) in labels/, and binary masks of its class 2 at 0.5 in binary/.
+    """
+    import keras
+
+    from unet_core.inference import Segmenter
+    from unet_core.io import write_label_png, write_mask_png
+    from unet_core.model import build_unet, load_model
+
+    root = tmp_path_factory.mktemp("shapes")
+    keras.utils.set_random_seed(1)
+    rgb3 = build_unet(3, base_filters=4, depth=2, dropout=0.0, output_activation="softmax",
+                      n_classes=3, input_size=(32, 32), name="rgb3")
+    rgb3.save(root / "rgb3.keras")
+    (root / "arch.json").write_text(rgb3.to_json())
+    rgb3.save_weights(root / "w.weights.h5")
+    build_unet(1, base_filters=4, depth=2, dropout=0.0, output_activation="linear",
+               name="logit1").save(root / "logit1.keras")
+    build_unet(5, base_filters=4, depth=1, dropout=0.0, name="five").save(root / "five.keras")
+    (root / "card3.json").write_text(json.dumps(CARD3))
+
+    rng = np.random.default_rng(5)
+    seg = Segmenter(load_model(root / "rgb3.keras"), backend="tensorflow")
+    for sub in ("labels", "binary"):
+        (root / sub / "images").mkdir(parents=True)
+        (root / sub / "masks").mkdir()
+    for i in range(3):
+        img = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        probs = seg.predict_classes(img)
+        for sub in ("labels", "binary"):
+            Image.fromarray(img).save(root / sub / "images" / f"c{i}.png")
+        write_label_png(root / "labels" / "masks" / f"c{i}.png", probs.argmax(-1))
+        write_mask_png(root / "binary" / "masks" / f"c{i}.png", probs[..., 2] > 0.5)
+    return {"root": root, "rgb3": root / "rgb3.keras", "card3": root / "card3.json",
+            "logit1": root / "logit1.keras", "five": root / "five.keras",
+            "arch": root / "arch.json", "weights": root / "w.weights.h5",
+            "images": root / "labels" / "images"}
+
+
+def test_predict_rgb_softmax_classes_and_label_map(capsys, shapes, tmp_path):
+    out = tmp_path / "o"
+    code, _, err = run(capsys, "predict", "--model", str(shapes["rgb3"]), "--card",
+                       str(shapes["card3"]), "--all-classes", "--class", "water",
+                       str(shapes["images"]), "--out", str(out), *TF)
+    assert code == 0, err
+    assert "preprocessing: 3 channels (RGB), values / full scale (0..1), resized to 32x32" in err
+    assert "0: background (black); 1: road (red); 2: water (green)" in err
+    assert "class 2 (water)" in err
+    probs = np.load(out / "c0_prob.npy")
+    assert probs.shape == (40, 48, 3) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    labels = Image.open(out / "c0_labels.png")
+    assert labels.mode == "P"  # palette indices = class indices
+    np.testing.assert_array_equal(np.array(labels), probs.argmax(-1))
+    np.testing.assert_array_equal(read_mask(out / "c0_mask.png"), probs[..., 2] > 0.5)
+
+    # cardless: the default class (1) as HxW, and the inferred settings with their reasons
+    code, _, err = run(capsys, "predict", "--model", str(shapes["rgb3"]),
+                       str(shapes["images"] / "c0.png"), "--out", str(tmp_path / "p"), *TF)
+    assert code == 0, err
+    assert "[inferred: no model card found]" in err
+    assert "fit: resize: the network takes a fixed 32x32 input" in err
+    one = np.load(tmp_path / "p" / "c0_prob.npy")
+    assert one.shape == (40, 48)
+    np.testing.assert_allclose(one, probs[..., 1], atol=1e-6)
+
+
+def test_arch_json_with_weights(capsys, shapes, tmp_path):
+    code, _, err = run(capsys, "predict", "--model", str(shapes["arch"]), "--weights",
+                       str(shapes["weights"]), "--card", str(shapes["card3"]), "--all-classes",
+                       str(shapes["images"] / "c1.png"), "--out", str(tmp_path), *TF)
+    assert code == 0, err
+    from unet_core.inference import Segmenter
+    from unet_core.io import read_raw
+    from unet_core.model import load_model
+
+    ref = Segmenter(load_model(shapes["rgb3"]), backend="tensorflow").predict_classes(
+        read_raw(shapes["images"] / "c1.png"))
+    np.testing.assert_allclose(np.load(tmp_path / "c1_prob.npy"), ref, atol=1e-5)
+
+
+def test_predict_logits_one_channel(capsys, shapes, tmp_path):
+    code, _, err = run(capsys, "predict", "--model", str(shapes["logit1"]), "--all-classes",
+                       str(shapes["images"] / "c0.png"), "--out", str(tmp_path), *TF)
+    assert code == 0, err
+    prob = np.load(tmp_path / "c0_prob.npy")
+    assert prob.shape == (40, 48, 1)  # an RGB image fed to a 1-channel model as luma
+    assert prob.min() > 0 and prob.max() < 1 and prob.std() > 0  # sigmoid of the logits
+    assert not (tmp_path / "c0_labels.png").exists()
+    assert "output: the last layer has no sigmoid or softmax" in err
+
+
+def test_inspect_other_shapes(capsys, shapes):
+    code, out, err = run(capsys, "inspect", "--model", str(shapes["rgb3"]))
+    assert code == 0, err
+    assert "input 32x32, 3 channels, order RGB  [inferred (no card found)]" in out
+    assert "output: probabilities (softmax over 3 classes)" in out
+    assert "fit: resize" in out and "classes: 0: class 0 (black)" in out
+    assert "  fit: resize: the network takes a fixed 32x32 input" in out
+    code, out, _ = run(capsys, "inspect", "--model", str(shapes["logit1"]), "--channel-order",
+                       "bgr", "--normalisation", "meanstd", "--mean", "0.5", "--std", "0.25")
+    assert code == 0
+    assert "output: logits (no final activation; the engine applies sigmoid)" in out
+    assert "(x/full scale - mean [0.5]) / std [0.25]" in out
+    assert "  normalisation:" not in out  # set on the command line: no longer inferred
+    code, out, _ = run(capsys, "inspect", "--model", str(shapes["rgb3"]), "--card",
+                       str(shapes["card3"]), "--class", "0", "--json")
+    data = json.loads(out)
+    assert data["card"]["classes"] == CARD3["classes"] and data["card"]["class_index"] == 0
+    assert data["card_found"] is True and data["preprocessing"].startswith("3 channels (RGB)")
+
+
+def test_evaluate_label_masks(capsys, shapes, tmp_path):
+    base = ["evaluate", "--model", str(shapes["rgb3"]), "--card", str(shapes["card3"]),
+            "--labels", *TF, "--data", str(shapes["root"] / "labels")]
+    code, out, err = run(capsys, *base, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["n"] == 3 and res["n_classes"] == 3
+    assert [c["name"] for c in res["classes"]] == CARD3["classes"]
+    # the masks are this model's own argmax: (nearly) perfect, whatever the batching
+    assert res["pixel_accuracy"] >= 0.999 and res["mean_iou"] >= 0.99
+    assert sum(c["truth_pixels"] for c in res["classes"]) == 3 * 40 * 48
+    code, out, err = run(capsys, *base, "--per-image", str(tmp_path / "per.csv"))
+    assert code == 0, err
+    assert "label masks, 3 classes (argmax label map)" in out
+    assert "2 water" in out and "mean over all 3 classes, background included" in out
+    header = (tmp_path / "per.csv").read_text().splitlines()[0]
+    assert header.startswith("name,pixel_accuracy,mean_iou,mean_dice,iou:background")
+
+
+def test_evaluate_one_class_against_binary_masks(capsys, shapes):
+    base = ["evaluate", "--model", str(shapes["rgb3"]), "--card", str(shapes["card3"]),
+            "--class", "2", *TF, "--data", str(shapes["root"] / "binary")]
+    code, out, err = run(capsys, *base, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["class_index"] == 2 and res["class_name"] == "water"
+    assert res["selected_by"] == "mean_dice"  # the card's select_metric
+    assert res["iou"] >= 0.99  # the masks are class 2 at 0.5
+    code, out, _ = run(capsys, *base, "--select", "tgs_metric")  # --select: the old name
+    assert "scoring class 2 (water) against binary masks" in out
+    assert "(by tgs_metric)" in out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["predict", "{rgb3}", "--class", "7"],
+     "--class 7: not a class of rgb3.keras (3 classes); accepted: 0 (class 0), 1 (class 1), "
+     "2 (class 2)"),
+    (["predict", "{rgb3}", "--card", "{card3}", "--class", "river"], "1 (road), 2 (water)"),
+    (["predict", "{logit1}", "--fit", "resize"],
+     "logit1.keras with --fit: model card field fit = 'resize' is invalid"),
+    (["predict", "{rgb3}", "--mean", "0.5,0.5", "--std", "0.2"],
+     "model card field mean = [0.5, 0.5] is invalid (accepted: null or a list of 1 or 3"),
+    (["predict", "{rgb3}", "--mean", "0.5", "--normalisation", "unit"],
+     "--mean goes with --normalisation meanstd, not unit"),
+    (["predict", "{rgb3}", "--weights", "{weights}"], "--weights goes with an architecture"),
+    (["inspect", "{arch}"], "an architecture JSON needs its weights"),
+    (["predict", "{five}"], "c0.png: image has 3 channels but the model takes 5; accepted: "
+     "5-channel images, grayscale (replicated)"),
+    (["evaluate", "{rgb3}", "--labels", "--min-area", "3"], "--min-area is for binary masks"),
+    (["evaluate", "{rgb3}", "--labels"], "label mask holds classes {255} but the model has 3"),
+])
+def test_model_option_errors_are_one_line(capsys, shapes, tmp_path, argv, needle):
+    argv = [a.format(**shapes) for a in argv]
+    cmd, model, rest = argv[0], argv[1], argv[2:]
+    args = [cmd, "--model", model, *rest, *TF]
+    if cmd == "predict":
+        args += [str(shapes["images"] / "c0.png"), "--out", str(tmp_path)]
+    elif cmd == "evaluate":
+        args += ["--data", str(shapes["root"] / "binary")]  # 0/255 masks
+    if cmd == "inspect":
+        args.remove("--backend")
+        args.remove("tensorflow")
+    code, _, err = run(capsys, *args)
+    assert "Traceback" not in err
+    if model == str(shapes["five"]):  # a failed image is reported and the others go on
+        assert code == 1 and f"error: {needle}" in err.splitlines()
+    else:
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+        assert needle in err
+
+
+def test_trust_model_loads_a_lambda_layer(capsys, tmp_path):
+    import keras
+
+    inp = keras.Input((None, None, 1))
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="scale")(inp)
+    out = keras.layers.Conv2D(1, 1, activation="sigmoid")(x)
+    path = tmp_path / "lam.keras"
+    keras.Model(inp, out).save(path)
+    code, _, err = run(capsys, "inspect", "--model", str(path))
+    assert code == 2 and "--trust-model" in err and err.count("\n") == 1
+    code, out, err = run(capsys, "inspect", "--model", str(path), "--trust-model")
+    assert code == 0, err
+    assert "trusting lam.keras: loaded with Keras safe_mode off" in err and "Lambda" in out
+
+
+def test_real_lane_model_with_a_card(capsys, tmp_path):
+    """The public lane U-Net (RGB->BGR, raw 0-255, 128x128 sigmoid) with its authors'
+    preprocessing written as a card: Dice >= 0.9 on its samples; fed 0..1 values it fails."""
+    model = REAL / "lane_bgr_unet.h5"
+    samples = REAL / "samples" / "lane"
+    if not model.is_file() or not (samples / "images").is_dir():
+        pytest.skip(f"real models are absent ({REAL})")
+    from unet_core.io import read_raw
+    from unet_core.metrics import dice
+
+    card = tmp_path / "lane_card.json"
+    card.write_text(json.dumps({"channel_order": "bgr", "normalisation": "raw"}))
+
+    def dices(*extra: str) -> list[float]:
+        out = tmp_path / "out"
+        code, _, err = run(capsys, "predict", "--fit", "resize", "--model", str(model),
+                           "--card", str(card), str(samples / "images"), "--out", str(out),
+                           *TF, *extra)
+        assert code == 0, err
+        assert "3 channels (BGR)" in err and "resized to 128x128" in err
+        scores = []
+        for p in sorted((samples / "images").iterdir()):
+            truth = read_raw(samples / "masks" / p.name)
+            truth = (truth if truth.ndim == 2 else truth[..., 0]) > 127
+            scores.append(dice(read_mask(out / f"{p.stem}_mask.png"), truth))
+        return scores
+
+    good = dices()
+    assert len(good) == 5 and min(good) >= 0.9, good
+    assert max(dices("--normalisation", "unit")) < 0.5  # the override is applied

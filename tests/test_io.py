@@ -769,3 +769,146 @@ def test_corrupt_zip(tmp_path: Path) -> None:
     with pytest.raises(DataSetError) as exc, uio.open_dataset(bytes(data), name="dmg.zip"):
         pass
     check_message(exc, "dmg.zip", "images/a.png")
+
+
+# --------------------------------------------------------------------------- label masks
+
+LABELS = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+
+
+def palette_png(path: Path, indices: np.ndarray, colours: list[tuple[int, int, int]]) -> Path:
+    im = Image.fromarray(indices.astype(np.uint8), mode="P")
+    flat = [v for c in colours for v in c]
+    im.putpalette(flat + [0] * (768 - len(flat)))
+    im.save(path, format="PNG")
+    return path
+
+
+def test_read_label_mask_palette_gives_indices(tmp_path: Path) -> None:
+    # colours nothing like the indices: the indices are the classes
+    p = palette_png(tmp_path / "p.png", LABELS, [(255, 255, 255), (0, 0, 255), (0, 255, 0)])
+    assert Image.open(p).mode == "P"
+    out = uio.read_label_mask(p, 3)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, LABELS)
+    np.testing.assert_array_equal(uio.read_label_mask(p.read_bytes(), 3), LABELS)
+    np.testing.assert_array_equal(uio.read_label_mask(NamedBytesIO(p.read_bytes(), "u.png"), 3),
+                                  LABELS)
+
+
+@pytest.mark.parametrize("kind", ["gray8", "gray16", "rgb_equal", "rgba_equal", "bool",
+                                  "float_tiff", "gray_alpha"])
+def test_read_label_mask_value_rules(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / ("m.tif" if kind == "float_tiff" else "m.png")
+    if kind == "gray8":
+        save_pil(path, LABELS)
+    elif kind == "gray16":
+        save_pil(path, LABELS.astype(np.uint16) * 1)
+    elif kind == "rgb_equal":
+        save_pil(path, np.repeat(LABELS[..., None], 3, axis=2))
+    elif kind == "rgba_equal":
+        rgba = np.concatenate([np.repeat(LABELS[..., None], 3, 2), np.full((2, 3, 1), 9,
+                                                                           np.uint8)], 2)
+        save_pil(path, rgba)
+    elif kind == "bool":
+        Image.fromarray(LABELS == 1).save(path)
+    elif kind == "float_tiff":
+        tifffile.imwrite(path, LABELS.astype(np.float32))
+    else:
+        save_pil(path, np.stack([LABELS, np.full_like(LABELS, 200)], axis=2))
+    expected = (LABELS == 1).astype(np.uint8) if kind == "bool" else LABELS
+    out = uio.read_label_mask(path, 3)
+    assert out.dtype == np.uint8 and out.shape == (2, 3)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_read_label_mask_errors(tmp_path: Path) -> None:
+    save_pil(tmp_path / "x.png", np.array([[0, 4], [7, 2]], np.uint8))
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "x.png", 3, name="masks/x.png")
+    assert str(exc.value) == (
+        "masks/x.png: label mask holds classes {4, 7} but the model has 3 classes (0..2); "
+        "accepted: pixel values = class indices, or a palette PNG")
+
+    save_pil(tmp_path / "b.png", np.array([[0, 255]], np.uint8))
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "b.png", 3)
+    check_message(exc, "b.png", "classes {255}", "looks like a binary mask")
+
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 0] = (255, 0, 0)
+    save_pil(tmp_path / "c.png", rgb)
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "c.png", 3)
+    check_message(exc, "c.png", "colour image", "palette PNG")
+
+    tifffile.imwrite(tmp_path / "f.tif", np.array([[0.0, 1.5]], np.float32))
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "f.tif", 3)
+    check_message(exc, "f.tif", "non-integer values (e.g. 1.5)")
+
+    tifffile.imwrite(tmp_path / "n.tif", np.array([[0, -1]], np.int16))
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "n.tif", 3)
+    check_message(exc, "n.tif", "negative")
+
+    (tmp_path / "bad.png").write_text("nope")
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "bad.png", 3, name="masks/bad.png")
+    check_message(exc, "masks/bad.png", "not a readable image")
+
+    palette_png(tmp_path / "p.png", np.array([[0, 5]]), [(0, 0, 0)] * 6)
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "p.png", 2)
+    check_message(exc, "classes {5}", "2 classes (0..1)")
+    with pytest.raises(UnetCoreError, match="n_classes must be"):
+        uio.read_label_mask(tmp_path / "p.png", 0)
+
+
+def test_read_label_mask_pixel_limit(tmp_path: Path) -> None:
+    palette_png(tmp_path / "p.png", np.zeros((20, 20)), [(0, 0, 0)])
+    with pytest.raises(MaskError) as exc:
+        uio.read_label_mask(tmp_path / "p.png", 2, max_pixels=100)
+    check_message(exc, "p.png", "over the limit of 100 pixels")
+
+
+def test_write_label_png_round_trip(tmp_path: Path) -> None:
+    uio.write_label_png(tmp_path / "l.png", LABELS)
+    im = Image.open(tmp_path / "l.png")
+    assert im.mode == "P"
+    np.testing.assert_array_equal(np.array(im), LABELS)
+    np.testing.assert_array_equal(np.array(im.convert("RGB"))[0],
+                                  [(0, 0, 0), (230, 25, 75), (60, 180, 75)])
+    np.testing.assert_array_equal(uio.read_label_mask(tmp_path / "l.png", 3), LABELS)
+    pal = uio.label_palette(40)
+    assert pal.shape == (40, 3) and pal.dtype == np.uint8
+    assert len({tuple(c) for c in pal}) == 40  # distinct colours
+    assert uio.label_colour_name(1) == "red" and uio.label_colour_name(30).startswith("#")
+    with pytest.raises(MaskError, match="0..255"):
+        uio.write_label_png(tmp_path / "x.png", np.array([[0, 300]]))
+    with pytest.raises(MaskError, match="HxW"):
+        uio.write_label_png(tmp_path / "x.png", np.zeros((2, 2, 2), np.uint8))
+
+
+def test_load_pair_raw_and_labels(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    save_pil(root / "images" / "a.png", noise(5, 6, 3))
+    (root / "masks").mkdir()
+    palette_png(root / "masks" / "a.png", np.full((5, 6), 2), [(0, 0, 0)] * 3)
+    pair = uio.find_pairs(root)[0]
+    image, mask = uio.load_pair(pair, raw=True)
+    assert image.shape == (5, 6, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, uio.read_raw(root / "images" / "a.png"))
+    image, labels = uio.load_pair(pair, raw=True, n_classes=3)
+    assert labels.dtype == np.uint8 and (labels == 2).all()
+    with pytest.raises(MaskError) as exc:
+        uio.load_pair(pair, n_classes=2)
+    check_message(exc, "masks/a.png", "classes {2}")
+    gray, _ = uio.load_pair(pair)  # default: gray float as before
+    assert gray.shape == (5, 6) and gray.dtype == np.float32
+
+    palette_png(root / "masks" / "a.png", np.zeros((5, 5)), [(0, 0, 0)])
+    with pytest.raises(MaskError) as exc:
+        uio.load_pair(pair, raw=True, n_classes=2)
+    assert str(exc.value) == ("a.png: mask is 5x5 (HxW) but image is 5x6; masks must match "
+                              "their image's size")

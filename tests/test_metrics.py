@@ -12,8 +12,12 @@ from unet_core.metrics import (
     DEFAULT_THRESHOLDS,
     IOU_THRESHOLDS,
     MIN_AREA_CANDIDATES,
+    ClassAccumulator,
     SweepAccumulator,
     SweepResult,
+    class_confusion,
+    class_dice,
+    class_iou,
     confusion_counts,
     dice,
     iou,
@@ -494,3 +498,104 @@ def test_select_threshold_picks_the_smallest_area_that_helps():
         select_threshold(sweep, "tgs_metric", ())
     with pytest.raises(UnetCoreError, match="unknown metric"):
         select_threshold(sweep, "accuracy")
+
+
+# --------------------------------------------------------------------------- multi-class
+
+# 2x3 case, K = 3. (truth, pred) pairs: (0,0) (1,1) (1,2) / (2,2) (0,2) (0,0)
+PRED_L = np.array([[0, 1, 2], [2, 2, 0]], dtype=np.uint8)
+TRUTH_L = np.array([[0, 1, 1], [2, 0, 0]], dtype=np.uint8)
+CONF_L = np.array([[2, 0, 1], [0, 1, 1], [0, 0, 1]])
+# class 0: tp 2 fp 0 fn 1 -> IoU 2/3, Dice 4/5; class 1: tp 1 fp 0 fn 1 -> 1/2, 2/3;
+# class 2: tp 1 fp 2 fn 0 -> 1/3, 1/2; pixel accuracy 4/6
+
+
+def test_class_confusion_by_hand():
+    c = class_confusion(PRED_L, TRUTH_L, 3)
+    assert c.dtype == np.int64 and c.shape == (3, 3)
+    np.testing.assert_array_equal(c, CONF_L)  # rows truth, columns prediction
+    np.testing.assert_allclose(class_iou(c), [2 / 3, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(class_dice(c), [4 / 5, 2 / 3, 1 / 2])
+    # a class absent from both truth and prediction scores 1.0 (the binary empty rule)
+    c4 = class_confusion(PRED_L, TRUTH_L, 4)
+    assert c4.shape == (4, 4) and c4[3].sum() == c4[:, 3].sum() == 0
+    assert class_iou(c4)[3] == 1.0 and class_dice(c4)[3] == 1.0
+    # bool label maps are classes 0/1, and equal the binary metrics
+    p, t = PRED_4, TRUTH_4
+    np.testing.assert_allclose(class_iou(class_confusion(p, t, 2))[1], iou(p, t))
+
+
+def test_class_confusion_matches_binary_metrics_per_class(rng):
+    pred = rng.integers(0, 4, (37, 29))
+    truth = rng.integers(0, 4, (37, 29))
+    c = class_confusion(pred, truth, 4)
+    assert c.sum() == pred.size
+    for k in range(4):
+        assert class_iou(c)[k] == pytest.approx(iou(pred == k, truth == k))
+        assert class_dice(c)[k] == pytest.approx(dice(pred == k, truth == k))
+
+
+@pytest.mark.parametrize(
+    ("pred", "truth", "k", "needle"),
+    [
+        (PRED_L, TRUTH_L[:1], 3, "same shape"),
+        (PRED_L, TRUTH_L, 2, "holds class 2 but there are 2 classes (accepted: 0..1)"),
+        (PRED_L - 1.0, TRUTH_L, 3, "integer class indices"),
+        (PRED_L.astype(np.int8) - 1, TRUTH_L, 3, "holds class -1"),
+        (PRED_L, TRUTH_L, 1, "n_classes must be 2"),
+        ("abc", TRUTH_L, 3, "integer array"),
+    ],
+)
+def test_class_confusion_errors(pred, truth, k, needle):
+    with pytest.raises(UnetCoreError) as exc:
+        class_confusion(pred, truth, k)
+    assert needle in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_class_accumulator_by_hand():
+    acc = ClassAccumulator(3, ["background", "road", "water"])
+    acc.add(PRED_L, TRUTH_L, "a")
+    acc.add(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), "b")  # all background
+    assert len(acc) == 2
+    r = acc.result()
+    # image b: class 0 perfect, classes 1 and 2 absent from both -> 1.0
+    np.testing.assert_allclose(r.iou, [[2 / 3, 1 / 2, 1 / 3], [1, 1, 1]])
+    np.testing.assert_allclose(r.dice, [[4 / 5, 2 / 3, 1 / 2], [1, 1, 1]])
+    np.testing.assert_allclose(r.class_iou, [5 / 6, 3 / 4, 2 / 3])
+    np.testing.assert_allclose(r.class_dice, [9 / 10, 5 / 6, 3 / 4])
+    assert r.mean_iou == pytest.approx(0.75)  # all 3 classes, background included
+    assert r.mean_dice == pytest.approx(149 / 180)
+    # pooled: confusion summed (class 0 gains 4 tp) -> class 0 IoU 6/7, Dice 12/13
+    np.testing.assert_array_equal(r.confusion, CONF_L + np.diag([4, 0, 0]))
+    np.testing.assert_allclose(r.pooled_iou, [6 / 7, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(r.pooled_dice, [12 / 13, 2 / 3, 1 / 2])
+    assert r.pooled_mean_iou == pytest.approx((6 / 7 + 1 / 2 + 1 / 3) / 3)
+    assert r.pixel_accuracy == pytest.approx(8 / 10)
+    np.testing.assert_allclose(r.image_accuracy, [4 / 6, 1.0])
+
+    classes = r.per_class()
+    assert [c["name"] for c in classes] == ["background", "road", "water"]
+    assert [c["truth_pixels"] for c in classes] == [7, 2, 1]
+    assert [c["pred_pixels"] for c in classes] == [6, 1, 3]
+    assert [c["images"] for c in classes] == [2, 1, 1]
+    rows = r.per_image()
+    assert [row["name"] for row in rows] == ["a", "b"]
+    assert rows[0]["iou:water"] == pytest.approx(1 / 3)
+    assert rows[0]["mean_iou"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 3) / 3)
+    assert rows[1]["pixel_accuracy"] == 1.0
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["n"] == 2 and d["n_classes"] == 3 and d["mean_iou"] == pytest.approx(0.75)
+    assert d["confusion"][0] == [6, 0, 1] and len(d["per_image"]) == 2
+    assert "background included" in d["mean_over"]
+
+
+def test_class_accumulator_errors():
+    with pytest.raises(UnetCoreError, match="class_names must be 3 names"):
+        ClassAccumulator(3, ["a", "b"])
+    acc = ClassAccumulator(2)
+    assert acc.class_names == ["class 0", "class 1"]
+    with pytest.raises(UnetCoreError, match="no images"):
+        acc.result()
+    with pytest.raises(UnetCoreError, match=r"^img7: truth_labels holds class 2"):
+        acc.add(np.zeros((2, 2), int), np.full((2, 2), 2), "img7")
+    assert len(acc) == 0

@@ -2,16 +2,25 @@
 
 Every command has ``--help``. User errors (bad file, bad folder, bad model, bad option) print one
 line ``error: ...`` on stderr and exit with status 2; nothing is written over an input file.
+
+``predict``, ``evaluate`` and ``inspect`` share the model options: ``--model`` (.keras, .h5, or
+an architecture .json with ``--weights W.h5``), ``--card CARD.json`` (a card kept apart from the
+model), ``--trust-model`` (Keras safe_mode off) and the card overrides ``--fit``,
+``--normalisation``, ``--channel-order``, ``--mean``/``--std`` and ``--class``, applied to the
+model card and checked like a card file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -19,6 +28,7 @@ from .backends import BACKENDS  # noqa: E402
 from .errors import UnetCoreError  # noqa: E402
 from .metrics import SELECT_METRICS  # noqa: E402
 from .padding import PAD_MODES  # noqa: E402
+from .preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS  # noqa: E402
 
 EXIT_USER_ERROR = 2
 BACKEND_HELP = ("inference backend: auto (default: ONNX Runtime on a cached export, checked "
@@ -47,10 +57,62 @@ def _min_area(text: str) -> int:
     return k
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of numbers; accepted: one number per channel, comma "
+            "separated, on the 0..1 scale, e.g. 0.485,0.456,0.406") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted: finite numbers")
+    return values
+
+
+def _batch_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted: a whole number >= 1")
+    return n
+
+
 MIN_AREA_HELP = ("minimum-area rule: a mask with fewer foreground pixels is emptied (0 = off; "
                  "default: the model card's)")
 SELECT_MIN_AREA_HELP = ("also pick a minimum-area rule on validation, 0 unless it helps "
                         "(default: on)")
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """The model options shared by predict, evaluate and inspect."""
+    p.add_argument("--model", required=True,
+                   help=".keras or .h5 model (its card: NAME.json next to it), or an "
+                   "architecture .json (model.to_json()) with --weights")
+    p.add_argument("--weights", metavar="W.h5",
+                   help="the weights of an architecture --model arch.json (Keras 2 "
+                   "save_weights .h5, or Keras 3 .weights.h5)")
+    p.add_argument("--card", metavar="CARD.json",
+                   help="model card to use instead of the one next to the model; fields it "
+                   "leaves out come from the network")
+    p.add_argument("--trust-model", action="store_true",
+                   help="load with Keras safe_mode off, allowing Lambda layers and custom "
+                   "classes: Python code in the file may run. Only for files you trust")
+    g = p.add_argument_group("card overrides (applied to the model card, then checked)")
+    g.add_argument("--fit", choices=FITS,
+                   help="pad: pad to the stride (tile a fixed-size network); resize: resize the "
+                   "whole image to the network's fixed input and the probabilities back")
+    g.add_argument("--normalisation", choices=NORMALISATIONS, help="value scaling")
+    g.add_argument("--channel-order", choices=CHANNEL_ORDERS,
+                   help="order of the first three channels (bgr: OpenCV-trained models)")
+    g.add_argument("--mean", type=_floats, metavar="A,B,C",
+                   help="per-channel mean on the 0..1 scale (implies --normalisation meanstd)")
+    g.add_argument("--std", type=_floats, metavar="A,B,C",
+                   help="per-channel std on the 0..1 scale (implies --normalisation meanstd)")
+    g.add_argument("--class", dest="class_", metavar="K",
+                   help="class index or name to threshold and score (default: the card's; "
+                   "for a softmax the first class after the background)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,11 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="segment images; writes NAME_mask.png and NAME_prob.npy",
                         description="Segment image files or folders of images. For each input "
-                        "NAME.ext writes OUT/NAME_mask.png (0/255) and OUT/NAME_prob.npy "
-                        "(float32 HxW probabilities). Never overwrites an input file.")
-    pr.add_argument("--model", required=True, help=".keras or .h5 model (card: NAME.json)")
+                        "NAME.ext writes OUT/NAME_prob.npy (float32 HxW probabilities of the "
+                        "chosen class, or HxWxK of every class with --all-classes), "
+                        "OUT/NAME_mask.png (that class at the threshold, 0/255) and, for a "
+                        "K-class model, OUT/NAME_labels.png (the argmax label map: a palette "
+                        "PNG whose pixel indices are class indices). Prints the preprocessing used "
+                        "(and, for a model without a card, why each inferred setting was "
+                        "chosen). Never overwrites an input file. Exit status 1 when an input "
+                        "failed (each failure is reported and the others go on).")
+    _model_options(pr)
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder (created if missing)")
+    pr.add_argument("--all-classes", action="store_true",
+                    help="NAME_prob.npy holds every class: float32 HxWxK")
     pr.add_argument("--threshold", type=_threshold, help="default: the model card's")
     pr.add_argument("--min-area", type=_min_area, help=MIN_AREA_HELP)
     pr.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
@@ -76,27 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a model on a folder (or .zip) of pairs",
                         description="Score a model on DIR/images/NAME + DIR/masks/NAME pairs (or a "
-                        ".zip holding such a folder): metrics at the card's threshold, and a "
-                        "sweep of 101 thresholds for the best one.")
-    ev.add_argument("--model", required=True)
+                        ".zip holding such a folder). Binary masks (default): the chosen class's "
+                        "probability map, metrics at the card's threshold and a sweep of 101 "
+                        "thresholds for the best one. Label masks (--labels; pixel values = "
+                        "class indices, or a palette PNG): per-class IoU and Dice of the argmax "
+                        "label map, their mean over all classes, and pixel accuracy.")
+    _model_options(ev)
     ev.add_argument("--data", required=True, help="folder with images/ and masks/, or a .zip")
+    ev.add_argument("--labels", action="store_true",
+                    help="masks are label masks (pixel values = class indices, or a palette "
+                    "PNG): score every class")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--threshold", type=_threshold, help="default: the model card's")
     ev.add_argument("--min-area", type=_min_area, help=MIN_AREA_HELP)
     ev.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
     ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     ev.add_argument("--names", help="text file of image names (one per line) to evaluate only")
-    ev.add_argument("--select", default="tgs_metric", choices=tuple(SELECT_METRICS),
-                    help="metric that picks the best threshold")
+    ev.add_argument("--select-metric", "--select", dest="select_metric", default=None,
+                    choices=tuple(SELECT_METRICS),
+                    help="metric that picks the best threshold (default: the card's: the one "
+                    "training used, else tgs_metric for seismic and mean_iou otherwise)")
     ev.add_argument("--invert-masks", action=argparse.BooleanOptionalAction, default=None,
                     help="score against the complement of each mask (default: the model card's "
                     "truth_inverted, true for em_membrane, whose ISBI masks mark cell interiors)")
     ev.add_argument("--per-image", metavar="CSV", help="also write per-image results to CSV")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=_batch_size, default=32)
     ev.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
 
-    ins = sub.add_parser("inspect", help="print the model card and layer table")
-    ins.add_argument("--model", required=True)
+    ins = sub.add_parser("inspect", help="print the model card and layer table",
+                         description="Print the model's input (size, channels, order), its "
+                         "preprocessing and fit, its output and classes, why each inferred "
+                         "setting was chosen, and its layer table.")
+    _model_options(ins)
     ins.add_argument("--json", action="store_true")
 
     tr = sub.add_parser("train", help="train a U-Net on a folder of pairs",
@@ -160,12 +241,110 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _segmenter(args: argparse.Namespace):
-    from .inference import Segmenter
+def _read_card_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        if p.stat().st_size > 1 << 20:
+            raise UnetCoreError(f"--card {p.name}: over 1 MB; accepted: a JSON model card")
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnetCoreError(f"--card {path}: cannot read ({exc.__class__.__name__}: "
+                            f"{' '.join(str(exc).split())[:120]})") from None
+    except (ValueError, RecursionError):
+        raise UnetCoreError(f"--card {p.name}: not valid JSON; accepted: a JSON model "
+                            "card") from None
+    if not isinstance(data, dict):
+        raise UnetCoreError(f"--card {p.name}: a model card is a JSON object")
+    return data
+
+
+def _card_from_file(path: str, model: Any, model_name: str):
+    """A card file given with --card, completed from the network and checked."""
+    from .model import ModelCard, check_card, reconcile_card
+
+    data = _read_card_file(path)
+    label = Path(path).name
+    data.setdefault("name", Path(model_name).stem)
+    try:
+        card = ModelCard.from_dict(data)
+        card = reconcile_card(card, model, label, set(data))
+    except (TypeError, AttributeError) as exc:
+        raise UnetCoreError(f"--card {label}: not a usable model card ({exc})") from None
+    check_card(card, label, UnetCoreError)
+    return card
+
+
+def _resolve_class(card, text: str, label: str) -> int:
+    """``--class`` (an index or a class name) as a class index of the card's model."""
+    n = card.n_classes
+    names = [card.class_name(i) for i in range(n)]
+    accepted = ", ".join(f"{i} ({name})" for i, name in enumerate(names))
+    t = text.strip()
+    if t.lstrip("-").isdigit():
+        k = int(t)
+        if 0 <= k < n:
+            return k
+    else:
+        exact = [i for i, name in enumerate(names) if name == t]
+        loose = [i for i, name in enumerate(names) if name.casefold() == t.casefold()]
+        if exact or len(loose) == 1:
+            return (exact or loose)[0]
+    kind = f"{n} classes" if n > 1 else "one output map"
+    raise UnetCoreError(f"--class {text}: not a class of {label} ({kind}); accepted: {accepted}")
+
+
+def _apply_overrides(loaded, args: argparse.Namespace) -> None:
+    """Apply the card overrides of the command line to ``loaded.card`` and check it."""
+    from .model import check_card
+
+    card = loaded.card
+    label = Path(args.model).name
+    changes: dict[str, Any] = {}
+    for key in ("fit", "normalisation", "channel_order"):
+        value = getattr(args, key, None)
+        if value is not None:
+            changes[key] = value
+    for key in ("mean", "std"):
+        value = getattr(args, key, None)
+        if value is not None:
+            changes[key] = value
+            rule = changes.setdefault("normalisation", "meanstd")
+            if rule != "meanstd":
+                raise UnetCoreError(f"--{key} goes with --normalisation meanstd, not {rule}")
+    flags = [f"--{k.replace('_', '-')}" for k in changes]
+    if getattr(args, "class_", None) is not None:
+        changes["class_index"] = _resolve_class(card, args.class_, label)
+        flags.append("--class")
+    if not changes:
+        return
+    card = dataclasses.replace(card, **changes)
+    card.inferred = [f for f in card.inferred if f not in changes]
+    card.notes = {k: v for k, v in card.notes.items() if k not in changes}
+    check_card(card, f"{label} with {' '.join(flags)}", UnetCoreError)
+    loaded.card = card
+
+
+def _load(args: argparse.Namespace):
+    """The model of ``--model`` (+ ``--weights``, ``--card``, ``--trust-model``) with the
+    card overrides applied."""
     from .model import load_model
 
-    loaded = load_model(args.model)
-    return Segmenter(loaded, padding_mode=getattr(args, "padding", None),
+    name = Path(args.model).name
+    if args.trust_model:
+        print(f"trusting {name}: loaded with Keras safe_mode off, so Python code in the file "
+              "(Lambda layers, custom classes) may run", file=sys.stderr)
+    loaded = load_model(args.model, safe_mode=not args.trust_model, weights=args.weights)
+    if args.card:
+        loaded.card = _card_from_file(args.card, loaded.model, name)
+        loaded.card_found = True
+    _apply_overrides(loaded, args)
+    return loaded
+
+
+def _segmenter(args: argparse.Namespace):
+    from .inference import Segmenter
+
+    return Segmenter(_load(args), padding_mode=getattr(args, "padding", None),
                      tta=getattr(args, "tta", None), backend=getattr(args, "backend", None))
 
 
@@ -174,11 +353,39 @@ def _backend_line(seg) -> str:
     return f"backend {seg.backend.name}" + (f" ({note})" if note else "")
 
 
+def _class_label(card, k: int) -> str:
+    name = card.class_name(k)
+    return f"class {k}" if name == f"class {k}" else f"class {k} ({name})"
+
+
+def _card_lines(loaded) -> list[str]:
+    """Preprocessing line and, for a cardless model, why each inferred setting was chosen."""
+    card = loaded.card
+    src = "model card" if loaded.card_found else "inferred: no model card found"
+    lines = [f"preprocessing: {card.preprocessing}  [{src}]"]
+    if not loaded.card_found:
+        lines += [f"  {key}: {note}" for key, note in card.notes.items()]
+    return lines
+
+
+def _legend(card) -> str:
+    from .io import label_colour_name
+
+    return "; ".join(f"{i}: {card.class_name(i)} ({label_colour_name(i)})"
+                     for i in range(card.n_classes))
+
+
+def _on_file(exc: UnetCoreError, path: Path) -> str:
+    msg = str(exc)
+    return msg if path.name in msg else f"{path.name}: {msg}"
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .io import find_images, read_image, write_mask_png
+    from .inference import labels_from_probs
+    from .io import find_images, read_raw, write_label_png, write_mask_png
     from .metrics import threshold_mask
 
     images = find_images(args.inputs)
@@ -186,91 +393,141 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UnetCoreError(f"--out {out}: exists and is not a folder")
     inputs = {p.resolve() for p in images}
-    stems: dict[str, Path] = {}
-    for p in images:
-        if p.stem in stems:
-            raise UnetCoreError(f"two inputs would write the same outputs: {stems[p.stem]} and "
-                                f"{p}; predict them into different --out folders")
-        stems[p.stem] = p
-        for target in (out / f"{p.stem}_mask.png", out / f"{p.stem}_prob.npy"):
-            if target.resolve() in inputs:
-                raise UnetCoreError(f"refusing to overwrite input file {target}; choose another "
-                                    "--out folder")
+
+    def check_targets(suffixes: Sequence[str]) -> None:
+        stems: dict[str, Path] = {}
+        for p in images:
+            if p.stem in stems:
+                raise UnetCoreError(f"two inputs would write the same outputs: {stems[p.stem]} "
+                                    f"and {p}; predict them into different --out folders")
+            stems[p.stem] = p
+            for suffix in suffixes:
+                target = out / f"{p.stem}{suffix}"
+                if target.resolve() in inputs:
+                    raise UnetCoreError(f"refusing to overwrite input file {target}; choose "
+                                        "another --out folder")
+
+    check_targets(("_mask.png", "_prob.npy"))
     seg = _segmenter(args)
-    t = seg.card.threshold if args.threshold is None else args.threshold
-    k = seg.card.min_area if args.min_area is None else args.min_area
+    card = seg.card
+    multi = seg.n_classes >= 2
+    if multi:
+        check_targets(("_labels.png",))
+    cls = card.default_class
+    t = card.threshold if args.threshold is None else args.threshold
+    k = card.min_area if args.min_area is None else args.min_area
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for p in tqdm(images, desc="predict", unit="img", disable=len(images) < 2, file=sys.stderr):
         try:
-            prob = seg.predict_proba(read_image(p))
+            probs = seg.predict_classes(read_raw(p))
         except UnetCoreError as exc:
             failures += 1
-            tqdm.write(f"error: {exc}", file=sys.stderr)
+            tqdm.write(f"error: {_on_file(exc, p)}", file=sys.stderr)
             continue
-        np_path = out / f"{p.stem}_prob.npy"
-        np.save(np_path, prob.astype(np.float32))
+        prob = np.ascontiguousarray(probs[..., cls], dtype=np.float32)
+        np.save(out / f"{p.stem}_prob.npy", probs.astype(np.float32) if args.all_classes
+                else prob)
         write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t, k))
+        if multi:
+            write_label_png(out / f"{p.stem}_labels.png", labels_from_probs(probs))
     done = len(images) - failures
+    if done:  # how the outputs were made (nothing to describe when none was)
+        for line in _card_lines(seg.loaded):
+            print(line, file=sys.stderr)
+        if multi:
+            print(f"classes (NAME_labels.png colours): {_legend(card)}", file=sys.stderr)
     area = f"minimum area {k} px; " if k else ""
-    print(f"wrote {done} mask(s) and probability map(s) to {out} (threshold {t:g}; {area}"
-          f"{_backend_line(seg)})", file=sys.stderr)
+    what = "mask(s), label map(s)" if multi else "mask(s)"
+    scored = f"{_class_label(card, cls)}; " if multi else ""
+    print(f"wrote {done} {what} and probability map(s) to {out} ({scored}threshold {t:g}; "
+          f"{area}{_backend_line(seg)})", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _pairs(args: argparse.Namespace, root: Path) -> list:
+    from .io import find_pairs
+
+    pairs = find_pairs(root, require_masks=True)
+    if args.names:
+        try:
+            wanted = {ln.strip() for ln in Path(args.names).read_text().splitlines()
+                      if ln.strip()}
+        except OSError as exc:
+            raise UnetCoreError(f"--names {args.names}: cannot read ({exc})") from None
+        missing = wanted - {p.name for p in pairs}
+        if missing:
+            raise UnetCoreError(f"--names: {len(missing)} name(s) not in {args.data}, e.g. "
+                                f"{sorted(missing)[:5]}")
+        pairs = [p for p in pairs if p.name in wanted]
+    return pairs
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    import csv
+
+    try:
+        with open(path, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+            wr.writeheader()
+            wr.writerows(rows)
+    except OSError as exc:
+        raise UnetCoreError(f"--per-image {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .evaluate import evaluate_pairs
-    from .io import find_pairs, open_dataset
+    from .evaluate import evaluate_classes, evaluate_pairs
+    from .io import open_dataset
 
+    if args.labels:
+        for flag, value in (("--invert-masks", args.invert_masks), ("--min-area", args.min_area),
+                            ("--select-metric", args.select_metric)):
+            if value is not None:
+                raise UnetCoreError(f"{flag} is for binary masks; with --labels every class "
+                                    "of the argmax label map is scored")
     seg = _segmenter(args)
+    card = seg.card
     with open_dataset(args.data) as root:
-        pairs = find_pairs(root, require_masks=True)
-        if args.names:
-            try:
-                wanted = {ln.strip() for ln in Path(args.names).read_text().splitlines()
-                          if ln.strip()}
-            except OSError as exc:
-                raise UnetCoreError(f"--names {args.names}: cannot read ({exc})") from None
-            missing = wanted - {p.name for p in pairs}
-            if missing:
-                raise UnetCoreError(f"--names: {len(missing)} name(s) not in {args.data}, e.g. "
-                                    f"{sorted(missing)[:5]}")
-            pairs = [p for p in pairs if p.name in wanted]
+        pairs = _pairs(args, root)
         bar = tqdm(total=len(pairs), desc="evaluate", unit="img", file=sys.stderr,
                    disable=None)
 
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        invert = seg.card.truth_inverted if args.invert_masks is None else args.invert_masks
+        if args.labels:
+            result = evaluate_classes(seg, pairs, padding_mode=args.padding,
+                                      threshold=args.threshold, batch_size=args.batch_size,
+                                      progress=progress)
+            bar.close()
+            return _report_classes(args, seg, result)
+        invert = card.truth_inverted if args.invert_masks is None else args.invert_masks
         ev = evaluate_pairs(seg, pairs, padding_mode=args.padding, threshold=args.threshold,
-                            select_metric=args.select, batch_size=args.batch_size,
-                            progress=progress, invert_masks=invert, min_area=args.min_area)
+                            select_metric=args.select_metric, batch_size=args.batch_size,
+                            progress=progress, invert_masks=invert, min_area=args.min_area,
+                            class_index=card.default_class)
         bar.close()
     summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
                "backend": seg.backend.name, "masks_inverted": bool(invert)}
     if args.per_image:
-        import csv
-
-        rows = ev.sweep.per_image(ev.threshold)
-        with open(args.per_image, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(rows[0]))
-            wr.writeheader()
-            wr.writerows(rows)
+        _write_csv(args.per_image, ev.sweep.per_image(ev.threshold))
     if args.json:
         print(json.dumps(summary))
         return 0
+    scored = (f"; scoring {_class_label(card, ev.class_index)} against binary masks"
+              if seg.n_classes >= 2 else "")
     print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}"
-          + ("; masks inverted (they mark the other class)" if invert else ""))
+          + scored + ("; masks inverted (they mark the other class)" if invert else ""))
+    print(f"preprocessing: {card.preprocessing}")
     if summary["min_area"]:
         print(f"minimum area {summary['min_area']} px: masks with fewer foreground pixels are "
               "emptied (all figures below)")
     print(f"at threshold {summary['threshold']:.2f} (model card): IoU {summary['iou']:.4f}  "
           f"Dice {summary['dice']:.4f}  precision {summary['precision']:.4f}  "
           f"recall {summary['recall']:.4f}  TGS metric {summary['tgs_metric']:.4f}")
-    print(f"best threshold {summary['best_threshold']:.2f} (by {args.select}): "
+    print(f"best threshold {summary['best_threshold']:.2f} (by {summary['selected_by']}): "
           f"TGS metric {summary['best_tgs_metric']:.4f}  "
           f"IoU {summary['iou_at_best_threshold']:.4f}  "
           f"Dice {summary['dice_at_best_threshold']:.4f}")
@@ -279,22 +536,76 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_classes(args: argparse.Namespace, seg, result) -> int:
+    """Print (or JSON) the per-class results of a label-mask evaluation."""
+    summary = {"model": str(args.model), "data": str(args.data), "labels": True,
+               **result.summary(), "confusion": result.confusion.tolist(),
+               "backend": seg.backend.name}
+    if seg.n_classes == 1:
+        summary["threshold"] = seg.card.threshold if args.threshold is None else args.threshold
+    if args.per_image:
+        _write_csv(args.per_image, result.per_image())
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    how = ("argmax label map" if seg.n_classes >= 2 else
+           f"one map at threshold {summary['threshold']:g} as 2 classes")
+    print(f"model {args.model} on {args.data}: {summary['n']} images, label masks, "
+          f"{result.n_classes} classes ({how}); {_backend_line(seg)}")
+    print(f"preprocessing: {seg.card.preprocessing}")
+    width = max(12, *(len(f"{c['index']} {c['name']}") for c in summary["classes"]))
+    print(f"{'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'pooled IoU':>10}  "
+          f"{'pooled Dice':>11}  {'truth px':>10}  {'images':>6}")
+    for c in summary["classes"]:
+        print(f"{str(c['index']) + ' ' + c['name']:<{width}}  {c['iou']:7.4f}  {c['dice']:7.4f}"
+              f"  {c['pooled_iou']:10.4f}  {c['pooled_dice']:11.4f}  {c['truth_pixels']:>10}"
+              f"  {c['images']:>6}")
+    print(f"{'mean':<{width}}  {summary['mean_iou']:7.4f}  {summary['mean_dice']:7.4f}  "
+          f"{summary['pooled_mean_iou']:10.4f}  {summary['pooled_mean_dice']:11.4f}")
+    print(f"mean over {summary['mean_over']}; IoU/Dice: per-image means; pooled: all pixels "
+          "of the set together")
+    print(f"pixel accuracy {summary['pixel_accuracy']:.4f}")
+    return 0
+
+
+def _output_line(card) -> str:
+    k = card.n_classes
+    act = "sigmoid" if k == 1 else f"softmax over {k} classes"
+    if card.output == "logits":
+        return f"output: logits (no final activation; the engine applies {act})"
+    return f"output: probabilities ({act})"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .introspect import format_layer_table, layer_table
-    from .model import load_model
 
-    loaded = load_model(args.model)
+    loaded = _load(args)
     card = loaded.card
     if args.json:
         print(json.dumps({"card": card.to_dict(), "card_found": loaded.card_found,
+                          "trusted": loaded.trusted, "preprocessing": card.preprocessing,
                           "layers": [r.as_row() for r in layer_table(loaded.model)]},
                          default=str))
         return 0
     print(f"{card.name}: {card.description or '(no description)'}")
     src = "model card" if loaded.card_found else "inferred (no card found)"
-    print(f"input {card.input_spec}, normalisation {card.normalisation}, padding "
-          f"{card.padding_mode}, threshold {card.threshold:g}, minimum area {card.min_area} px"
-          f"  [{src}]")
+    ch = f"{card.channels} channel{'s' if card.channels != 1 else ''}"
+    if card.channels >= 3:
+        ch += f", order {card.channel_order.upper()}"
+    print(f"input {card.input_spec}, {ch}  [{src}]")
+    print(f"preprocessing: {card.preprocessing}")
+    print(f"fit: {card.fit}, padding {card.padding_mode}")
+    print(_output_line(card))
+    if card.n_classes >= 2:
+        print(f"classes: {_legend(card)}; default {_class_label(card, card.default_class)}")
+    else:
+        print(f"classes: one map ({card.foreground})")
+    print(f"threshold {card.threshold:g}, minimum area {card.min_area} px, best threshold "
+          f"picked by {card.selection_metric}")
+    if card.notes:
+        print("why (inferred settings):" if not loaded.card_found else "notes:")
+        for key, note in card.notes.items():
+            print(f"  {key}: {note}")
     print(format_layer_table(loaded.model))
     return 0
 

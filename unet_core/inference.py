@@ -106,7 +106,7 @@ class Segmenter:
         self.model = loaded.model
         self.padding_mode = check_mode(padding_mode or self.card.padding_mode)
         self.tta = self.card.tta if tta is None else tta
-        self.fit = fit or self.card.fit
+        self.fit = fit or self.card.fit or ("resize" if self.card.input_size else "pad")
         if self.fit not in FITS:
             raise UnetCoreError(f"unknown fit {self.fit!r}; accepted: {', '.join(FITS)}")
         if self.fit == "resize" and not self.card.input_size:

@@ -10,8 +10,9 @@ such as :class:`unet_core.model.LoadedModel` or :class:`unet_core.inference.Segm
   are transposed here), with per-filter statistics.
 * :class:`ActivationProbe`: ONE multi-output model over the chosen layers, built once; one call
   is one forward pass that returns the maps of every chosen layer, so looking at another layer
-  costs no extra pass. :func:`crop_activation` crops a layer's maps to the original image
-  (dropping the padding), at that layer's resolution.
+  costs no extra pass. It takes the network's C input channels (gray, RGB, BGR, N bands) as
+  :meth:`unet_core.inference.Segmenter.prepare` returns them. :func:`crop_activation` crops a
+  layer's maps to the original image (dropping the padding), at that layer's resolution.
 * :func:`model_flops`: floating-point operations of one forward pass at a given input size.
 
 No Streamlit here: the dashboard and the CLI both use these functions.
@@ -650,7 +651,10 @@ class ActivationProbe:
         return np.ascontiguousarray(arr, dtype=np.float32)
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """One forward pass: prepared input float32 (Hp, Wp) -> {layer: float32 (h, w, C)}.
+        """One forward pass: a prepared input float32 (Hp, Wp, C) as
+        :meth:`Segmenter.prepare <unet_core.inference.Segmenter.prepare>` returns it (C the
+        network's input channels; a 1-channel network also takes (Hp, Wp)) ->
+        {layer: float32 (h, w, channels of that layer)}.
 
         Every probed layer's maps come back (batch axis removed; h, w at that layer's
         resolution, e.g. Hp / 4 after two 2x poolings). Raises UnetCoreError if the maps would

@@ -12,6 +12,9 @@ Value conventions
 * :func:`read_raw` returns the decoded pixels unchanged (native dtype and range).
 * :func:`read_image` returns float32 HxW in [0, 1] (grayscale, see :func:`normalise`).
 * :func:`read_mask` returns bool HxW (foreground True, see :func:`binarise_mask`).
+* :func:`read_label_mask` returns uint8 HxW class indices (a label mask: pixel values are class
+  indices, or the indices of a palette PNG); :func:`write_label_png` writes one as a palette PNG
+  coloured by :func:`label_palette`.
 """
 
 from __future__ import annotations
@@ -40,21 +43,28 @@ from unet_core.errors import DataSetError, ImageReadError, MaskError, UnetCoreEr
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "LABEL_COLOURS",
+    "MAX_LABEL_CLASSES",
     "Pair",
     "Source",
     "binarise_mask",
+    "check_labels",
     "find_images",
     "find_pairs",
     "get_max_pixels",
+    "label_colour_name",
+    "label_palette",
     "load_pair",
     "mask_is_binary",
     "normalise",
     "open_dataset",
     "read_image",
+    "read_label_mask",
     "read_mask",
     "read_raw",
     "to_grayscale",
     "write_image_png",
+    "write_label_png",
     "write_mask_png",
 ]
 
@@ -660,6 +670,203 @@ def read_mask(
     return binarise_mask(raw, name=label)
 
 
+# --------------------------------------------------------------------------- label masks
+
+_LABEL_ACCEPTED = "accepted: pixel values = class indices, or a palette PNG"
+MAX_LABEL_CLASSES = 256
+
+
+def _check_n_classes(n_classes: object) -> int:
+    if (isinstance(n_classes, bool) or not isinstance(n_classes, int | np.integer)
+            or not 1 <= int(n_classes) <= MAX_LABEL_CLASSES):
+        raise UnetCoreError(
+            f"n_classes must be a whole number 1..{MAX_LABEL_CLASSES}, got {n_classes!r}")
+    return int(n_classes)
+
+
+def _palette_indices(fh: BinaryIO, name: str, max_pixels: int) -> np.ndarray | None:
+    """The palette indices (uint8 HxW) of a palette image (PIL mode P/PA), else None.
+
+    Anything that is not a palette image PIL can open returns None, so :func:`read_raw`
+    reads (or refuses) it with its usual messages.
+    """
+    head = fh.read(4)
+    fh.seek(0)
+    if not head or head in _TIFF_MAGIC:
+        return None
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(fh)
+    except Exception:
+        fh.seek(0)
+        return None
+    with im:
+        fmt = im.format or "unknown"
+        if fmt not in _PIL_FORMATS or im.mode not in ("P", "PA"):
+            fh.seek(0)
+            return None
+        width, height = im.size
+        try:
+            _check_pixels(name, height, width, max_pixels)
+        except ImageReadError as exc:
+            raise MaskError(str(exc)) from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+                arr = np.array(im)
+        except Exception as exc:
+            raise MaskError(
+                f"{name}: corrupt or truncated {fmt} file ({_short(exc)}) ({_ACCEPTED})"
+            ) from None
+    if arr.ndim == 3:  # PA: index + alpha
+        arr = arr[..., 0]
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def _label_values(raw: np.ndarray, name: str) -> np.ndarray:
+    """Class indices of a decoded (non-palette) label mask: HxW non-negative integers."""
+    arr = np.asarray(raw)
+    if arr.ndim == 3:
+        c = arr.shape[2]
+        if c in (3, 4):
+            rgb = arr[..., :3]
+            if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+                raise MaskError(
+                    f"{name}: label mask is a colour image (its R, G and B differ); "
+                    f"{_LABEL_ACCEPTED} (gray values, or RGB with R = G = B)")
+        arr = arr[..., 0]  # gray (+ alpha), or RGB(A) with equal channels
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise MaskError(f"{name}: label mask contains NaN or infinite values; "
+                            f"{_LABEL_ACCEPTED}")
+        frac = arr[arr != np.round(arr)]
+        if frac.size:
+            raise MaskError(
+                f"{name}: label mask holds non-integer values (e.g. {float(frac[0]):.4g}); "
+                f"{_LABEL_ACCEPTED}")
+    if arr.dtype.kind not in "iuf":
+        raise MaskError(f"{name}: label mask has dtype {arr.dtype}; {_LABEL_ACCEPTED}")
+    if arr.size and float(arr.min()) < 0:
+        raise MaskError(f"{name}: label mask holds negative values (min {arr.min()}); "
+                        f"{_LABEL_ACCEPTED}")
+    return arr
+
+
+def check_labels(labels: np.ndarray, n_classes: int, name: str) -> np.ndarray:
+    """``labels`` (HxW non-negative integers) as uint8 class indices, or MaskError naming the
+    classes found that a model of ``n_classes`` classes does not have."""
+    n = _check_n_classes(n_classes)
+    arr = np.asarray(labels)
+    if arr.size and float(arr.max()) >= n:
+        unknown = np.unique(arr[arr >= n])
+        shown = ", ".join(str(int(v)) for v in unknown[:10])
+        more = f", ... ({unknown.size} in all)" if unknown.size > 10 else ""
+        classes = f"{n} classes (0..{n - 1})" if n > 1 else "1 class (0)"
+        hint = ""
+        if np.isin(arr, (0, 255)).all():
+            hint = " (values 0/255: this looks like a binary mask, not class indices)"
+        raise MaskError(f"{name}: label mask holds classes {{{shown}{more}}} but the model has "
+                        f"{classes}; {_LABEL_ACCEPTED}{hint}")
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def read_label_mask(
+    source: Source, n_classes: int, *, name: str | None = None, max_pixels: int | None = None
+) -> np.ndarray:
+    """Read a label mask: every pixel holds a class index 0..n_classes-1.
+
+    Rules: a palette image (PNG saved in PIL mode "P") gives its palette *indices*, whatever
+    the colours; a grayscale image gives its values, which must be whole numbers (bool -> 0/1,
+    floats such as 2.0 allowed); an RGB(A) image whose R, G and B are equal is read as gray
+    (alpha ignored), gray + alpha uses the gray. Values are not rescaled: a 0/255 mask holds
+    classes 0 and 255.
+
+    Parameters
+    ----------
+    source
+        A path, bytes or binary file object (as :func:`read_raw`).
+    n_classes
+        The model's classes K (1..256); any value >= K is refused.
+    name, max_pixels
+        As :func:`read_raw`.
+
+    Returns
+    -------
+    np.ndarray
+        uint8 HxW class indices.
+
+    Raises
+    ------
+    MaskError
+        Unreadable file (same messages as :func:`read_raw`), a colour mask, non-integer or
+        negative values, or classes the model does not have, e.g. "masks/x.png: label mask
+        holds classes {4, 7} but the model has 3 classes (0..2); accepted: pixel values =
+        class indices, or a palette PNG".
+    """
+    n = _check_n_classes(n_classes)
+    label = _source_name(source, name)
+    limit = _resolve_max_pixels(max_pixels)
+    with _open_binary(source, label, MaskError) as fh:
+        try:
+            indices = _palette_indices(fh, label, limit)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, UnetCoreError):
+                raise
+            raise MaskError(f"{label}: cannot read file ({_short(exc)})") from None
+        if indices is None:
+            try:
+                raw = read_raw(fh, name=label, max_pixels=limit)
+            except ImageReadError as exc:
+                raise MaskError(str(exc)) from None
+            indices = _label_values(raw, label)
+    return check_labels(indices, n, label)
+
+
+#: The fixed label colours (name, RGB) of classes 0, 1, 2, ...: black for class 0, then
+#: distinct colours; classes past the list get generated colours (:func:`label_palette`).
+LABEL_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("black", (0, 0, 0)), ("red", (230, 25, 75)), ("green", (60, 180, 75)),
+    ("yellow", (255, 225, 25)), ("blue", (0, 130, 200)), ("orange", (245, 130, 48)),
+    ("purple", (145, 30, 180)), ("cyan", (70, 240, 240)), ("magenta", (240, 50, 230)),
+    ("lime", (210, 245, 60)), ("pink", (250, 190, 212)), ("teal", (0, 128, 128)),
+    ("lavender", (220, 190, 255)), ("brown", (170, 110, 40)), ("beige", (255, 250, 200)),
+    ("maroon", (128, 0, 0)), ("mint", (170, 255, 195)), ("olive", (128, 128, 0)),
+    ("apricot", (255, 215, 180)), ("navy", (0, 0, 128)), ("grey", (128, 128, 128)),
+    ("white", (255, 255, 255)),
+)
+
+
+def label_palette(n: int = MAX_LABEL_CLASSES) -> np.ndarray:
+    """Colours of classes 0..n-1: uint8 (n, 3). The first ``len(LABEL_COLOURS)`` are
+    :data:`LABEL_COLOURS`; later ones step the hue by the golden ratio (deterministic)."""
+    import colorsys
+
+    n = int(n)
+    out = np.zeros((max(n, 0), 3), dtype=np.uint8)
+    for i in range(n):
+        if i < len(LABEL_COLOURS):
+            out[i] = LABEL_COLOURS[i][1]
+        else:
+            h = (i * 0.618033988749895) % 1.0
+            v = 0.95 if i % 2 else 0.7
+            out[i] = np.round(np.array(colorsys.hsv_to_rgb(h, 0.75, v)) * 255)
+    return out
+
+
+def label_colour_name(index: int) -> str:
+    """Name of class ``index``'s colour in :func:`label_palette` (a hex code past the list)."""
+    if 0 <= index < len(LABEL_COLOURS):
+        return LABEL_COLOURS[index][0]
+    r, g, b = (int(v) for v in label_palette(index + 1)[index])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -690,6 +897,37 @@ def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
             )
         arr = arr != 0
     Image.fromarray(arr.astype(np.uint8) * np.uint8(255)).save(path, format="PNG")
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write a label map as a palette PNG whose indices are the class indices.
+
+    Parameters
+    ----------
+    path
+        Destination file (written as PNG whatever its extension).
+    labels
+        integer or bool HxW class indices 0..255 (e.g. an argmax label map). Colours come
+        from :func:`label_palette`; :func:`read_label_mask` reads the indices back.
+
+    Raises
+    ------
+    MaskError
+        Not 2-D, not integers, or values outside 0..255. OSError propagates.
+    """
+    arr = np.asarray(labels)
+    fname = Path(path).name
+    if arr.ndim != 2:
+        raise MaskError(f"{fname}: label map to write has shape {arr.shape} (accepted: HxW)")
+    if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
+        raise MaskError(f"{fname}: label map to write has dtype {arr.dtype} (accepted: "
+                        "integer class indices 0..255)")
+    if arr.size and (int(arr.min()) < 0 or int(arr.max()) > 255):
+        raise MaskError(f"{fname}: label map to write holds values {int(arr.min())}.."
+                        f"{int(arr.max())} (accepted: class indices 0..255)")
+    im = Image.fromarray(arr.astype(np.uint8), mode="P")
+    im.putpalette(label_palette(256).ravel().tolist())
+    im.save(path, format="PNG")
 
 
 def write_image_png(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -867,31 +1105,54 @@ def find_pairs(root: str | os.PathLike, *, require_masks: bool = True) -> list[P
     return pairs
 
 
-def load_pair(pair: Pair, *, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def load_pair(
+    pair: Pair, *, max_pixels: int | None = None, raw: bool = False,
+    n_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image and its mask.
+
+    Parameters
+    ----------
+    pair
+        The image and its mask (``mask_path`` may be None).
+    max_pixels
+        Pixel limit (see :func:`read_raw`).
+    raw
+        Read the image with :func:`read_raw` (native dtype, channels kept: what the model
+        card's preprocessing expects) instead of :func:`read_image` (gray float [0, 1]).
+    n_classes
+        Read the mask as a label mask of this many classes (:func:`read_label_mask`, uint8
+        class indices) instead of a binary mask (:func:`read_mask`).
 
     Returns
     -------
     tuple[np.ndarray, np.ndarray | None]
-        (image float32 HxW in [0, 1], mask bool HxW or None).
+        (image, mask or None): image float32 HxW in [0, 1], or as decoded (HxW or HxWxC)
+        with ``raw``; mask bool HxW, or uint8 HxW with ``n_classes``.
 
     Raises
     ------
     ImageReadError
         The image is unreadable (message names ``images/NAME``).
     MaskError
-        The mask is unreadable (message names ``masks/NAME``) or its size differs from
-        the image's.
+        The mask is unreadable (message names ``masks/NAME``), holds classes the model does
+        not have, or its height x width differs from the image's.
     """
-    image = read_image(
-        pair.image_path, name=f"images/{pair.image_path.name}", max_pixels=max_pixels
-    )
+    image_name = f"images/{pair.image_path.name}"
+    if raw:
+        image = read_raw(pair.image_path, name=image_name, max_pixels=max_pixels)
+    else:
+        image = read_image(pair.image_path, name=image_name, max_pixels=max_pixels)
     if pair.mask_path is None:
         return image, None
-    mask = read_mask(pair.mask_path, name=f"masks/{pair.mask_path.name}", max_pixels=max_pixels)
-    if mask.shape != image.shape:
+    mask_name = f"masks/{pair.mask_path.name}"
+    if n_classes is None:
+        mask = read_mask(pair.mask_path, name=mask_name, max_pixels=max_pixels)
+    else:
+        mask = read_label_mask(pair.mask_path, n_classes, name=mask_name, max_pixels=max_pixels)
+    if mask.shape != image.shape[:2]:
         mh, mw = mask.shape
-        ih, iw = image.shape
+        ih, iw = image.shape[:2]
         raise MaskError(
             f"{pair.name}: mask is {mh}x{mw} (HxW) but image is {ih}x{iw}; "
             "masks must match their image's size"

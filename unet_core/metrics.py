@@ -35,6 +35,28 @@ Definitions used everywhere in this module
   chosen on validation (:func:`select_threshold`). A sweep applies it from its counts: at each
   threshold, an image whose predicted area ``tp + fp`` is below K gets ``tp = fp = 0``.
 
+Multi-class label maps (K >= 2 classes)
+---------------------------------------
+* A *label map* is an integer (or bool) array of class indices 0..K-1; the prediction is the
+  argmax of a softmax model's class probabilities, the truth a label mask
+  (:func:`unet_core.io.read_label_mask`).
+* :func:`class_confusion` counts pixels by (truth class, predicted class): an int64 (K, K)
+  matrix ``C`` with rows = truth, columns = prediction. For class ``k``:
+  ``tp = C[k, k]``, ``fp = C[:, k].sum() - tp``, ``fn = C[k, :].sum() - tp``, and IoU and
+  Dice of class ``k`` are the binary formulas above on the masks ``label == k``.
+* The empty-mask rule is the binary one: a class absent from both the truth and the
+  prediction of an image (``tp + fp + fn == 0``) scores IoU = Dice = 1.0 on that image.
+* Per class, two aggregates over a data set (:class:`ClassAccumulator`): the *per-image mean*
+  (mean over images of the image's IoU / Dice of that class, empty rule included, like
+  ``mean_iou`` of a binary sweep) and the *pooled* value (IoU / Dice of the counts summed
+  over all images; 1.0 only when the class appears nowhere, in truth or prediction).
+* The *mean over classes* (``mean_iou``, ``mean_dice``, and the pooled versions) averages
+  **all K classes, background included**, each with the empty rule above (MONAI's
+  ``include_background=True``; unlike MONAI's ``ignore_empty`` no class is left out, so a
+  class neither present nor predicted counts 1.0).
+* Pixel accuracy = pixels whose predicted class equals the truth / all pixels (per image, and
+  pooled over the set).
+
 Bad arguments raise :class:`unet_core.errors.UnetCoreError` with a one-line message.
 """
 
@@ -43,6 +65,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -50,12 +73,17 @@ import numpy as np
 from unet_core.errors import UnetCoreError
 
 __all__ = [
+    "ClassAccumulator",
+    "ClassResult",
     "DEFAULT_THRESHOLDS",
     "IOU_THRESHOLDS",
     "MIN_AREA_CANDIDATES",
     "SweepAccumulator",
     "SweepResult",
     "check_min_area",
+    "class_confusion",
+    "class_dice",
+    "class_iou",
     "check_select_metric",
     "confusion_counts",
     "dice",
@@ -721,3 +749,264 @@ def threshold_sweep(
             except UnetCoreError as exc:
                 raise UnetCoreError(f"image {i} ({names[i]!r}): {exc}") from None
     return acc.result()
+
+
+# --------------------------------------------------------------------------- multi-class
+
+
+def _as_labels(x: Any, name: str, n_classes: int) -> np.ndarray:
+    """``x`` as a non-empty integer array of class indices 0..n_classes-1, or raise."""
+    if not isinstance(x, np.ndarray | list | tuple):
+        raise UnetCoreError(f"{name} must be an integer array of class indices, got "
+                            f"{_describe(x)}")
+    arr = np.asarray(x)
+    if arr.dtype != np.bool_ and arr.dtype.kind not in "iu":
+        raise UnetCoreError(f"{name} must hold integer class indices, got dtype {arr.dtype}; "
+                            "convert it first, e.g. probs.argmax(-1)")
+    if arr.ndim == 0 or arr.size == 0:
+        raise UnetCoreError(f"{name} must be a non-empty array of class indices, got shape "
+                            f"{arr.shape}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        raise UnetCoreError(f"{name} holds class {bad} but there are {n_classes} classes "
+                            f"(accepted: 0..{n_classes - 1})")
+    return arr
+
+
+def _check_n_classes(n_classes: Any) -> int:
+    if isinstance(n_classes, bool | np.bool_) or not isinstance(n_classes, int | np.integer):
+        raise UnetCoreError(f"n_classes must be a whole number >= 2, got {_describe(n_classes)}")
+    if not 2 <= int(n_classes) <= 65536:
+        raise UnetCoreError(f"n_classes must be 2..65536, got {n_classes}")
+    return int(n_classes)
+
+
+def class_confusion(pred_labels: np.ndarray, truth_labels: np.ndarray,
+                    n_classes: int) -> np.ndarray:
+    """Confusion matrix of two label maps of equal shape: int64 (K, K), ``[truth, pred]``.
+
+    ``pred_labels`` and ``truth_labels``: integer (or bool) arrays of class indices
+    0..K-1. Entry ``[i, j]`` counts the pixels of truth class ``i`` predicted as class ``j``.
+    """
+    k = _check_n_classes(n_classes)
+    p = _as_labels(pred_labels, "pred_labels", k)
+    t = _as_labels(truth_labels, "truth_labels", k)
+    if p.shape != t.shape:
+        raise UnetCoreError(f"pred_labels and truth_labels must have the same shape, got "
+                            f"{p.shape} and {t.shape}")
+    p, t = p.reshape(-1), t.reshape(-1)
+    out = np.zeros(k * k, dtype=np.int64)
+    for start in range(0, p.size, _CHUNK_PIXELS):  # bounded temporaries on huge images
+        key = t[start:start + _CHUNK_PIXELS].astype(np.int64) * k
+        key += p[start:start + _CHUNK_PIXELS]
+        out += np.bincount(key, minlength=k * k).astype(np.int64)
+    return out.reshape(k, k)
+
+
+def _class_counts(confusion: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, fn) per class, each int64 (..., K), from a (..., K, K) confusion matrix."""
+    c = np.asarray(confusion)
+    if c.ndim < 2 or c.shape[-1] != c.shape[-2] or c.shape[-1] < 2 or c.dtype.kind not in "iu":
+        raise UnetCoreError(f"confusion must be an integer (K, K) matrix with K >= 2, got "
+                            f"{_describe(c)}")
+    c = c.astype(np.int64)
+    tp = np.diagonal(c, axis1=-2, axis2=-1)
+    return tp, c.sum(axis=-2) - tp, c.sum(axis=-1) - tp
+
+
+def _class_iou_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    absent = (tp + fp + fn) == 0
+    return (_ratio(tp, tp + fp + fn, absent), _ratio(2 * tp, 2 * tp + fp + fn, absent))
+
+
+def class_iou(confusion: np.ndarray) -> np.ndarray:
+    """IoU of each class from a (K, K) confusion matrix: float64 (K,), ``tp / (tp + fp + fn)``;
+    1.0 for a class absent from both truth and prediction."""
+    return _class_iou_dice(*_class_counts(confusion))[0]
+
+
+def class_dice(confusion: np.ndarray) -> np.ndarray:
+    """Dice of each class from a (K, K) confusion matrix: float64 (K,),
+    ``2 tp / (2 tp + fp + fn)``; 1.0 for a class absent from both truth and prediction."""
+    return _class_iou_dice(*_class_counts(confusion))[1]
+
+
+@dataclass
+class ClassResult:
+    """Multi-class scores of N label maps (see the module docstring for the rules).
+
+    ``iou``, ``dice``: float64 (N, K) per image and class; ``image_accuracy``: (N,) pixel
+    accuracy per image; ``tp``, ``fp``, ``fn``: int64 (N, K) per-image counts;
+    ``confusion``: int64 (K, K) summed over images (rows truth, columns prediction).
+    """
+
+    class_names: list[str]
+    names: list[str]
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+    pixels: np.ndarray  # (N,) pixels per image
+    correct: np.ndarray  # (N,) pixels whose class is right
+    confusion: np.ndarray
+    iou: np.ndarray = dc_field(init=False)
+    dice: np.ndarray = dc_field(init=False)
+    image_accuracy: np.ndarray = dc_field(init=False)
+
+    def __post_init__(self) -> None:
+        self.iou, self.dice = _class_iou_dice(self.tp, self.fp, self.fn)
+        self.image_accuracy = self.correct / np.maximum(self.pixels, 1)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def class_iou(self) -> np.ndarray:
+        """(K,) per-image mean IoU of each class."""
+        return self.iou.mean(axis=0)
+
+    @property
+    def class_dice(self) -> np.ndarray:
+        """(K,) per-image mean Dice of each class."""
+        return self.dice.mean(axis=0)
+
+    @property
+    def pooled_iou(self) -> np.ndarray:
+        """(K,) IoU of each class on the counts pooled over all images."""
+        return class_iou(self.confusion)
+
+    @property
+    def pooled_dice(self) -> np.ndarray:
+        """(K,) Dice of each class on the counts pooled over all images."""
+        return class_dice(self.confusion)
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean over all K classes of the per-image mean IoU."""
+        return float(self.class_iou.mean())
+
+    @property
+    def mean_dice(self) -> float:
+        """Mean over all K classes of the per-image mean Dice."""
+        return float(self.class_dice.mean())
+
+    @property
+    def pooled_mean_iou(self) -> float:
+        """Mean over all K classes of the pooled IoU."""
+        return float(self.pooled_iou.mean())
+
+    @property
+    def pooled_mean_dice(self) -> float:
+        """Mean over all K classes of the pooled Dice."""
+        return float(self.pooled_dice.mean())
+
+    @property
+    def pixel_accuracy(self) -> float:
+        """Pixels of the right class / all pixels, pooled over the set."""
+        return float(self.correct.sum() / max(int(self.pixels.sum()), 1))
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """One dict per class: index, name, iou, dice (per-image means), pooled_iou,
+        pooled_dice, truth_pixels, pred_pixels, images (how many truths hold the class)."""
+        truth = self.confusion.sum(axis=1)
+        pred = self.confusion.sum(axis=0)
+        present = ((self.tp + self.fn) > 0).sum(axis=0)
+        ci, cd, pi, pd = self.class_iou, self.class_dice, self.pooled_iou, self.pooled_dice
+        return [{"index": k, "name": name, "iou": float(ci[k]), "dice": float(cd[k]),
+                 "pooled_iou": float(pi[k]), "pooled_dice": float(pd[k]),
+                 "truth_pixels": int(truth[k]), "pred_pixels": int(pred[k]),
+                 "images": int(present[k])}
+                for k, name in enumerate(self.class_names)]
+
+    def per_image(self) -> list[dict[str, Any]]:
+        """One flat dict per image, in input order: name, pixel_accuracy, mean_iou,
+        mean_dice (over all classes), then ``iou:CLASS`` and ``dice:CLASS`` for each class."""
+        rows = []
+        for i, name in enumerate(self.names):
+            row: dict[str, Any] = {"name": name,
+                                   "pixel_accuracy": float(self.image_accuracy[i]),
+                                   "mean_iou": float(self.iou[i].mean()),
+                                   "mean_dice": float(self.dice[i].mean())}
+            row.update({f"iou:{c}": float(self.iou[i, k]) for k, c in enumerate(self.class_names)})
+            row.update({f"dice:{c}": float(self.dice[i, k])
+                        for k, c in enumerate(self.class_names)})
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """Set-level figures (JSON-ready): n, n_classes, mean_iou, mean_dice,
+        pooled_mean_iou, pooled_mean_dice, pixel_accuracy, mean_over, classes (per_class)."""
+        return {
+            "n": len(self.names), "n_classes": self.n_classes,
+            "mean_iou": self.mean_iou, "mean_dice": self.mean_dice,
+            "pooled_mean_iou": self.pooled_mean_iou, "pooled_mean_dice": self.pooled_mean_dice,
+            "pixel_accuracy": self.pixel_accuracy,
+            "mean_over": (f"all {self.n_classes} classes, background included; a class absent "
+                          "from both truth and prediction scores 1.0"),
+            "classes": self.per_class(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """:meth:`summary` plus the confusion matrix (rows truth, columns prediction) and
+        the per-image rows; JSON-ready."""
+        return {**self.summary(), "confusion": self.confusion.tolist(),
+                "per_image": self.per_image()}
+
+
+class ClassAccumulator:
+    """Streaming multi-class scores: add label maps one at a time; only the per-class
+    counts of each image (3 K integers) and the summed (K, K) confusion are kept.
+
+    Args:
+        n_classes: K >= 2.
+        class_names: K names (default "class 0", ...).
+    """
+
+    def __init__(self, n_classes: int, class_names: Sequence[str] | None = None) -> None:
+        self.n_classes = _check_n_classes(n_classes)
+        if class_names is None:
+            class_names = [f"class {k}" for k in range(self.n_classes)]
+        if isinstance(class_names, str) or len(class_names) != self.n_classes:
+            raise UnetCoreError(f"class_names must be {self.n_classes} names, got "
+                                f"{_describe(class_names)}")
+        self.class_names = [str(c) for c in class_names]
+        self._names: list[str] = []
+        self._tp: list[np.ndarray] = []
+        self._fp: list[np.ndarray] = []
+        self._fn: list[np.ndarray] = []
+        self._pixels: list[int] = []
+        self._correct: list[int] = []
+        self._confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def add(self, pred_labels: np.ndarray, truth_labels: np.ndarray, name: str) -> None:
+        """Add one image: integer label maps of equal shape (class indices 0..K-1)."""
+        if not isinstance(name, str):
+            raise UnetCoreError(f"name must be a str, got {type(name).__name__}")
+        try:
+            c = class_confusion(pred_labels, truth_labels, self.n_classes)
+        except UnetCoreError as exc:
+            raise UnetCoreError(f"{name}: {exc}") from None
+        tp, fp, fn = _class_counts(c)
+        self._tp.append(tp)
+        self._fp.append(fp)
+        self._fn.append(fn)
+        self._pixels.append(int(c.sum()))
+        self._correct.append(int(tp.sum()))
+        self._confusion += c
+        self._names.append(name)
+
+    def result(self) -> ClassResult:
+        """The :class:`ClassResult` of every image added so far."""
+        if not self._names:
+            raise UnetCoreError("no images to score; add at least one image first")
+        return ClassResult(
+            class_names=list(self.class_names), names=list(self._names),
+            tp=np.stack(self._tp), fp=np.stack(self._fp), fn=np.stack(self._fn),
+            pixels=np.array(self._pixels, dtype=np.int64),
+            correct=np.array(self._correct, dtype=np.int64),
+            confusion=self._confusion.copy())

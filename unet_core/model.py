@@ -56,7 +56,9 @@ class ModelCard:
         percentiles: (low, high) percentiles for ``percentile`` (default 1, 99).
         fit: how an image meets the network: ``pad`` (pad to the stride, or tile a fixed-size
             network over the full-resolution image) or ``resize`` (resize the whole image to
-            ``input_size`` bilinearly, predict, resize the probabilities back).
+            ``input_size`` bilinearly, predict, resize the probabilities back). None (default):
+            chosen from the network when the card is loaded: resize for a fixed input size,
+            pad for a fully convolutional network (the reason goes to ``notes``).
         padding_mode: default padding mode (see :mod:`unet_core.padding`).
         threshold: recommended probability threshold (foreground is ``prob > threshold``).
         min_area: minimum-area rule in pixels (0 = off): a thresholded mask with fewer
@@ -92,7 +94,7 @@ class ModelCard:
     mean: list[float] | None = None
     std: list[float] | None = None
     percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
-    fit: str = "pad"
+    fit: str | None = None
     padding_mode: str = "reflect"
     threshold: float = 0.5
     min_area: int = 0
@@ -614,7 +616,15 @@ def validate_model(model: Any, name: str) -> None:
             "accepted: an output of the input's height and width (a segmentation network)")
 
 
-_NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output")
+_NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output", "fit")
+
+
+def stated_fields(card: ModelCard) -> set[str]:
+    """Fields a card *object* states: all but the network-shape fields (channels, input_size,
+    multiple_of, fit) it leaves at their defaults, which the network then fills."""
+    defaults = ModelCard().to_dict()
+    return {k for k, v in card.to_dict().items()
+            if k not in ("channels", "input_size", "multiple_of", "fit") or v != defaults.get(k)}
 
 
 def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | None = None,
@@ -630,8 +640,10 @@ def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | Non
     inferred = infer_card(model, card.name if isinstance(card.name, str) else "model")
     given = set(card.to_dict()) if given is None else given
     for key in _NETWORK_FIELDS:
-        if key not in given:
+        if key not in given or (key == "fit" and card.fit is None):
             setattr(card, key, getattr(inferred, key))
+            if key in inferred.notes and isinstance(card.notes, dict):
+                card.notes.setdefault(key, inferred.notes[key])
     shape, out = network_io(model)
     c, k = int(shape[-1]), int(out[-1])
     if k == 2 and card.classes == []:
@@ -763,8 +775,8 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
     if (not isinstance(p, list | tuple) or len(p) != 2 or not all(is_num(x) for x in p)
             or not 0 <= p[0] < p[1] <= 100):
         raise bad("percentiles", "[low, high] with 0 <= low < high <= 100")
-    if card.fit not in FITS:
-        raise bad("fit", ", ".join(FITS))
+    if card.fit is not None and card.fit not in FITS:
+        raise bad("fit", "null (from the network), " + ", ".join(FITS))
     if card.fit == "resize" and not card.input_size:
         raise bad("fit", "pad for a network without a fixed input_size (resize needs one)")
     cls = card.classes
@@ -947,7 +959,7 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
         raise ModelLoadError(f"{label}: file holds a {type(model).__name__}, not a Keras model")
     validate_model(model, label)
     found = card is not None
-    given: set[str] | None = None
+    given = None if card is None else stated_fields(card)
     card_label = label
     if card is None:
         data = _read_card_dict(p)
@@ -975,9 +987,5 @@ def from_keras(model: Any, card: ModelCard | None = None, name: str = "model") -
     validate_model(model, name)
     if card is None:
         return LoadedModel(model=model, card=infer_card(model, name), path=None)
-    # an in-memory card states everything but the network's shape fields it left at default
-    defaults = ModelCard().to_dict()
-    given = {k for k, v in card.to_dict().items()
-             if k not in ("channels", "input_size", "multiple_of") or v != defaults.get(k)}
-    card = reconcile_card(card, model, name, given, ModelSpecError)
+    card = reconcile_card(card, model, name, stated_fields(card), ModelSpecError)
     return LoadedModel(model=model, card=card, path=None, card_found=True)
