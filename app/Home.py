@@ -45,8 +45,8 @@ def _page(title: str, url_path: str, render: object) -> st.Page:
         ctx = context.get("ctx")
         if ctx is None:
             st.title(title)
-            st.info("No model loaded: pick one in the sidebar, or upload a .keras / .h5 model "
-                    "there.")
+            st.info("No model loaded: pick one in the sidebar, or upload one there (a .keras / "
+                    ".h5 model, or an architecture .json with its weights .h5).")
             return
         with run_safely(what=f"page {title}"):
             render(ctx)  # type: ignore[operator]

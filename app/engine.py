@@ -3,13 +3,18 @@
 All keyed by content hashes, never by object identity:
 
 * :func:`load_model_cached` (``st.cache_resource``, 3 entries): one LoadedModel per (file
-  path, sha256 of the model file + its card). :func:`get_segmenter` (``st.cache_resource``):
-  one Segmenter per (model key, TTA, backend).
-* :func:`probability_map` (``st.cache_data``, 64 entries / 512 MB): the network's output per
-  (model key, image sha256, padding mode, TTA, backend). Moving the threshold never runs the
-  network: the Segment page sends this map once to the browser, which re-thresholds it.
+  path, sha256 of the model file + its weights + its card, trusted or not).
+  :func:`get_segmenter` (``st.cache_resource``): one Segmenter per (model key, TTA, backend).
+  A :class:`ModelBundle`'s ``key`` names the file *and the card in use*: a card edited on the
+  Model page (:func:`with_card`) gives every result cache below new entries;
+  ``network_key`` (the file only) keys what the card cannot change (layers, kernels, probe).
+* :func:`class_probabilities` (``st.cache_data``, 32 entries / 512 MB): the network's output,
+  all K classes, per (model key, image sha256, padding mode, TTA, backend). Moving the
+  threshold or switching the class never runs the network: the Segment page sends one class's
+  map once to the browser, which re-thresholds it.
 * :func:`threshold_payload` (``st.cache_data``): what the browser needs for an instant
-  threshold (display image, threshold levels, per-threshold metrics table).
+  threshold (display image, in colour when it has colour, threshold levels, per-threshold
+  metrics table), per class.
 * :func:`get_probe` / :func:`activation_maps` (``st.cache_resource``, 1 model / 2 images):
   ONE forward pass per (model, image, padding) holding every layer's maps, so switching
   layers or pages costs no pass. (``cache_resource``: the maps of all layers can be tens to
@@ -20,6 +25,7 @@ All keyed by content hashes, never by object identity:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -31,9 +37,25 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from app.settings import LOG, activation_max_bytes, app_max_pixels, default_model
+from app.settings import (
+    LOG,
+    activation_max_bytes,
+    app_max_pixels,
+    default_model,
+    models_dir,
+    trusted_models_dir,
+)
 from app.sources import ImageItem, sha256_bytes
-from unet_core.model import MODEL_EXTENSIONS, LoadedModel, ModelCard, card_path_for, load_model
+from unet_core.errors import ModelSpecError
+from unet_core.model import (
+    MODEL_EXTENSIONS,
+    LoadedModel,
+    ModelCard,
+    card_from_dict,
+    card_path_for,
+    load_model,
+    reconcile_card,
+)
 
 # --------------------------------------------------------------------------- hashing
 
@@ -58,31 +80,56 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model file found in the models folder."""
+    """A model file found in the models folder (or in the trusted models folder)."""
 
     label: str
     path: Path
     has_card: bool
+    trusted: bool = False
 
 
 @dataclass
 class ModelBundle:
-    """The model in use: its cache key, the loaded model and how it is labelled."""
+    """The model in use: its cache keys, the loaded model and how it is labelled.
+
+    ``key`` identifies the model file *and the card in use* (every result cache keys on it, so
+    an edited card gives new results); ``network_key`` only the file (layer table, kernels,
+    activation probe); ``edited``: the card is one the user applied on the Model page, not
+    the file's (or the inferred) one.
+    """
 
     key: str
     loaded: LoadedModel
     label: str
     uploaded: bool = False
+    network_key: str = ""
+    edited: bool = False
+
+    def __post_init__(self) -> None:
+        self.network_key = self.network_key or self.key
 
     @property
     def card(self) -> ModelCard:
         return self.loaded.card
 
+    @property
+    def trusted(self) -> bool:
+        """Loaded with Keras ``safe_mode=False`` (from ``UNET_TRUSTED_MODELS_DIR``)."""
+        return bool(self.loaded.trusted)
 
-def discover_models(folder: Path) -> list[ModelEntry]:
+    @property
+    def card_file_name(self) -> str:
+        """The name of this model's card file, where the engine looks for it ('salt.json' for
+        salt.keras, 'arch.card.json' for an architecture arch.json + weights)."""
+        path = self.loaded.path
+        return card_path_for(path).name if path is not None else f"{self.card.name}.json"
+
+
+def discover_models(folder: Path, trusted: bool = False) -> list[ModelEntry]:
     """``*.keras`` / ``*.h5`` files of ``folder``, labelled by their card's name: the default
     model (:func:`~app.settings.default_model`) first, then models with a card, then by file
-    name."""
+    name. ``trusted``: the folder is ``UNET_TRUSTED_MODELS_DIR`` (its models load with
+    ``safe_mode=False``)."""
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.iterdir()
@@ -107,15 +154,31 @@ def discover_models(folder: Path) -> list[ModelEntry]:
     first = default_model()
     found.sort(key=lambda f: (f[1].stem != first, not f[2], f[1].name))
     return [ModelEntry(label=name if counts[name] == 1 else f"{name} ({path.name})", path=path,
-                       has_card=has_card) for name, path, has_card in found]
+                       has_card=has_card, trusted=trusted) for name, path, has_card in found]
 
 
-def model_fingerprint(path: Path) -> str:
-    """sha256 of the model file, combined with its card's when there is one."""
+TRUSTED_SUFFIX = " (trusted)"
+
+
+def model_entries() -> list[ModelEntry]:
+    """The models the sidebar offers: the bundled folder's, then the trusted folder's (labelled
+    '… (trusted)'); a trusted folder that is the bundled one makes its models trusted."""
+    bundled = models_dir()
+    trusted_dir = trusted_models_dir()
+    same = trusted_dir is not None and trusted_dir.resolve() == bundled.resolve()
+    entries = [] if same else discover_models(bundled)
+    if trusted_dir is not None:
+        entries += [dataclasses.replace(e, label=e.label + TRUSTED_SUFFIX)
+                    for e in discover_models(trusted_dir, trusted=True)]
+    return entries
+
+
+def model_fingerprint(path: Path, weights: Path | None = None) -> str:
+    """sha256 of the model file, combined with its weights' and its card's when there are."""
     digest = file_sha256(path)
-    cpath = card_path_for(path)
-    if cpath.is_file():
-        digest = sha256_bytes((digest + file_sha256(cpath)).encode())
+    for extra in (weights, card_path_for(path)):
+        if extra is not None and extra != path and extra.is_file():
+            digest = sha256_bytes((digest + file_sha256(extra)).encode())
     return digest
 
 
@@ -126,18 +189,54 @@ def make_model_key(path: Path, fingerprint: str) -> str:
 
 
 @st.cache_resource(max_entries=3, show_spinner=False)
-def load_model_cached(path: str, fingerprint: str, display_name: str) -> LoadedModel:
-    """``load_model(path, safe_mode=True)``, cached per (path, file + card sha256)."""
-    LOG.info("loading model %s (%s)", path, fingerprint[:12])
-    return load_model(path, safe_mode=True, name=display_name)
+def load_model_cached(path: str, fingerprint: str, display_name: str, trusted: bool = False,
+                      weights: str | None = None) -> LoadedModel:
+    """``load_model(path, safe_mode=not trusted, weights=...)``, cached per (path, sha256 of
+    the file, its weights and card, trust)."""
+    LOG.info("loading model %s (%s)%s", path, fingerprint[:12], " trusted" if trusted else "")
+    return load_model(path, safe_mode=not trusted, name=display_name,
+                      weights=Path(weights) if weights else None)
 
 
-def open_model(path: Path, display_name: str, label: str, uploaded: bool = False
-               ) -> ModelBundle:
-    """Load (cached) the model at ``path`` and wrap it with its key and label."""
-    fp = model_fingerprint(path)
-    loaded = load_model_cached(str(path), fp, display_name)
-    return ModelBundle(make_model_key(path, fp), loaded, label, uploaded=uploaded)
+def open_model(path: Path, display_name: str, label: str, uploaded: bool = False, *,
+               trusted: bool = False, weights: Path | None = None) -> ModelBundle:
+    """Load (cached) the model at ``path`` (an architecture .json with ``weights``) and wrap it
+    with its key and label. ``trusted`` loads with ``safe_mode=False``: only for files of
+    ``UNET_TRUSTED_MODELS_DIR``, never for uploads."""
+    if trusted and uploaded:
+        raise ValueError("uploaded models are never trusted")
+    fp = model_fingerprint(path, weights)
+    loaded = load_model_cached(str(path), fp, display_name, bool(trusted),
+                               str(weights) if weights else None)
+    key = make_model_key(path, fp + (":trusted" if trusted else ""))
+    return ModelBundle(key, loaded, label, uploaded=uploaded)
+
+
+def card_digest(card: ModelCard) -> str:
+    """Short sha256 of a card's content (what an edited card's cache keys carry)."""
+    return sha256_bytes(json.dumps(card.to_dict(), sort_keys=True, default=str).encode())[:10]
+
+
+def edited_card(bundle: ModelBundle, data: dict[str, Any]) -> ModelCard:
+    """The card ``data`` checked against the network of ``bundle`` (the same checks as a card
+    file: field types and values, channels and classes agreeing with the network).
+
+    Raises ModelSpecError with a one-line message naming the first bad field."""
+    name = f"{bundle.label}: edited card"
+    card = card_from_dict(dict(data), name, ModelSpecError)
+    return reconcile_card(card, bundle.loaded.model, name, error=ModelSpecError)
+
+
+def with_card(bundle: ModelBundle, data: dict[str, Any] | None) -> ModelBundle:
+    """``bundle`` with its card replaced by the edited card ``data`` (None: unchanged); the
+    new bundle's ``key`` carries the card's digest, so the segmenter, probability and
+    evaluation caches hold its own results."""
+    if data is None:
+        return bundle
+    card = edited_card(bundle, data)
+    loaded = dataclasses.replace(bundle.loaded, card=card)
+    return ModelBundle(f"{bundle.network_key}~{card_digest(card)}", loaded, bundle.label,
+                       uploaded=bundle.uploaded, network_key=bundle.network_key, edited=True)
 
 
 @st.cache_resource(max_entries=6, show_spinner=False)
@@ -149,49 +248,67 @@ def _segmenter(model_key: str, tta: bool, backend: str, _loaded: LoadedModel) ->
 
 
 def get_segmenter(bundle: ModelBundle, tta: bool, backend: str) -> Any:
-    """One :class:`~unet_core.inference.Segmenter` per (model, TTA, backend). The ONNX export
-    it may build is cached on disk."""
+    """One :class:`~unet_core.inference.Segmenter` per (model, card, TTA, backend). The ONNX
+    export it may build is cached on disk (per model file, whatever the card)."""
     return _segmenter(bundle.key, bool(tta), backend, bundle.loaded)
 
 
 # --------------------------------------------------------------------------- inference
 
 
-@st.cache_data(max_entries=64, max_size="512MB", show_spinner=False)
-def _probability_map(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
-                     _segmenter: Any, _image: np.ndarray) -> np.ndarray:
+@st.cache_data(max_entries=32, max_size="512MB", show_spinner=False)
+def _class_probabilities(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
+                         _segmenter: Any, _image: np.ndarray) -> np.ndarray:
     LOG.info("forward pass: model %s image %s padding %s tta %s backend %s", model_key,
              image_sha[:12], padding, tta, backend)
-    return _segmenter.predict_proba(_image, padding)
+    return _segmenter.predict_classes(_image, padding)
+
+
+def class_probabilities(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
+                        tta: bool, backend: str) -> np.ndarray:
+    """Class probabilities (float32 (H, W, K); K = 1 for one sigmoid map) of an image as
+    decoded (:func:`app.sources.decode_image`), cached per (model and card, image sha256,
+    padding, TTA, backend): switching the class shown never runs the network."""
+    seg = get_segmenter(bundle, bool(tta), backend)
+    return _class_probabilities(bundle.key, item.sha, padding, bool(tta), seg.backend.name, seg,
+                                image)
+
+
+def class_map(probs: np.ndarray, class_index: int) -> np.ndarray:
+    """One class's probability map, float32 (H, W), of class probabilities (H, W, K)."""
+    return np.ascontiguousarray(probs[..., int(class_index)])
 
 
 def probability_map(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
-                    tta: bool, backend: str) -> np.ndarray:
-    """Probability map (float32 (H, W)), cached per (model, image sha256, padding, TTA,
-    backend)."""
-    seg = get_segmenter(bundle, bool(tta), backend)
-    return _probability_map(bundle.key, item.sha, padding, bool(tta), seg.backend.name, seg,
-                            image)
+                    tta: bool, backend: str, class_index: int | None = None) -> np.ndarray:
+    """Probability map (float32 (H, W)) of one class (default: the card's), from the cached
+    :func:`class_probabilities`."""
+    k = bundle.card.default_class if class_index is None else int(class_index)
+    return class_map(class_probabilities(bundle, item, image, padding, tta, backend), k)
 
 
 @st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
 def _threshold_payload(model_key: str, image_sha: str, truth_key: str, padding: str, tta: bool,
-                       backend: str, min_area: int, _image: np.ndarray, _prob: np.ndarray,
-                       _truth: np.ndarray | None) -> dict[str, Any]:
+                       backend: str, min_area: int, class_index: int, _image: np.ndarray,
+                       _prob: np.ndarray, _truth: np.ndarray | None) -> dict[str, Any]:
     from app.components.threshold_view import threshold_payload as build
+    from unet_core.preprocess import display_image
 
-    return build(_image, _prob, _truth, min_area=min_area)
+    return build(display_image(_image), _prob, _truth, min_area=min_area)
 
 
 def threshold_payload(bundle: ModelBundle, item: ImageItem, image: np.ndarray,
                       prob: np.ndarray, truth: np.ndarray | None, *, padding: str, tta: bool,
-                      backend: str, min_area: int, invert_masks: bool) -> dict[str, Any]:
-    """What the browser needs to re-threshold ``prob`` by itself (cached per content).
+                      backend: str, min_area: int, invert_masks: bool,
+                      class_index: int = 0) -> dict[str, Any]:
+    """What the browser needs to re-threshold ``prob`` (class ``class_index``) by itself
+    (cached per content). ``image`` is as decoded (shown in colour when it has colour).
 
-    ``truth`` is the mask as scored (already inverted when ``invert_masks``)."""
+    ``truth`` is the mask as scored (already inverted when ``invert_masks``; for a label
+    mask, the pixels of the class)."""
     truth_key = "" if truth is None else (item.mask_sha or "") + (":inv" if invert_masks else "")
     return _threshold_payload(bundle.key, item.sha, truth_key, padding, bool(tta), backend,
-                              int(min_area), image, prob, truth)
+                              int(min_area), int(class_index), image, prob, truth)
 
 
 # --------------------------------------------------------------------------- activations
@@ -357,30 +474,61 @@ def evaluation_store() -> LRU:
 @st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
 def _file_probability(image_path: str, mtime_ns: int, model_key: str, padding: str, tta: bool,
                       backend: str, _bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray]:
-    from unet_core.io import read_image
+    from unet_core.io import read_raw
+    from unet_core.preprocess import display_image
 
-    image = read_image(image_path, max_pixels=app_max_pixels())
+    image = read_raw(image_path, max_pixels=app_max_pixels())
     seg = get_segmenter(_bundle, tta, backend)
-    return image, seg.predict_proba(image, padding)
+    return display_image(image), seg.predict_classes(image, padding)
+
+
+def _truth_of(mask_path: Path | None, n_classes: int | None) -> np.ndarray | None:
+    """A data set mask: bool (H, W), or uint8 class indices with ``n_classes``."""
+    from unet_core.io import read_label_mask, read_mask
+
+    if mask_path is None:
+        return None
+    if n_classes is not None:
+        return read_label_mask(mask_path, n_classes, max_pixels=app_max_pixels())
+    return read_mask(mask_path, max_pixels=app_max_pixels())
 
 
 def worst_case_thumbnail(image_path: Path, mask_path: Path | None, bundle: ModelBundle, *,
                          padding: str, tta: bool, backend: str, threshold: float,
-                         min_area: int, invert_masks: bool) -> np.ndarray:
-    """uint8 RGB thumbnail of an evaluated image with its prediction and truth outlined.
+                         min_area: int, invert_masks: bool, class_index: int | None = None
+                         ) -> np.ndarray:
+    """uint8 RGB thumbnail of an evaluated image (in colour when it has colour) with the
+    prediction of class ``class_index`` (default: the card's) and its truth outlined.
 
-    The probability map is cached per (file, model, padding, TTA, backend), so moving the
-    threshold only re-thresholds it."""
+    The class probabilities are cached per (file, model and card, padding, TTA, backend), so
+    moving the threshold or switching the class only re-thresholds them."""
     from app import viz
-    from unet_core.io import read_mask
     from unet_core.metrics import threshold_mask
 
-    image, prob = _file_probability(str(image_path), image_path.stat().st_mtime_ns, bundle.key,
-                                    padding, bool(tta), backend, bundle)
-    pred = threshold_mask(prob, threshold, min_area)
-    truth = read_mask(mask_path, max_pixels=app_max_pixels()) if mask_path else None
+    image, probs = _file_probability(str(image_path), image_path.stat().st_mtime_ns,
+                                     bundle.key, padding, bool(tta), backend, bundle)
+    k = bundle.card.default_class if class_index is None else int(class_index)
+    pred = threshold_mask(class_map(probs, k), threshold, min_area)
+    truth = _truth_of(mask_path, None)
     if truth is not None and invert_masks:
         truth = ~truth
-    if truth is not None and truth.shape != image.shape:
+    if truth is not None and truth.shape != image.shape[:2]:
         truth = None
     return viz.thumbnail_rgb(image, pred, truth)
+
+
+def label_thumbnail(image_path: Path, mask_path: Path | None, bundle: ModelBundle, *,
+                    padding: str, tta: bool, backend: str, max_side: int = 160) -> np.ndarray:
+    """uint8 RGB thumbnail of an image with its predicted label map (argmax) blended over it
+    and the edges between the true classes outlined in white (for label-mask evaluations)."""
+    from app import viz
+    from unet_core.inference import labels_from_probs
+
+    image, probs = _file_probability(str(image_path), image_path.stat().st_mtime_ns,
+                                     bundle.key, padding, bool(tta), backend, bundle)
+    labels = labels_from_probs(probs, bundle.card.threshold)
+    truth = _truth_of(mask_path, max(2, bundle.card.n_classes))
+    if truth is not None and truth.shape != image.shape[:2]:
+        truth = None
+    return viz.label_thumbnail_rgb(image, labels, truth, max(2, bundle.card.n_classes),
+                                   max_side=max_side)

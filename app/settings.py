@@ -4,6 +4,9 @@ Every function here is cheap and pure (no Streamlit state), so pages and tests c
 every run. Environment variables (all optional):
 
 * ``UNET_MODELS_DIR``: folder of the bundled models (default ``<repo>/models``);
+* ``UNET_TRUSTED_MODELS_DIR``: a folder of *trusted* models, listed with the bundled ones and
+  loaded with Keras ``safe_mode=False`` (Lambda layers allowed; their code runs on load). Only
+  files an administrator put there: uploads are never trusted;
 * ``UNET_DEFAULT_MODEL``: file stem of the model selected first (default ``salt``);
 * ``UNET_DATA_ROOT``: folder that server-side data sets must lie in;
 * ``UNET_MAX_PIXELS``: pixel limit of one image (default 4096 x 4096 in the dashboard);
@@ -31,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 IMAGE_TYPES: list[str] = [ext.lstrip(".") for ext in IMAGE_EXTENSIONS]
 MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
+#: What the model uploader takes: a model file, or an architecture .json with its weights .h5
+#: (and, in both cases, an optional model card .json).
+MODEL_UPLOAD_TYPES: list[str] = [*MODEL_TYPES, "json"]
 #: Default pixel limit of the dashboard (4096 x 4096); $UNET_MAX_PIXELS overrides it. Images
 #: whose padded size exceeds the engine's MAX_NETWORK_PIXELS (1024 x 1024) are predicted in
 #: overlapping tiles, so a forward pass stays bounded whatever the image size.
@@ -50,6 +56,12 @@ def models_dir() -> Path:
     """Folder of the bundled models: ``$UNET_MODELS_DIR`` or ``<repo>/models``."""
     value = os.environ.get("UNET_MODELS_DIR", "").strip()
     return Path(value).expanduser() if value else ROOT / "models"
+
+
+def trusted_models_dir() -> Path | None:
+    """Folder of trusted models (``$UNET_TRUSTED_MODELS_DIR``), or None when unset."""
+    value = os.environ.get("UNET_TRUSTED_MODELS_DIR", "").strip()
+    return Path(value).expanduser() if value else None
 
 
 def default_model() -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import re
 import tempfile
 from collections import OrderedDict
@@ -19,11 +21,13 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
+from PIL import Image
 
 from app.settings import ASSETS, DOMAIN_SAMPLES, app_max_pixels, domain_of_sample_set
 from unet_core.errors import DataSetError, MaskError, UnetCoreError
-from unet_core.io import Pair, find_pairs, read_image, read_mask
+from unet_core.io import Pair, find_pairs, read_label_mask, read_mask, read_raw
 from unet_core.model import MODEL_EXTENSIONS, card_path_for
+from unet_core.preprocess import display_image
 
 RECENT_LIMIT = 4
 RECENT_MAX_BYTES = 32 * 2**20
@@ -164,7 +168,7 @@ def items_from_uploads(images: Sequence[tuple[str, bytes]],
 
 @st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
 def _decode_image(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarray:
-    return read_image(_data, name=name, max_pixels=max_pixels)
+    return read_raw(_data, name=name, max_pixels=max_pixels)
 
 
 @st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
@@ -172,23 +176,80 @@ def _decode_mask(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarr
     return read_mask(_data, name=name, max_pixels=max_pixels)
 
 
+@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+def _decode_labels(sha: str, name: str, max_pixels: int, n_classes: int, _data: bytes
+                   ) -> np.ndarray:
+    return read_label_mask(_data, n_classes, name=name, max_pixels=max_pixels)
+
+
 def decode_image(item: ImageItem) -> np.ndarray:
-    """The item's image as float32 (H, W) in [0, 1]; raises the engine's ImageReadError."""
+    """The item's image *as decoded* (:func:`unet_core.io.read_raw`): (H, W) or (H, W, C) in
+    its native dtype, what the engine takes (a ``raw`` model sees 0..255, a BGR model gets its
+    channels swapped by the card); raises the engine's ImageReadError."""
     return _decode_image(item.sha, item.name, app_max_pixels(), item.data)
 
 
-def decode_mask(item: ImageItem, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The item's mask as bool (H, W), or None; MaskError if unreadable or of another size."""
-    if item.mask_data is None or item.mask_sha is None:
-        return None
-    name = item.mask_name or item.name
-    mask = _decode_mask(item.mask_sha, name, app_max_pixels(), item.mask_data)
-    if mask.shape != tuple(shape):
+def display(image: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, int]:
+    """A decoded image for showing: float32 (h, w) gray or (h, w, 3) RGB in [0, 1]
+    (:func:`unet_core.preprocess.display_image`), every k-th pixel so it fits ``max_side``
+    (None: every pixel). Returns (image, k)."""
+    k = 1
+    if max_side is not None:
+        side = max(int(image.shape[0]), int(image.shape[1]), 1)
+        k = max(1, -(-side // int(max_side)))
+    return display_image(image[::k, ::k] if k > 1 else image), k
+
+
+def _check_mask_size(mask: np.ndarray, name: str, item: ImageItem, shape: tuple[int, ...]
+                     ) -> np.ndarray:
+    if mask.shape != tuple(shape[:2]):
         mh, mw = mask.shape
         ih, iw = shape[:2]
         raise MaskError(f"{name}: mask is {mh}x{mw} (HxW) but image {item.name} is {ih}x{iw}; "
                         "masks must match their image's size")
     return mask
+
+
+def decode_mask(item: ImageItem, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The item's mask as bool (H, W), or None; MaskError if unreadable or of another size
+    than ``shape`` (the image's; its channels are ignored)."""
+    if item.mask_data is None or item.mask_sha is None:
+        return None
+    name = item.mask_name or item.name
+    mask = _decode_mask(item.mask_sha, name, app_max_pixels(), item.mask_data)
+    return _check_mask_size(mask, name, item, shape)
+
+
+def mask_holds_labels(data: bytes, n_classes: int) -> bool:
+    """Whether a mask file of a K-class model (K >= 2) is a *label* mask (pixel values or
+    palette indices = class indices) rather than a binary mask of one class.
+
+    A palette PNG is a label mask; a gray mask whose values are whole numbers below K is one
+    (0/1 reads the same either way for class 1); anything else (0/255, colour, soft values) is
+    a binary mask. One-map models (K = 1) always take binary masks."""
+    if n_classes < 2:
+        return False
+    with contextlib.suppress(Exception), Image.open(io.BytesIO(data)) as im:
+        if im.mode in ("P", "PA"):
+            return True
+        if im.mode not in ("1", "L", "I", "I;16", "I;16B", "I;16L", "F"):
+            return False
+        arr = np.asarray(im, dtype=np.float64)
+        return bool(arr.size) and bool(np.all(arr == np.round(arr))) \
+            and float(arr.min()) >= 0 and float(arr.max()) < n_classes
+    return False
+
+
+def decode_labels(item: ImageItem, shape: tuple[int, ...], n_classes: int) -> np.ndarray | None:
+    """The item's mask as a label mask (uint8 (H, W) class indices, see
+    :func:`unet_core.io.read_label_mask`), or None; MaskError if unreadable, of another size
+    or holding classes the model does not have."""
+    if item.mask_data is None or item.mask_sha is None:
+        return None
+    name = item.mask_name or item.name
+    labels = _decode_labels(item.mask_sha, name, app_max_pixels(), int(n_classes),
+                            item.mask_data)
+    return _check_mask_size(labels, name, item, shape)
 
 
 def remember(recent: OrderedDict[str, ImageItem], item: ImageItem, limit: int = RECENT_LIMIT,
@@ -217,24 +278,84 @@ def safe_filename(name: str, default: str = "upload") -> str:
     return clean[:100]
 
 
-def save_uploaded_model(name: str, data: bytes, card: bytes | None, folder: Path) -> Path:
-    """Write an uploaded model (and optional card JSON) under ``folder/<sha>/``; returns its path.
+@dataclass(frozen=True)
+class ModelUpload:
+    """What the model uploader received, written to disk: ``path`` is the model file (or the
+    architecture JSON, whose ``weights`` come with it), ``name`` the uploaded file's name."""
 
-    The file keeps a sanitised version of its name (so messages name it) and its extension.
+    path: Path
+    name: str
+    weights: Path | None = None
+    has_card: bool = False
+
+
+UPLOAD_ACCEPTED = ("accepted: one .keras or .h5 model, or an architecture .json "
+                   "(model.to_json()) with its weights .h5; plus, optionally, a model card .json")
+
+
+def _json_kind(name: str, data: bytes) -> str:
+    """'architecture' (``model.to_json()`` text) or 'card' for an uploaded .json file."""
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        raise UnetCoreError(f"{name}: not valid JSON ({type(exc).__name__}); "
+                            f"{UPLOAD_ACCEPTED}") from None
+    if not isinstance(parsed, dict):
+        raise UnetCoreError(f"{name}: a JSON {type(parsed).__name__}, not an object; "
+                            f"{UPLOAD_ACCEPTED}")
+    return "architecture" if "class_name" in parsed and "config" in parsed else "card"
+
+
+def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> ModelUpload:
+    """Sort the files of one model upload and write them under ``folder/<sha>/``.
+
+    Accepted: one ``.keras`` / ``.h5`` model, or an architecture ``.json`` (the text of
+    ``model.to_json()``) with its weights ``.h5``; a ``.json`` that is not an architecture is
+    the model card, written where :func:`unet_core.model.load_model` looks for it
+    (:func:`unet_core.model.card_path_for`: ``NAME.json`` next to a model, ``NAME.card.json``
+    next to an architecture ``NAME.json``). Raises UnetCoreError (one line) otherwise.
     """
-    fname = safe_filename(name, "model.keras")
-    if Path(fname).suffix.lower() not in MODEL_EXTENSIONS:
-        raise UnetCoreError(
-            f"{name}: not a Keras model file; accepted: {', '.join(MODEL_EXTENSIONS)}")
-    digest = sha256_bytes(data + (card or b""))[:16]
-    target = folder / digest / fname
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        target.write_bytes(data)
-    cpath = card_path_for(target)
-    if card is not None and not cpath.exists():
-        cpath.write_bytes(card)
-    return target
+    models: list[tuple[str, bytes]] = []
+    archs: list[tuple[str, bytes]] = []
+    cards: list[tuple[str, bytes]] = []
+    for name, data in files:
+        ext = Path(name).suffix.lower()
+        if ext in MODEL_EXTENSIONS:
+            models.append((name, data))
+        elif ext == ".json":
+            (archs if _json_kind(name, data) == "architecture" else cards).append((name, data))
+        else:
+            raise UnetCoreError(f"{name}: not a model file; {UPLOAD_ACCEPTED}")
+    listed = ", ".join(name for name, _ in files) or "nothing"
+    if len(cards) > 1 or len(archs) > 1 or (archs and len(models) != 1) or \
+            (not archs and len(models) != 1):
+        what = ("an architecture .json needs exactly one weights .h5" if archs and not models
+                else f"got {listed}")
+        raise UnetCoreError(f"upload one model: {what}; {UPLOAD_ACCEPTED}")
+    if archs and Path(models[0][0]).suffix.lower() == ".keras":
+        raise UnetCoreError(f"{models[0][0]}: the weights of an architecture .json must be an "
+                            f".h5 file (from save_weights); {UPLOAD_ACCEPTED}")
+    card = cards[0][1] if cards else None
+    digest = sha256_bytes(b"".join(d for _, d in sorted(files)))[:16]
+    target = folder / digest
+    target.mkdir(parents=True, exist_ok=True)
+    mname, mdata = models[0]
+    mfile = target / safe_filename(mname, "model.h5" if archs else "model.keras")
+    if not mfile.exists():
+        mfile.write_bytes(mdata)
+    if not archs:
+        if card is not None and not card_path_for(mfile).exists():
+            card_path_for(mfile).write_bytes(card)
+        return ModelUpload(mfile, mname, None, card is not None)
+    aname, adata = archs[0]
+    afile = target / safe_filename(aname, "model.json")
+    if afile.suffix.lower() != ".json":
+        afile = afile.with_suffix(".json")
+    if not afile.exists():
+        afile.write_bytes(adata)
+    if card is not None and not card_path_for(afile).exists():
+        card_path_for(afile).write_bytes(card)
+    return ModelUpload(afile, aname, mfile, card is not None)
 
 
 def new_upload_dir() -> tempfile.TemporaryDirectory:

@@ -33,16 +33,20 @@ CONTROLS: dict[str, str] = {
     "padding": "Padding mode",
     "tta": "Test-time augmentation",
     "invert_masks": "Masks mark the other class",
+    "class_index": "Class (of a K-class model) shown, thresholded and scored",
 }
+
+
 def model_defaults(card: ModelCard) -> dict[str, Any]:
     """The control values a model card recommends."""
     return {"threshold": round(float(card.threshold), 2), "min_area": int(card.min_area),
             "padding": str(card.padding_mode), "tta": bool(card.tta),
-            "invert_masks": bool(card.truth_inverted)}
+            "invert_masks": bool(card.truth_inverted), "class_index": int(card.default_class)}
 
 
 def sync_model(model_key: str, card: ModelCard) -> bool:
-    """Apply ``card``'s defaults to the controls when the model in use changes.
+    """Apply ``card``'s defaults to the controls when the model in use changes (``model_key``
+    names the file *and* its card: applying an edited card applies its defaults too).
 
     Returns True when they were applied (a new model), False when the model is the same (the
     user's values stay)."""
@@ -78,10 +82,16 @@ def use_image(item: ImageItem) -> None:
     st.session_state["image_key"] = item.key
 
 
+UNKNOWN_DOMAINS = ("", "unknown")
+
+
 def image_fits_model(item: ImageItem, model_key: str, card: ModelCard) -> bool:
     """True when ``item`` may be scored with this model without asking: its domain is the
-    model's (or unknown), or the user confirmed it for this model."""
-    if not item.domain or item.domain.lower().strip() == card.domain.lower().strip():
+    model's, either is unknown (a cardless model says nothing of its images), or the user
+    confirmed it for this model."""
+    model_domain = card.domain.lower().strip()
+    if not item.domain or model_domain in UNKNOWN_DOMAINS \
+            or item.domain.lower().strip() == model_domain:
         return True
     return (item.key, model_key) in st.session_state.get("confirmed_images", set())
 

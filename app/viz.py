@@ -157,6 +157,17 @@ def mask_png_bytes(mask: np.ndarray) -> bytes:
     return png_bytes(np.asarray(mask, dtype=bool).astype(np.uint8) * np.uint8(255))
 
 
+def label_png_bytes(labels: np.ndarray) -> bytes:
+    """Palette PNG of a label map (class indices 0..255): pixel value = class index, coloured
+    by :func:`label_colors` (the same file as :func:`unet_core.io.write_label_png`)."""
+    arr = np.asarray(labels)
+    im = Image.fromarray(arr.astype(np.uint8), mode="P")
+    im.putpalette(label_colors(256).ravel().tolist())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """``np.save`` of an array, as bytes."""
     buf = io.BytesIO()
@@ -168,6 +179,18 @@ def gray_to_rgb(image: np.ndarray) -> np.ndarray:
     """float [0, 1] (H, W) -> float32 (H, W, 3)."""
     g = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
     return np.repeat(g[:, :, None], 3, axis=2)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A display image (float [0, 1], gray (H, W) or RGB(A) (H, W, 3|4), e.g. from
+    :func:`unet_core.preprocess.display_image`) as float32 (H, W, 3): gray is repeated, colour
+    kept (alpha dropped)."""
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return gray_to_rgb(arr)
+    return np.clip(arr[..., :3], 0.0, 1.0)
 
 
 def _erode4(mask: np.ndarray, steps: int, edge: bool) -> np.ndarray:
@@ -392,7 +415,8 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, style: str = "Fill", opacit
                 color: tuple[int, int, int] | None = None, *, truth: np.ndarray | None = None,
                 truth_color: tuple[int, int, int] | None = None, thickness: int = 2,
                 min_side: int = 0) -> np.ndarray:
-    """uint8 RGB: the gray image with the predicted mask and, if given, the true mask's outline.
+    """uint8 RGB: the image (gray or colour, float [0, 1]) with the predicted mask and, if
+    given, the true mask's outline.
 
     ``style="Fill"``: the mask blended at ``opacity``, plus its outline (``thickness`` px,
     inside the mask) at full opacity so its edges stay visible; ``"Contour"``: the outline
@@ -416,7 +440,7 @@ def overlay_rgb(image: np.ndarray, mask: np.ndarray, style: str = "Fill", opacit
         truth_color = auto["truth"] if truth_color is None else truth_color
     factor = _enlarge_factor(img.shape, min_side)
     img, m, t = _upscale(img, factor), _upscale(m, factor), _upscale(t, factor)
-    base = gray_to_rgb(img) if img.ndim == 2 else np.asarray(img, dtype=np.float32)[..., :3]
+    base = as_rgb(img)
     if style != "Contour":
         base = blend(base, m, color, opacity)
     base = blend(base, boundary(m, thickness, image_edge=False), color, 1.0)
@@ -444,7 +468,7 @@ def thumbnail_rgb(image: np.ndarray, pred: np.ndarray | None, truth: np.ndarray 
     factor = max(1, int(max_side) // max(small.shape[0], small.shape[1], 1))
     small, p, t = _upscale(small, factor), _upscale(p, factor), _upscale(t, factor)
     cols = colors or overlay_colors(small, p, t)
-    rgb = gray_to_rgb(small) if small.ndim == 2 else np.asarray(small, dtype=np.float32)[..., :3]
+    rgb = as_rgb(small)
     if errors and p is not None and t is not None:
         rgb = blend(rgb, p & ~t, cols["pred"], 0.3)
         rgb = blend(rgb, t & ~p, cols["truth"], 0.3)
@@ -456,10 +480,11 @@ def thumbnail_rgb(image: np.ndarray, pred: np.ndarray | None, truth: np.ndarray 
 
 
 def error_map_rgb(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """uint8 RGB: TP / FP / FN pixels in three colours over the dimmed gray image (TN)."""
+    """uint8 RGB: TP / FP / FN pixels in three colours over the dimmed image (TN; gray or
+    colour)."""
     p = np.asarray(pred, dtype=bool)
     t = np.asarray(truth, dtype=bool)
-    out = gray_to_rgb(image) * 0.55
+    out = as_rgb(image) * 0.55
     for where, color in ((p & t, TP_COLOR), (p & ~t, FP_COLOR), (~p & t, FN_COLOR)):
         out[where] = np.asarray(color, dtype=np.float32) / 255.0
     return to_uint8(out)
@@ -492,6 +517,72 @@ def resize_nearest(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     rows = np.minimum((np.arange(int(shape[0])) * h) // max(1, int(shape[0])), h - 1)
     cols = np.minimum((np.arange(int(shape[1])) * w) // max(1, int(shape[1])), w - 1)
     return array[np.ix_(rows, cols)]
+
+
+# --------------------------------------------------------------------------- label maps
+
+
+def label_colors(n_classes: int) -> np.ndarray:
+    """uint8 (n, 3): the colour of each class 0..n-1, those of the label PNGs the engine
+    writes (:func:`unet_core.io.label_palette`: class 0 black, then red, green, yellow, ...)."""
+    from unet_core.io import label_palette
+
+    return label_palette(max(1, int(n_classes)))
+
+
+def label_color_name(index: int) -> str:
+    """The name of class ``index``'s colour ('black', 'red', …; '#rrggbb' past the list)."""
+    from unet_core.io import label_colour_name
+
+    return label_colour_name(int(index))
+
+
+def label_rgb(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """uint8 (H, W, 3): a label map (class indices 0..n-1) in the classes' colours."""
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise ValueError(f"labels must be (H, W), got shape {lab.shape}")
+    lut = label_colors(max(int(n_classes), int(lab.max(initial=0)) + 1))
+    return lut[lab.astype(np.intp)]
+
+
+def label_edges(labels: np.ndarray) -> np.ndarray:
+    """bool (H, W): pixels whose right or lower neighbour has another class (4-neighbourhood,
+    one pixel wide); the image border is not an edge."""
+    lab = np.asarray(labels)
+    out = np.zeros(lab.shape, dtype=bool)
+    out[:, :-1] |= lab[:, :-1] != lab[:, 1:]
+    out[:-1, :] |= lab[:-1, :] != lab[1:, :]
+    return out
+
+
+def label_overlay_rgb(image: np.ndarray, labels: np.ndarray, n_classes: int,
+                      alpha: float = 0.5) -> np.ndarray:
+    """uint8 (H, W, 3): the class colours blended over a display image (float [0, 1], gray
+    or RGB) at ``alpha``."""
+    base = as_rgb(image)
+    colours = label_rgb(labels, n_classes).astype(np.float32) / 255.0
+    a = np.float32(np.clip(alpha, 0.0, 1.0))
+    return to_uint8((1.0 - a) * base + a * colours)
+
+
+def label_thumbnail_rgb(image: np.ndarray, labels: np.ndarray, truth: np.ndarray | None,
+                        n_classes: int, max_side: int = 160) -> np.ndarray:
+    """uint8 (h, w, 3) thumbnail (every k-th pixel, a small image enlarged by an integer
+    factor): the predicted classes blended over the image at 50 %, and the edges between the
+    *true* classes (``truth``, class indices) in white. Display only."""
+    img = np.asarray(image)
+    _check_shape("labels", labels, img.shape)
+    _check_shape("truth", truth, img.shape)
+    k = display_stride(img.shape, max_side)
+    small, lab = img[::k, ::k], np.asarray(labels)[::k, ::k]
+    tru = None if truth is None else np.asarray(truth)[::k, ::k]
+    factor = max(1, int(max_side) // max(small.shape[0], small.shape[1], 1))
+    small, lab, tru = _upscale(small, factor), _upscale(lab, factor), _upscale(tru, factor)
+    out = label_overlay_rgb(small, lab, n_classes, 0.5)
+    if tru is not None:
+        out[label_edges(tru)] = WHITE
+    return out
 
 
 # --------------------------------------------------------------------------- colour maps

@@ -20,7 +20,7 @@ from app.settings import (
     BACKEND_LABELS,
     DOMAIN_SAMPLES,
     IMAGE_TYPES,
-    MODEL_TYPES,
+    MODEL_UPLOAD_TYPES,
     PER_PAGE,
     max_upload_mb,
     models_dir,
@@ -41,10 +41,13 @@ RECENT_SOURCE = "Recent images"
 def sidebar_model_ui() -> engine.ModelBundle | None:
     """The sidebar model picker; returns the model in use (None if there is none).
 
-    A new model applies its card's defaults to the controls (:func:`app.state.sync_model`)."""
+    Offers the bundled models, those of ``UNET_TRUSTED_MODELS_DIR`` (labelled '(trusted)',
+    loaded with ``safe_mode=False``) and an upload. The card edits applied on the Model page
+    (:func:`card_edits`) replace the file's card. A new model (or card) applies its card's
+    defaults to the controls (:func:`app.state.sync_model`)."""
     sb = st.sidebar
     folder = models_dir()
-    entries = engine.discover_models(folder)
+    entries = engine.model_entries()
     labels = [e.label for e in entries] + [UPLOAD_OPTION]
     if not entries:
         sb.warning(f"No models found in {folder} (*.keras, *.h5). Upload one below.")
@@ -55,35 +58,68 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
     else:
         entry = entries[labels.index(choice)]
         with run_safely(sb, "load model"), sb.spinner(f"Loading {entry.label}…"):
-            bundle = engine.open_model(entry.path, entry.path.name, entry.label)
+            bundle = engine.open_model(entry.path, entry.path.name, entry.label,
+                                       trusted=entry.trusted)
     if bundle is not None:
+        bundle = _with_card_edits(bundle, sb)
         card = bundle.card
         if state.sync_model(bundle.key, card):
             st.session_state["model_changed"] = True
-        sb.caption(
-            f"Segments **{card.foreground}** in {card.domain} · input {card.input_spec} · "
-            f"card threshold {card.threshold:.2f}"
-            + ("" if bundle.loaded.card_found else " · *no card: settings inferred*"))
+        what = (segments_text(card) if card.n_classes >= 2 else f"**{card.foreground}**")
+        notes = []
+        if bundle.trusted:
+            notes.append("*trusted: loaded with safe_mode=False*")
+        if bundle.edited:
+            notes.append("*card edited on the Model page*")
+        elif not bundle.loaded.card_found:
+            notes.append("*no card: settings inferred*")
+        sb.caption(f"Segments {what} in {card.domain} · input {card.input_spec}, "
+                   f"{card.channels} channel{'s' if card.channels != 1 else ''} · card "
+                   f"threshold {card.threshold:.2f}" + "".join(f" · {n}" for n in notes))
+    return bundle
+
+
+def card_edits() -> dict[str, dict[str, Any]]:
+    """This session's edited cards: model ``network_key`` -> the whole card as a dict."""
+    return st.session_state.setdefault("card_edits", {})
+
+
+def _with_card_edits(bundle: engine.ModelBundle, sb: Any) -> engine.ModelBundle:
+    """``bundle`` with the card the user applied on the Model page, if any (an edit the
+    network no longer accepts is dropped, with its one-line reason)."""
+    edits = card_edits().get(bundle.network_key)
+    if edits is None:
+        return bundle
+    with run_safely(sb, "edited card"):
+        return engine.with_card(bundle, edits)
+    card_edits().pop(bundle.network_key, None)
     return bundle
 
 
 def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
-    up = sb.file_uploader("Upload a .keras or .h5 model", type=MODEL_TYPES, key="model_upload",
-                          help=f"Loaded with safe_mode=True (no Lambda layers). "
-                          f"Max {max_upload_mb()} MB.")
+    ups = sb.file_uploader(
+        "Upload a model (.keras or .h5; or architecture .json + weights .h5)",
+        type=MODEL_UPLOAD_TYPES, key="model_upload", accept_multiple_files=True,
+        help="One .keras / .h5 model, or the two files of model.to_json() and "
+        "model.save_weights(); add the model card .json here too if you have one. Uploads are "
+        f"loaded with safe_mode=True (no Lambda layers, never trusted). Max "
+        f"{max_upload_mb()} MB each.")
     card_up = sb.file_uploader("Model card (.json, optional)", type=["json"],
                                key="model_card_upload")
-    if up is None:
-        sb.info(f"Upload a Keras model (.keras or .h5, up to {max_upload_mb()} MB).")
+    files = [(f.name, f.getvalue()) for f in (ups or [])]
+    if not files:
+        sb.info(f"Upload a Keras model (.keras or .h5, or architecture .json + weights .h5; "
+                f"up to {max_upload_mb()} MB each).")
         return None
-    with run_safely(sb, "upload model"), sb.spinner(f"Loading {up.name}…"):
+    if card_up is not None:
+        files.append((card_up.name, card_up.getvalue()))
+    with run_safely(sb, "upload model"), sb.spinner(f"Loading {files[0][0]}…"):
         ss = st.session_state
         tmp = ss.get("_upload_tmp")
         if tmp is None:
             tmp = ss["_upload_tmp"] = sources.new_upload_dir()
-        card_bytes = card_up.getvalue() if card_up is not None else None
-        path = sources.save_uploaded_model(up.name, up.getvalue(), card_bytes, Path(tmp.name))
-        bundle = engine.open_model(path, up.name, up.name, uploaded=True)
+        up = sources.save_model_upload(files, Path(tmp.name))
+        bundle = engine.open_model(up.path, up.name, up.name, uploaded=True, weights=up.weights)
         bundle.label = f"{bundle.card.name} (uploaded)"
         return bundle
     return None
@@ -131,6 +167,39 @@ def threshold_ui(card: ModelCard, container: Any = None) -> float:
         f"{card.threshold:.2f}. Moving it never re-runs the network."))
 
 
+def segments_text(card: ModelCard) -> str:
+    """What a model segments: its foreground ('salt'), or '3 classes (background, liver,
+    tumour)' for a K-class model."""
+    if card.n_classes >= 2:
+        names = ", ".join(card.classes[:8]) + (", …" if card.n_classes > 8 else "")
+        return f"{card.n_classes} classes ({names})"
+    return card.foreground
+
+
+def class_label(card: ModelCard, index: int) -> str:
+    """'2 · tumour' (index and name of a class)."""
+    return f"{index} · {card.class_name(index)}"
+
+
+def class_ui(card: ModelCard, container: Any = None, help: str | None = None) -> int:
+    """The 'Class' select box of a K-class model (K >= 2), on session key ``class_index`` (one
+    value for every page: Segment, Evaluate and Activations show the same control); the class
+    whose probability is shown, thresholded and scored. Draws nothing for a one-map model
+    and returns 0."""
+    if card.n_classes < 2:
+        return 0
+    ss = st.session_state
+    if ss.get("class_index") not in range(card.n_classes):
+        ss["class_index"] = int(card.default_class)
+    target = container if container is not None else st
+    return int(target.selectbox(
+        "Class", list(range(card.n_classes)), key="class_index", persist_state="session",
+        format_func=lambda i: class_label(card, i),
+        help=help or f"The class whose probability is shown, thresholded and scored (one "
+        f"choice for every page). The card's default is {class_label(card, card.default_class)}."
+    ))
+
+
 def min_area_ui(card: ModelCard, container: Any = None) -> int:
     """The 'Minimum area (px)' number input (0 = off) on session key ``min_area``."""
     target = container if container is not None else st
@@ -145,10 +214,16 @@ def min_area_ui(card: ModelCard, container: Any = None) -> int:
 
 def padding_ui(card: ModelCard, container: Any = None) -> str:
     """The 'Padding' select box over the engine's PAD_MODES, on session key ``padding``."""
-    return select_ui(
+    if card.fit == "resize" and card.input_size:
+        how = (f"This model's card fits images by resizing them to {card.input_size[0]}x"
+               f"{card.input_size[1]} (bilinear), so padding does not apply; change the fit on "
+               "the Model page to tile full-resolution images instead.")
+    else:
+        how = ("How images are padded up to the size the network accepts (never resized); "
+               "the output is cropped back.")
+    return str(select_ui(
         "Padding", list(PAD_MODES), "padding", card.padding_mode, container=container,
-        help=f"How images are padded up to the size the network accepts (never resized); the "
-        f"output is cropped back. The model card says {card.padding_mode}.")
+        help=f"{how} The model card says {card.padding_mode}."))
 
 
 def _checkbox_ui(key: str, label: str, default: bool, help: str, container: Any) -> bool:
@@ -277,18 +352,18 @@ def domain_gate_ui(item: sources.ImageItem, bundle: engine.ModelBundle) -> bool:
     """True when ``item`` may be scored with the model in use; otherwise say why, offer the
     model's own samples or an explicit 'score it anyway', and return False."""
     card = bundle.card
-    if state.image_fits_model(item, bundle.key, card):
+    if state.image_fits_model(item, bundle.network_key, card):
         return True
     own = DOMAIN_SAMPLES.get(card.domain.lower().strip())
-    st.warning(f"**{item.name}** was chosen as a {item.domain} image, but **{bundle.label}** "
-               f"segments {card.foreground} in {card.domain} images: its numbers on this image "
-               "would mean little. Pick one of its own samples, upload an image of its domain, "
-               "or score this one anyway.")
+    st.warning(f"**{item.name}** is one of the {item.domain} images, but **{bundle.label}** "
+               f"segments {segments_text(card)} in {card.domain} images: its numbers on this "
+               "image would mean little. Pick one of its own samples, upload an image of its "
+               "domain, or score this one anyway.")
     c1, c2, _ = st.columns([1, 1, 2])
     c1.button(f"Use {bundle.label}'s samples" if own else "Use a bundled sample",
               key="gate_samples", type="primary", on_click=use_model_samples, args=(card,))
     c2.button("Score this image anyway", key="gate_anyway", on_click=state.confirm_image,
-              args=(item, bundle.key))
+              args=(item, bundle.network_key))
     return False
 
 
@@ -314,16 +389,16 @@ def pager_ui(total: int, key: str, noun: str, per_page: int = PER_PAGE,
     return start, stop
 
 
-def select_ui(label: str, options: list[str], key: str, default: str,
-              format_func: Callable[[str], str] = str, container: Any = None,
-              help: str | None = None) -> str:
+def select_ui(label: str, options: list[Any], key: str, default: Any,
+              format_func: Callable[[Any], str] = str, container: Any = None,
+              help: str | None = None) -> Any:
     """A select box on session key ``key`` whose value is always one of ``options``
     (``default`` when the carried value is not), so what it shows is what is used."""
     target = container if container is not None else st
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
-    return str(target.selectbox(label, options, key=key, format_func=format_func, help=help,
-                                persist_state="session"))
+    return target.selectbox(label, options, key=key, format_func=format_func, help=help,
+                            persist_state="session")
 
 
 def tile_grid_ui(tiles: list[Any], titles: list[str], *, zmin: float | list[float],
@@ -340,3 +415,28 @@ def tile_grid_ui(tiles: list[Any], titles: list[str], *, zmin: float | list[floa
         for tile, title, lo, hi in zip(tiles, titles, lows, highs, strict=True):
             rgb = viz.upscale_nearest(viz.colormap_rgb(tile, lo, hi, cmap), tile_px)
             st.image(rgb, width=tile_px, caption=title)
+
+
+def legend_style(table: Any, n_classes: int) -> Any:
+    """A per-class table (a pandas DataFrame with a ``class`` index column and a ``colour``
+    name column) styled as a legend: each class's colour cell painted in its label colour
+    (:func:`app.viz.label_colors`), shares as percentages, scores with 3 decimals."""
+    import numpy as np
+
+    from app import viz
+
+    colours = viz.label_colors(n_classes)
+
+    def paint(col: Any) -> list[str]:
+        out = []
+        for i in table["class"]:
+            r, g, b = (int(v) for v in colours[int(i)])
+            dark = viz.luminance(np.array([[[r, g, b]]], np.uint8))[0, 0] < 0.3
+            out.append(f"background-color: rgb({r},{g},{b}); color: "
+                       f"{'#ffffff' if dark else '#000000'}")
+        return out
+
+    fmt = {c: "{:.1%}" for c in ("predicted", "true", "pixel accuracy") if c in table}
+    fmt.update({c: "{:.3f}" for c in table.columns
+                if c in ("IoU", "Dice", "pooled IoU", "pooled Dice")})
+    return table.style.apply(paint, subset=["colour"]).format(fmt).hide(axis="index")

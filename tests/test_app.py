@@ -1,7 +1,10 @@
-"""Dashboard tests with Streamlit's AppTest, on a tiny untrained U-Net (no browser).
+"""Dashboard tests with Streamlit's AppTest, on tiny untrained U-Nets (no browser).
 
 The model is the session's ``tiny_model_path`` copied next to a card with domain "seismic",
-served to the app through ``UNET_MODELS_DIR``. Data root: ``<repo>/assets``.
+served to the app through ``UNET_MODELS_DIR``. Data root: ``<repo>/assets``. The last section
+serves the user's own kind of models (``own_models``: an RGB model fed raw BGR, a 3-class
+softmax model with a fixed input and fit resize), a trusted Lambda model and an architecture
+.json + weights upload.
 """
 
 from __future__ import annotations
@@ -60,29 +63,30 @@ def probe_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture()
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A list that gets one entry per Segmenter.predict_proba call (one network run) from now
-    on; the probability-map cache starts empty."""
+    """A list that gets one entry per Segmenter.predict_classes call (one network run) from
+    now on; the probability cache starts empty."""
     from app import engine
     from unet_core.inference import Segmenter
 
     runs: list[int] = []
-    original = Segmenter.predict_proba
+    original = Segmenter.predict_classes
 
-    def counting(self: Segmenter, image: np.ndarray,
-                 padding_mode: str | None = None) -> np.ndarray:
+    def counting(self: Segmenter, image: np.ndarray, padding_mode: str | None = None,
+                 **kwargs: Any) -> np.ndarray:
         runs.append(1)
-        return original(self, image, padding_mode)
+        return original(self, image, padding_mode, **kwargs)
 
-    monkeypatch.setattr(Segmenter, "predict_proba", counting)
-    engine._probability_map.clear()
+    monkeypatch.setattr(Segmenter, "predict_classes", counting)
+    engine._class_probabilities.clear()
     return runs
 
 
 def go(at: AppTest, page: str) -> AppTest:
     """Switch ``at`` to the page with url path ``page`` (pages are functions, not files) and
     run it."""
+    url = "" if page == "model" else page  # the default page has no url path
     at._page_hash = next(h for h, info in at._registered_pages.items()
-                         if info.get("url_pathname") == page)
+                         if info.get("url_pathname") in (page, url))
     return at.run()
 
 
@@ -133,8 +137,8 @@ def metric(at: AppTest, label: str) -> str:
 
 
 def image_captions(at: AppTest) -> str:
-    """Everything the page's st.image elements hold but their pixels (captions included)."""
-    return " ".join(str(i.proto) for i in at.get("image"))
+    """The captions of the page's st.image elements, one per line."""
+    return "\n".join(img.caption for i in at.get("image") for img in i.proto.imgs)
 
 
 def png(array: np.ndarray) -> bytes:
@@ -167,7 +171,7 @@ def test_home_shows_card_and_layer_table() -> None:
                  ("number_input", "Minimum area (px)"), ("slider", "Overlay opacity"),
                  ("radio", "Overlay style")]),
     ("evaluate", [("radio", "Data source"), ("button", "Run evaluation")]),
-    ("filters", [("selectbox", "Layer"), ("number_input", "Input channel"),
+    ("filters", [("selectbox", "Layer"), ("selectbox", "Input channel"),
                  ("selectbox", "Filter")]),
     ("activations", [("radio", "Image source"), ("selectbox", "Layer"), ("selectbox", "Channel"),
                      ("toggle", "Shared colour scale"), ("checkbox", "Overlay on input")]),
@@ -440,7 +444,7 @@ def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.Monkey
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(engine, "probability_map", boom)
+    monkeypatch.setattr(engine, "class_probabilities", boom)
     at = open_app("segment")
     assert not at.exception
     assert [e.value for e in at.error] == ["Unexpected error: RuntimeError: boom second line"]
@@ -478,7 +482,7 @@ def test_segment_4096_upload_is_tiled_and_shows_result(monkeypatch: pytest.Monke
     at.run(timeout=240)
     assert_clean(at)
     assert not at.error, texts(at.error)
-    assert shapes and all(h * w <= MAX_NETWORK_PIXELS for _, h, w in shapes), shapes[:5]
+    assert shapes and all(h * w <= MAX_NETWORK_PIXELS for _, h, w, _ in shapes), shapes[:5]
     assert len(shapes) > 1  # tiled: more than one forward pass
     payload = view(at)["payload"]
     assert payload["metrics"] is not None and payload["stride"] == 4  # 1024 px shown
@@ -789,3 +793,361 @@ def test_activations_layer_shown_is_the_layer_drawn() -> None:
         other = next(o.split(" ")[0] for o in box.options if not o.startswith(layer + " "))
         box.set_value(other).run()
         assert_clean(at)
+
+
+# --------------------------------------------------------------------------- the user's own model
+
+#: A 48x64 colour image: red ramp, green 120, a blue square; its label mask (0 background,
+#: 1 road: the top 10 rows, 2 car: the square) and the car's binary mask.
+RGB_IMAGE = np.zeros((48, 64, 3), np.uint8)
+RGB_IMAGE[..., 0] = np.linspace(0, 255, 64).astype(np.uint8)[None]
+RGB_IMAGE[..., 1] = 120
+RGB_IMAGE[20:40, 10:30, 2] = 255
+LABELS = np.zeros((48, 64), np.uint8)
+LABELS[:10] = 1
+LABELS[20:40, 10:30] = 2
+CLASSES = ["background", "road", "car"]
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with two models a user might bring, each with its card:
+
+    * ``rgb.keras``: 3-channel sigmoid U-Net fed raw BGR 0..255 (as OpenCV code does);
+    * ``three.keras``: 3-class softmax U-Net with a fixed 32x32 RGB input, fit resize.
+    """
+    import keras
+
+    from unet_core.model import ModelCard, build_unet
+
+    folder = tmp_path_factory.mktemp("own_models")
+    keras.utils.set_random_seed(0)
+    build_unet(input_channels=3, base_filters=4, depth=2, dropout=0.0,
+               name="rgb").save(folder / "rgb.keras")
+    ModelCard(name="rgb", domain="roads", foreground="lane", channels=3, channel_order="bgr",
+              normalisation="raw", multiple_of=4, min_size=32).save(folder / "rgb.json")
+    build_unet(input_channels=3, n_classes=3, output_activation="softmax", input_size=(32, 32),
+               base_filters=4, depth=2, dropout=0.0, name="three").save(folder / "three.keras")
+    ModelCard(name="three", domain="roads", classes=CLASSES, fit="resize", channels=3,
+              input_size=[32, 32]).save(folder / "three.json")
+    return folder
+
+
+@pytest.fixture()
+def own(own_models: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Serve ``own_models``; the test picks the first model with UNET_DEFAULT_MODEL."""
+    monkeypatch.setenv("UNET_MODELS_DIR", str(own_models))
+    return own_models
+
+
+@pytest.fixture()
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[int, ...]]]:
+    """(dtype, shape) of every image Segmenter.predict_classes is given from now on; the
+    probability cache starts empty."""
+    from app import engine
+    from unet_core.inference import Segmenter
+
+    got: list[tuple[str, tuple[int, ...]]] = []
+    original = Segmenter.predict_classes
+
+    def recording(self: Segmenter, image: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        got.append((str(image.dtype), tuple(image.shape)))
+        return original(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Segmenter, "predict_classes", recording)
+    engine._class_probabilities.clear()
+    return got
+
+
+@pytest.fixture()
+def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """File name -> bytes of every download the app offers from now on."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    files: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self: Any, data: Any, mimetype: str, kind: Any, filename: str | None = None
+             ) -> str:
+        if filename and isinstance(data, bytes):
+            files[filename] = data
+        return original(self, data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    return files
+
+
+def upload_image(at: AppTest, image: bytes, mask: bytes | None = None,
+                 name: str = "road.png") -> AppTest:
+    """On Segment: pick 'Upload', upload ``image`` (and its mask under the same name)."""
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value((name, image, "image/png"))
+    if mask is not None:
+        at.file_uploader(key="seg_upload_masks").set_value((name, mask, "image/png"))
+    return at.run()
+
+
+def label_png(labels: np.ndarray) -> bytes:
+    """A palette PNG whose indices are ``labels`` (as the engine writes label maps)."""
+    from app.viz import label_png_bytes
+
+    return label_png_bytes(labels)
+
+
+def test_rgb_model_gets_raw_colour_images_and_shows_them_in_colour(
+        own: Path, seen: list[tuple[str, tuple[int, ...]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.inference import Segmenter
+    from unet_core.io import read_mask, read_raw
+    from unet_core.metrics import segmentation_metrics, threshold_mask
+    from unet_core.model import load_model
+
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "rgb")
+    home = open_app()
+    assert_clean(home)
+    card = home.table[0].value["value"]
+    assert card["Channels"].startswith("3 (BGR")
+    assert card["Normalisation"].startswith("raw: x as decoded")
+    assert card["Fit"].startswith("pad: padded (reflect) to a multiple of 4")
+
+    truth = (LABELS == 2).astype(np.uint8) * 255
+    at = upload_image(open_app("segment"), png(RGB_IMAGE), png(truth))
+    assert_clean(at)
+    assert seen[-1] == ("uint8", (48, 64, 3)), seen  # as decoded: 0..255, colour kept
+    payload = view(at)["payload"]
+    assert payload["image_channels"] == 3  # shown in colour
+    prob = Segmenter(load_model(own / "rgb.keras")).predict_proba(read_raw(png(RGB_IMAGE)))
+    want = segmentation_metrics(threshold_mask(prob, 0.5), read_mask(png(truth)))
+    assert payload["metrics"]["iou"][50] == pytest.approx(want["iou"], abs=1e-6)
+    assert payload["metrics"]["dice"][50] == pytest.approx(want["dice"], abs=1e-6)
+
+    go(at, "filters")  # the first layer's kernels per input channel, in the card's order
+    assert_clean(at)
+    box = at.selectbox(key="filters_in_enc0a_conv")
+    assert box.value == "all" and box.options == ["all 3 (one row each)", "0 · B", "1 · G",
+                                                   "2 · R"]
+    assert [m.value for m in at.markdown if m.value.startswith("**Input channel")] == [
+        "**Input channel 0 · B**", "**Input channel 1 · G**", "**Input channel 2 · R**"]
+    go(at, "activations")  # the recent colour upload, probed with its 3 channels
+    assert_clean(at)
+    at.checkbox(key="act_overlay").check().run()
+    at.checkbox(key="act_outline").check().run()
+    assert_clean(at)
+    assert "as 3 channels, raw values" in texts(at.caption)
+    assert "sky blue = the predicted lane mask's edge" in image_captions(at)
+
+
+def test_multiclass_model_one_class_picker_label_map_and_scores(
+        own: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core.inference import Segmenter
+    from unet_core.io import read_raw
+    from unet_core.metrics import ClassAccumulator, segmentation_metrics, threshold_mask
+    from unet_core.model import load_model
+
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "three")
+    at = upload_image(open_app("segment"), png(RGB_IMAGE), label_png(LABELS))
+    assert_clean(at)
+    box = at.selectbox(key="class_index")
+    assert box.value == 1 and box.options == ["0 · background", "1 · road", "2 · car"]
+    seg = Segmenter(load_model(own / "three.keras"))
+    probs = seg.predict_classes(read_raw(png(RGB_IMAGE)))
+    legend = at.table[0].value
+    assert legend["name"].tolist() == CLASSES
+    assert legend["colour"].tolist() == ["black", "red", "green"]
+    acc = ClassAccumulator(3, CLASSES)
+    acc.add(np.argmax(probs, axis=-1), LABELS, "road.png")
+    want = [c["iou"] for c in acc.result().per_class()]
+    assert legend["IoU"].tolist() == pytest.approx(want, abs=1e-9)
+    assert "Against the label mask: mean IoU" in texts(at.caption)
+
+    for k in (1, 2):  # the threshold view holds the class picked, scored against labels == k
+        if k == 2:
+            at.selectbox(key="class_index").set_value(2).run()
+            assert_clean(at)
+        got = view(at)
+        score = segmentation_metrics(threshold_mask(probs[..., k], 0.3), np.equal(LABELS, k))
+        assert got["payload"]["metrics"]["iou"][30] == pytest.approx(score["iou"], abs=1e-6)
+        assert got["view"]["title"].startswith(CLASSES[k])
+    assert "Download label map (PNG)" in [b.label for b in at.download_button]
+
+    go(at, "evaluate")  # one control, one value, on every page that has a class
+    assert at.selectbox(key="class_index").value == 2
+    go(at, "activations")
+    assert_clean(at)
+    at.checkbox(key="act_overlay").check().run()
+    at.checkbox(key="act_outline").check().run()
+    assert_clean(at)
+    assert at.selectbox(key="class_index").value == 2
+    assert "the predicted 2 · car mask's edge" in image_captions(at)
+    at.selectbox(key="act_layer").set_value("mask").run()  # output channels named by class
+    assert_clean(at)
+    assert at.selectbox(key="act_channel_mask").options == ["0 · background", "1 · road",
+                                                            "2 · car"]
+    go(at, "segment")
+    assert at.selectbox(key="class_index").value == 2
+    assert view(at)["view"]["title"].startswith("car")
+
+
+def test_card_editor_applies_checks_and_downloads(
+        own: Path, monkeypatch: pytest.MonkeyPatch, downloads: dict[str, bytes],
+        seen: list[tuple[str, tuple[int, ...]]]) -> None:
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "rgb")
+    at = upload_image(open_app("segment"), png(RGB_IMAGE))
+    raw_counts = view(at)["payload"]["counts"]
+    go(at, "model")
+    at.selectbox(key="ce_normalisation").set_value("meanstd").run()
+    at.text_input(key="ce_mean").input("0.5, x").run()
+    at.button(key="ce_apply").click().run()
+    assert_clean(at)
+    assert [e.value for e in at.error] == [
+        "mean = '0.5, x' is not a list of numbers (accepted: one number per channel, "
+        "separated by commas, on the 0..1 scale)"]
+    at.text_input(key="ce_mean").input("0.5, 0.5").run()
+    at.text_input(key="ce_std").input("0.25").run()
+    at.button(key="ce_apply").click().run()
+    assert len(at.error) == 1 and "field mean = [0.5, 0.5] is invalid" in at.error[0].value
+    assert "1 or 3 numbers" in at.error[0].value
+    assert at.table[0].value.loc["Normalisation", "value"].startswith("raw")  # not applied
+
+    at.selectbox(key="ce_normalisation").set_value("unit").run()
+    at.number_input(key="ce_threshold").set_value(0.3).run()
+    at.button(key="ce_apply").click().run()
+    assert_clean(at)
+    assert not at.error
+    table = at.table[0].value
+    assert table.loc["Normalisation", "value"].startswith("unit: x / full scale")
+    assert table.loc["Recommended threshold", "value"] == "0.30"
+    assert "card edited on the Model page" in texts(at.sidebar.caption)
+    assert at.session_state["threshold"] == pytest.approx(0.3)  # the card's defaults apply
+    card = json.loads(downloads["rgb.json"])
+    assert card["normalisation"] == "unit" and card["threshold"] == 0.3
+    assert card["channels"] == 3 and card["channel_order"] == "bgr"
+
+    n = len(seen)
+    go(at, "segment")  # the cache keys on the card: a new pass, other probabilities
+    assert_clean(at)
+    assert len(seen) == n + 1
+    assert view(at)["payload"]["counts"] != raw_counts
+    assert view(at)["view"]["threshold"] == pytest.approx(0.3)
+    go(at, "model")
+    at.button(key="ce_reset").click().run()
+    assert at.table[0].value.loc["Normalisation", "value"].startswith("raw")
+
+
+def test_multiclass_evaluate_scores_labels_per_class_and_binary_masks_by_class(
+        own: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import zipfile
+
+    from unet_core.evaluate import evaluate_classes, evaluate_pairs
+    from unet_core.inference import Segmenter
+    from unet_core.io import find_pairs
+    from unet_core.model import load_model
+
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "three")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, shift in enumerate((0, 7)):
+            zf.writestr(f"images/r{i}.png", png(np.roll(RGB_IMAGE, shift, axis=1)))
+            zf.writestr(f"masks/r{i}.png", label_png(np.roll(LABELS, shift, axis=1)))
+    (tmp_path / "set.zip").write_bytes(buf.getvalue())
+    with zipfile.ZipFile(tmp_path / "set.zip") as zf:
+        zf.extractall(tmp_path / "set")
+    seg = Segmenter(load_model(own / "three.keras"))
+    want = evaluate_classes(seg, find_pairs(tmp_path / "set"))
+
+    at = open_app("evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert "label masks, 3 classes" in texts(at.subheader)
+    assert metric(at, "Mean IoU over classes") == f"{want.mean_iou:.3f}"
+    per_class = at.table[0].value
+    assert per_class["name"].tolist() == CLASSES
+    assert per_class["IoU"].tolist() == pytest.approx(want.class_iou.tolist(), abs=1e-9)
+    assert len(at.dataframe[-1].value) == 2
+
+    # bundled binary masks (auto: 0/255 is binary): the class picked is scored
+    at.radio(key="eval_source").set_value("Bundled samples").run()
+    at.selectbox(key="class_index").set_value(2).run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert "class 2 · car" in texts(at.subheader)
+    pairs = find_pairs(ROOT / "assets" / at.selectbox(key="eval_sample_set").value)
+    binary = evaluate_pairs(seg, pairs, class_index=2)
+    assert float(metric(at, "Mean IoU, best")) == pytest.approx(
+        binary.summary()["iou_at_best_threshold"], abs=6e-4)
+
+
+@pytest.fixture(scope="session")
+def lambda_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-channel model that scales its input in a Lambda layer (refused unless trusted)."""
+    import keras
+
+    folder = tmp_path_factory.mktemp("trusted")
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="scale")(inp)
+    out = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid", name="mask")(x)
+    keras.Model(inp, out, name="lam").save(folder / "lam.keras")
+    return folder / "lam.keras"
+
+
+def test_trusted_folder_loads_lambda_models_uploads_never(
+        own: Path, lambda_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNET_TRUSTED_MODELS_DIR", str(lambda_model.parent))
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "rgb")
+    at = open_app()
+    box = at.sidebar.selectbox(key="model_choice")
+    assert box.options == ["rgb", "three", "lam (trusted)", "Upload a model…"]
+    box.set_value("lam (trusted)").run()
+    assert_clean(at)
+    assert at.title[0].value == "Model: lam"
+    assert any(i.value.startswith("**Trusted model**") for i in at.info)
+    assert at.table[0].value.loc["Loaded", "value"].startswith("trusted: safe_mode=False")
+    assert "trusted: loaded with safe_mode=False" in texts(at.sidebar.caption)
+    go(at, "filters")
+    assert_clean(at)
+
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("lam.keras", lambda_model.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    errors = texts(at.sidebar.error)
+    assert "lam.keras: refused" in errors and "UNET_TRUSTED_MODELS_DIR" in errors, errors
+
+
+def test_architecture_json_and_weights_upload_together(
+        own: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from unet_core.model import ModelCard, build_unet
+
+    monkeypatch.setenv("UNET_DEFAULT_MODEL", "rgb")
+    keras.utils.set_random_seed(2)
+    model = build_unet(input_channels=3, n_classes=3, output_activation="softmax",
+                       input_size=(32, 32), base_filters=4, depth=2, dropout=0.0, name="arch")
+    model.save_weights(tmp_path / "net.weights.h5")
+    arch = ("net.json", model.to_json().encode(), "application/json")
+    weights = ("net.weights.h5", (tmp_path / "net.weights.h5").read_bytes(),
+               "application/octet-stream")
+    at = open_app()
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value([arch]).run()
+    assert "an architecture .json needs exactly one weights .h5" in texts(at.sidebar.error)
+    at.sidebar.file_uploader(key="model_upload").set_value([arch, weights]).run()
+    assert_clean(at)
+    assert at.title[0].value == "Model: net"
+    table = at.table[0].value
+    assert table.loc["Classes (inferred)", "value"].startswith("3: 0 class 0, 1 class 1")
+    assert table.loc["Fit (inferred)", "value"].startswith("resize")
+    assert "resize: the network takes a fixed 32x32 input" in texts(at.markdown)
+    card = ModelCard(name="net", classes=CLASSES, channels=3, fit="resize",
+                     input_size=[32, 32]).to_dict()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        [arch, weights, ("card.json", json.dumps(card).encode(), "application/json")]).run()
+    assert_clean(at)
+    assert at.table[0].value.loc["Classes", "value"].startswith("3: 0 background, 1 road")
+    go(at, "segment")
+    assert_clean(at)
+    assert at.selectbox(key="class_index").options == ["0 · background", "1 · road", "2 · car"]

@@ -16,8 +16,12 @@ def test_model_defaults_come_from_the_card() -> None:
                      truth_inverted=True)
     got = model_defaults(card)
     assert got == {"threshold": 0.54, "min_area": 40, "padding": "edge", "tta": True,
-                   "invert_masks": True}
+                   "invert_masks": True, "class_index": 0}
     assert set(got) == set(CONTROLS)  # one key per control, nothing else
+    three = ModelCard(name="m", classes=["bg", "liver", "tumour"])
+    assert model_defaults(three)["class_index"] == 1  # the first class after the background
+    three.class_index = 2
+    assert model_defaults(three)["class_index"] == 2
 
 
 def test_sync_model_applies_defaults_once_per_model_change() -> None:
@@ -94,3 +98,119 @@ def test_resize_nearest_covers_the_target() -> None:
     got = resize_nearest(a, (4, 6))
     assert got.shape == (4, 6)
     assert got[0].tolist() == [0, 0, 1, 1, 2, 2] and got[3].tolist() == [3, 3, 4, 4, 5, 5]
+
+
+# --------------------------------------------------------------------------- the user's own model
+
+
+def test_card_editor_values_become_a_card() -> None:
+    from app.views.model import edited_dict
+    from unet_core.errors import ModelSpecError
+
+    card = ModelCard(name="m", channels=3, classes=["a", "b", "c"], input_size=[32, 32],
+                     fit="resize", inferred=["normalisation", "fit", "classes", "input_size"],
+                     notes={"fit": "why", "input_size": "from the network"})
+    values = {"channel_order": "bgr", "normalisation": "meanstd", "mean": "0.485 0.456, 0.406",
+              "std": "0.229", "p_lo": 2.0, "p_hi": 98.0, "fit": "pad", "threshold": 0.4,
+              "classes": "background\n liver \n\ntumour", "class_index": 2}
+    data = edited_dict(card, values)
+    assert data["channel_order"] == "bgr" and data["fit"] == "pad"
+    assert data["mean"] == [0.485, 0.456, 0.406] and data["std"] == [0.229]
+    assert data["percentiles"] == [1.0, 99.0]  # only set for the percentile rule
+    assert data["classes"] == ["background", "liver", "tumour"] and data["class_index"] == 2
+    assert data["threshold"] == 0.4
+    assert data["inferred"] == ["input_size"]  # what the user set is no longer inferred
+    assert data["notes"] == {"input_size": "from the network"}
+    with pytest.raises(ModelSpecError, match=r"^std = 'a' is not a list of numbers"):
+        edited_dict(card, {**values, "std": "a"})
+    one = edited_dict(ModelCard(name="m"), {**values, "normalisation": "percentile",
+                                            "foreground": " lane "})
+    assert one["percentiles"] == [2.0, 98.0] and one["foreground"] == "lane"
+
+
+def test_spec_texts_state_formula_fit_and_output() -> None:
+    from app.views.model import classes_text, fit_text, normalisation_text, output_text
+
+    card = ModelCard(name="m", normalisation="percentile", percentiles=[2.0, 98.0],
+                     input_size=[128, 128], fit="resize", output="logits",
+                     classes=["bg", "liver", "tumour"])
+    assert normalisation_text(card) == ("percentile: (x − p_lo) / (p_hi − p_lo) clipped to "
+                                        "0..1, p_lo / p_hi the image's 2th / 98th percentiles")
+    assert fit_text(card).startswith("resize: the whole image is resized to 128x128 (bilinear")
+    assert output_text(card) == "logits: no final activation; the engine applies softmax over " \
+        "3 classes"
+    assert classes_text(card).startswith("3: 0 bg, 1 liver, 2 tumour; shown by default: 1 · ")
+    fcn = ModelCard(name="m", multiple_of=16, min_size=128, padding_mode="edge")
+    assert fit_text(fcn) == ("pad: padded (edge) to a multiple of 16, at least 128x128, output "
+                             "cropped back; never resized")
+    assert output_text(fcn) == "probability (sigmoid in the model)"
+
+
+def test_label_masks_are_told_from_binary_masks() -> None:
+    import io
+
+    from PIL import Image
+
+    from app.sources import mask_holds_labels
+    from app.viz import label_png_bytes
+
+    def png(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return buf.getvalue()
+
+    labels = np.array([[0, 1], [2, 2]], np.uint8)
+    assert mask_holds_labels(label_png_bytes(labels), 3)  # palette
+    assert mask_holds_labels(png(labels), 3)  # class indices
+    assert not mask_holds_labels(png(labels * 100), 3)  # 0/100/200: not classes of 3
+    assert not mask_holds_labels(png(np.array([[0, 255]], np.uint8)), 3)  # binary 0/255
+    assert not mask_holds_labels(png(np.zeros((2, 2, 3), np.uint8)), 3)  # colour
+    assert not mask_holds_labels(png(labels), 1)  # one-map models take binary masks
+    assert not mask_holds_labels(b"not an image", 3)
+
+
+def test_model_upload_sorts_model_weights_and_card(tmp_path) -> None:
+    import json
+
+    from app.sources import save_model_upload
+    from unet_core.errors import UnetCoreError
+
+    arch = json.dumps({"class_name": "Functional", "config": {}}).encode()
+    card = json.dumps({"name": "net", "classes": ["a", "b"]}).encode()
+    up = save_model_upload([("net.json", arch), ("net.h5", b"H"), ("c.json", card)], tmp_path)
+    assert up.path.name == "net.json" and up.path.read_bytes() == arch
+    assert up.weights is not None and up.weights.name == "net.h5"
+    assert up.name == "net.json" and up.has_card
+    # the card sits where load_model looks for an architecture's card
+    assert (up.path.parent / "net.card.json").read_bytes() == card
+    one = save_model_upload([("m.keras", b"K"), ("m_card.json", card)], tmp_path)
+    assert one.path.name == "m.keras" and one.weights is None
+    assert (one.path.parent / "m.json").read_bytes() == card
+    for files, message in (
+            ([("a.keras", b"1"), ("b.keras", b"2")], "upload one model: got a.keras, b.keras"),
+            ([("net.json", arch)], "upload one model: an architecture .json needs exactly one"),
+            ([("net.json", arch), ("w.keras", b"K")], "w.keras: the weights of an architecture"),
+            ([("x.json", b"{nope")], "x.json: not valid JSON"),
+            ([("x.txt", b"1")], "x.txt: not a model file")):
+        with pytest.raises(UnetCoreError, match="^" + message.replace(".", r"\.")):
+            save_model_upload(files, tmp_path)
+
+
+def test_filters_name_the_first_layers_input_channels() -> None:
+    from app.views.filters import channel_names
+
+    rgb = ModelCard(name="m", channels=3)
+    assert channel_names(3, True, rgb) == ["0 · R", "1 · G", "2 · B"]
+    assert channel_names(3, True, ModelCard(name="m", channels=3, channel_order="bgr")) == [
+        "0 · B", "1 · G", "2 · R"]
+    assert channel_names(3, False, rgb) == ["#0", "#1", "#2"]  # a deeper layer
+    assert channel_names(5, True, ModelCard(name="m", channels=5))[4] == "4 · band 4"
+
+
+def test_unknown_domain_models_take_any_image() -> None:
+    from app.sources import make_item
+    from app.state import image_fits_model
+
+    item = make_item("sample", "s.png", b"x", domain="seismic")
+    assert image_fits_model(item, "k", ModelCard(name="m", domain="unknown"))
+    assert image_fits_model(item, "k", ModelCard(name="m", domain="seismic"))

@@ -15,6 +15,11 @@ the fly, and one headless Debian chromium (Playwright) with one browser context 
   (counted from the page's websocket frames); once the keys rest, at most one run takes the
   released value, and the control stays where the keys put it (no jump back).
 * Activations after an upload: the selected "Layer" label names the layer the maps are of.
+* The user's own models (built on the fly, served next to the others): an RGB model fed raw BGR
+  and a 3-class softmax model open every page at both widths with a colour upload (and its
+  binary or label mask), without an error; the Segment page shows the colour image and, for
+  the 3-class model, the class picker and the legend of the label map. Screenshots
+  ``own_<model>_<page>_<width>.png`` (``$UNET_SCREENSHOTS_DIR`` moves them).
 
 Needs ``/usr/bin/chromium`` (``make browser-deps``) and the ``playwright`` pip package
 (``requirements-dev.txt``); ``playwright install`` is never used. Run alone with
@@ -83,20 +88,49 @@ SAMPLE = {"seismic": "seismic/images/seismic_000.png", "microscopy": "nuclei/ima
 # ---------------------------------------------------------------------------------------
 
 
+#: The user's own models served next to the others: file stem -> what a test expects.
+OWN = {"rgb": "an RGB model fed raw BGR 0..255", "three": "a 3-class softmax model"}
+OWN_CLASSES = ["background", "road", "car"]
+
+
+def _own_models(folder: Path) -> None:
+    """Build the user's models of :data:`OWN` (tiny, untrained) with their cards."""
+    import keras
+
+    from unet_core.model import ModelCard, build_unet
+
+    keras.utils.set_random_seed(0)
+    build_unet(input_channels=3, base_filters=4, depth=2, dropout=0.0,
+               name="rgb").save(folder / "rgb.keras")
+    ModelCard(name="rgb", domain="roads", foreground="lane", channels=3, channel_order="bgr",
+              normalisation="raw", multiple_of=4, min_size=32, threshold=0.5,
+              description="tiny untrained RGB U-Net (raw BGR input)").save(folder / "rgb.json")
+    build_unet(input_channels=3, n_classes=3, output_activation="softmax", input_size=(32, 32),
+               base_filters=4, depth=2, dropout=0.0, name="three").save(folder / "three.keras")
+    ModelCard(name="three", domain="roads", classes=OWN_CLASSES, channels=3, fit="resize",
+              input_size=[32, 32], description="tiny untrained 3-class U-Net"
+              ).save(folder / "three.json")
+
+
 @pytest.fixture(scope="module")
 def models_dir(request, tmp_path_factory) -> Path:
-    """The bundled models when trained (what users see), else a tiny seismic U-Net."""
+    """The bundled models when trained (what users see; linked, not copied), else a tiny
+    seismic U-Net, plus the user's own models of :data:`OWN`."""
+    folder = tmp_path_factory.mktemp("browser_models")
     bundled = ROOT / "models"
     if (bundled / "salt.keras").is_file():
-        return bundled
-    from unet_core.model import ModelCard
+        for path in bundled.iterdir():
+            if path.suffix in (".keras", ".json"):
+                (folder / path.name).symlink_to(path.resolve())
+    else:
+        from unet_core.model import ModelCard
 
-    tiny = request.getfixturevalue("tiny_model_path")  # session fixture in conftest.py
-    folder = tmp_path_factory.mktemp("browser_models")
-    shutil.copy(tiny, folder / "salt.keras")
-    ModelCard(name="salt", domain="seismic", foreground="salt", multiple_of=4, min_size=32,
-              threshold=0.5, description="tiny untrained U-Net for the browser test"
-              ).save(folder / "salt.json")
+        tiny = request.getfixturevalue("tiny_model_path")  # session fixture in conftest.py
+        shutil.copy(tiny, folder / "salt.keras")
+        ModelCard(name="salt", domain="seismic", foreground="salt", multiple_of=4, min_size=32,
+                  threshold=0.5, description="tiny untrained U-Net for the browser test"
+                  ).save(folder / "salt.json")
+    _own_models(folder)
     return folder
 
 
@@ -458,3 +492,81 @@ def test_activations_layer_label_names_the_maps_drawn(server, open_at, seismic_u
     assert label == sub, f"after switching to {chosen!r}: the maps drawn are {sub}"
     assert page.locator('[data-testid="stMain"] [data-testid="stImage"]').count() > 0
     screenshot(page, "activations_layer_switched_800")
+
+
+# ---------------------------------------------------------------------------------------
+# The user's own models: RGB and multi-class
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def colour_upload(tmp_path_factory) -> dict[str, Path]:
+    """A 96x128 colour street-like scene and its masks: ``image``, ``binary`` (the car, 0/255)
+    and ``labels`` (a palette PNG: 0 background, 1 road, 2 car), under one file name each."""
+    from PIL import Image
+
+    from app.viz import label_png_bytes
+
+    folder = tmp_path_factory.mktemp("colour")
+    h, w = 96, 128
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 0] = 90 + 100 * x // w  # sky: blue to violet
+    image[..., 1] = 150
+    image[..., 2] = 235
+    road = y >= 48
+    image[road] = (95, 95, 100)
+    image[road & (np.abs(x - w // 2) < 3) & (y % 12 < 6)] = (250, 250, 250)  # lane marks
+    car = (y >= 58) & (y < 82) & (x >= 20) & (x < 56)
+    image[car] = (210, 30, 35)
+    labels = np.where(car, 2, np.where(road, 1, 0)).astype(np.uint8)
+    out = {"image": folder / "images" / "street.png", "binary": folder / "binary" / "street.png",
+           "labels": folder / "labels" / "street.png"}
+    for path in out.values():
+        path.parent.mkdir()
+    Image.fromarray(image).save(out["image"])
+    Image.fromarray(car.astype(np.uint8) * 255).save(out["binary"])
+    out["labels"].write_bytes(label_png_bytes(labels))
+    return out
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("model", list(OWN))
+def test_own_models_open_every_page(server, open_at, colour_upload, model, width):
+    """Every page for an RGB model and a 3-class model, with a colour upload and its mask."""
+    page, _ = open_at(width)
+    goto(page, server, "")
+    assert pick_model(page, rf"^{model}$") == model, f"no {OWN[model]} in the Model select"
+    problems: list[str] = []
+    for title, path in PAGES.items():
+        if path:
+            open_page(page, title)
+        if title == "Segment":
+            mask = colour_upload["labels" if model == "three" else "binary"]
+            upload(page, "Upload images", [colour_upload["image"]])
+            upload(page, "Upload masks (same file names)", [mask])
+            wait_threshold_view(page)
+            if model == "three":
+                assert widget(page, "stSelectbox", "Class").count() == 1, "no class picker"
+                legend = page.locator('[data-testid="stTable"]').last.inner_text()
+                assert all(name in legend for name in OWN_CLASSES), legend[:300]
+        if title == "Evaluate":
+            page.get_by_role("button", name="Run evaluation").click()
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=120_000)
+            wait_idle(page, timeout=120)
+        if title == "Activations":  # the colour upload, now a recent image; its overlay
+            page.locator('[data-testid="stMain"] [data-testid="stImage"]').first.wait_for(
+                timeout=60_000)
+            for label in ("Overlay on input", "Mask outline"):
+                widget(page, "stCheckbox", label).locator("label").first.click()
+                wait_idle(page)
+            if model == "three":
+                assert widget(page, "stSelectbox", "Class").count() == 1, "no class picker"
+        if title == "Model":  # and its card editor, open
+            page.get_by_text("Edit the card", exact=True).first.click()
+            page.get_by_role("button", name="Apply").wait_for(timeout=30_000)
+        screenshot(page, f"own_{model}_{title.lower()}_{width}")
+        assert_no_exception(page, f"{model}: {title} at {width} px")
+        cuts = cut_labels(page)
+        problems += [f"{model}: {title} at {width} px: {cut}" for cut in dict.fromkeys(cuts)]
+    assert not problems, "labels cut or spilling:\n" + "\n".join(problems)

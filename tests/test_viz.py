@@ -305,3 +305,53 @@ def test_every_figure_title_is_fitted() -> None:
     for fig in figs:
         assert len(fig.layout.title.text) <= viz.TITLE_MAX_CHARS
         assert fig.layout.title.text.endswith("(1024x1024)")
+
+
+# ---------------------------------------------------------------- colour images and label maps
+
+
+def test_colour_images_stay_in_colour() -> None:
+    rgb = np.zeros((4, 6, 3), np.float32)
+    rgb[..., 0] = 1.0  # pure red
+    assert viz.as_rgb(rgb).tolist() == rgb.tolist()
+    assert viz.as_rgb(np.full((2, 2), 0.5, np.float32))[0, 0].tolist() == [0.5, 0.5, 0.5]
+    rgba = np.concatenate([rgb, np.ones((4, 6, 1), np.float32)], axis=2)
+    assert viz.as_rgb(rgba).shape == (4, 6, 3)
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 1:4] = True
+    out = viz.overlay_rgb(rgb, mask, "Contour", color=viz.BLUE)
+    assert out[0, 0].tolist() == [255, 0, 0]  # the red image, not a gray one
+    errors = viz.error_map_rgb(rgb, mask, np.zeros_like(mask))
+    assert errors[0, 0].tolist() == [140, 0, 0]  # true negative: the dimmed (0.55) colour
+    assert errors[1, 1].tolist() == list(viz.FP_COLOR)
+    thumb = viz.thumbnail_rgb(rgb, None, None, max_side=12)
+    assert thumb.shape == (8, 12, 3) and thumb[0, 0].tolist() == [255, 0, 0]
+
+
+def test_label_maps_use_the_engines_label_colours() -> None:
+    from unet_core.io import label_palette, read_label_mask
+
+    labels = np.array([[0, 1, 1], [2, 2, 0]], np.uint8)
+    rgb = viz.label_rgb(labels, 3)
+    assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 1].tolist() == label_palette(3)[1].tolist()
+    assert [viz.label_color_name(i) for i in range(3)] == ["black", "red", "green"]
+    assert read_label_mask(viz.label_png_bytes(labels), 3).tolist() == labels.tolist()
+    assert viz.label_edges(labels).tolist() == [[True, True, True], [False, True, False]]
+    image = np.full((2, 3), 1.0, np.float32)  # white
+    blended = viz.label_overlay_rgb(image, labels, 3, alpha=0.5)
+    assert blended[0, 0].tolist() == [128, 128, 128]  # half white, half black
+    red = label_palette(3)[1].astype(float)
+    assert np.abs(blended[0, 1] - (255 + red) / 2).max() <= 0.5 + 1e-9
+
+
+def test_label_thumbnail_outlines_the_true_classes_in_white() -> None:
+    image = np.zeros((20, 20), np.float32)
+    pred = np.zeros((20, 20), np.uint8)
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:15, 5:15] = 2
+    out = viz.label_thumbnail_rgb(image, pred, truth, 3, max_side=40)
+    assert out.shape == (40, 40, 3)  # enlarged by 2
+    white = np.all(out == 255, axis=2)
+    assert white.any() and white[10:30, 10:30].any() and not white[:8].any()
+    assert np.all(out[~white] == 0)  # class 0 (black) blended over black

@@ -48,7 +48,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
-SHOTS = ARTIFACTS / "screenshots"
+#: Where :func:`screenshot` writes by default: ``$UNET_SCREENSHOTS_DIR`` or
+#: test-artifacts/screenshots.
+SHOTS = Path(os.environ.get("UNET_SCREENSHOTS_DIR") or ARTIFACTS / "screenshots")
 CHROMIUM_ARGS: list[str] = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -1,8 +1,12 @@
 """Activations page: what each layer of the network responds to, for one image.
 
 One forward pass of an ActivationProbe returns every layer's maps; it is cached per (model,
-image, padding), so switching layers, channels or pages costs no pass. Maps are drawn as
+card, image, padding), so switching layers, channels or pages costs no pass. Maps are drawn as
 images (a colour lookup in numpy), not as chart traces, so a layer switch is one small image.
+
+The probe sees the image exactly as the network does (:meth:`Segmenter.prepare`: the card's
+channels, order and scaling, padded or resized by its fit); the overlay shows the image in
+colour when it has colour, with the predicted mask of the class picked outlined on request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from app.context import PageContext
 from app.errors import run_safely
 from app.settings import activation_max_bytes
 from unet_core.introspect import layer_activation
+from unet_core.metrics import threshold_mask
 
 ONE_MAX_SIDE = 400  # the enlarged channel / overlay
 
@@ -27,7 +32,9 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    widgets.page_header("Activations", bundle, "maps are cropped to the image (padding removed)")
+    widgets.page_header("Activations", bundle, "maps are cropped to the image (padding removed)"
+                        if card.fit != "resize" else "maps of the image resized to the network's "
+                        "input (fit resize)")
 
     item = widgets.image_picker_ui(card, upload_key="act_upload", with_masks=False,
                                    fresh_visit=ctx.fresh_visit)
@@ -45,11 +52,11 @@ def render(ctx: PageContext) -> None:
 
     maps_by_layer = None
     with run_safely(what="activations"):
-        seg = engine.get_segmenter(bundle, False, "tensorflow")  # only its padding rules
-        padded, box = seg.prepare(image, padding)
+        seg = engine.get_segmenter(bundle, False, "tensorflow")  # only its input rules
+        padded, box = seg.prepare(image, padding)  # (Hn, Wn, C) as the network sees it
         with st.spinner("Building the activation probe…"):
-            probe = engine.get_probe(bundle.key, bundle.loaded)
-        need, cap = probe.estimate_bytes(*padded.shape), activation_max_bytes()
+            probe = engine.get_probe(bundle.network_key, bundle.loaded)
+        need, cap = probe.estimate_bytes(*padded.shape[:2]), activation_max_bytes()
         if need > cap:  # refuse before anything is allocated
             st.error(f"{item.name}: the activation maps of this {image.shape[0]}x"
                      f"{image.shape[1]} image (padded to {padded.shape[0]}x{padded.shape[1]}) "
@@ -73,15 +80,44 @@ def render(ctx: PageContext) -> None:
     shared = st.toggle("Shared colour scale", key="act_shared", persist_state="session",
                        help="On: one scale for every channel (compare channels). Off: each "
                        "channel stretched to its own min … max (see patterns in weak ones).")
+    if seg.fit == "resize":
+        how = (f"resized to {padded.shape[0]}x{padded.shape[1]} (fit resize, bilinear): maps "
+               "cover the whole image at the network's size")
+    else:
+        how = f"padded to {padded.shape[0]}x{padded.shape[1]} ({padding})"
     st.caption(f"Forward passes for this image: "
                f"{engine.forward_pass_count(bundle, item, padding)} · {len(layers)} layers from "
                f"that pass; switching layers or pages costs none · input {image.shape[0]}x"
-               f"{image.shape[1]} padded to {padded.shape[0]}x{padded.shape[1]} ({padding})")
-    _layer_view(layer, maps_by_layer[layer], image, shared, bundle)
+               f"{image.shape[1]} as {padded.shape[2]} channel"
+               f"{'s' if padded.shape[2] != 1 else ''}, {card.normalisation} values, {how}")
+    classes = None
+    if layer == layers[-1] and maps_by_layer[layer].shape[2] == card.n_classes >= 2:
+        classes = [card.class_name(i) for i in range(card.n_classes)]
+    _layer_view(layer, maps_by_layer[layer], image, shared, ctx, item, classes)
+
+
+def _class_outline(ctx: PageContext, item: sources.ImageItem, image: np.ndarray,
+                   shape: tuple[int, ...]) -> np.ndarray | None:
+    """The predicted mask of the class picked (at the threshold in use), decimated to
+    ``shape``, for outlining on the overlay; None if the prediction failed."""
+    bundle, settings = ctx.bundle, ctx.settings
+    card = bundle.card
+    k = int(st.session_state.get("class_index", card.default_class))
+    if k not in range(card.n_classes):
+        k = card.default_class
+    with run_safely(what="predicted mask"):
+        prob = engine.probability_map(bundle, item, image, settings.padding, settings.tta,
+                                      ctx.backend, class_index=k)
+        mask = threshold_mask(prob, float(st.session_state.get("threshold", card.threshold)),
+                              settings.min_area)
+        return viz.resize_nearest(mask, shape[:2])
+    return None
 
 
 def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: bool,
-                bundle: engine.ModelBundle) -> None:
+                ctx: PageContext, item: sources.ImageItem, classes: list[str] | None) -> None:
+    bundle = ctx.bundle
+    card = bundle.card
     shown = maps.display  # float16 (h', w', C) over the image only
     h, w, channels = maps.shape
     stats = maps.stats
@@ -103,24 +139,43 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
             zmin = [stats[c].min for c in range(start, stop)]
             zmax = [stats[c].max for c in range(start, stop)]
             note = "Each channel stretched to its own min (black) … max (yellow), inferno."
-        widgets.tile_grid_ui(tiles, [f"#{c}" for c in range(start, stop)], zmin=zmin,
-                             zmax=zmax, cmap="inferno", tile_px=120)
+        titles = [f"#{c}" + (f" {classes[c]}" if classes else "") for c in range(start, stop)]
+        widgets.tile_grid_ui(tiles, titles, zmin=zmin, zmax=zmax, cmap="inferno", tile_px=120)
         st.caption(note + f" Channels #{start}–#{stop - 1}, left to right, top to bottom.")
     with g2:
         options = list(range(channels))
         key = f"act_channel_{layer}"
         if st.session_state.get(key) not in range(start, stop):
             st.session_state[key] = start
-        pick = int(st.selectbox("Channel", options, key=key))
+        pick = int(st.selectbox("Channel", options, key=key,
+                                format_func=lambda c: f"{c} · {classes[c]}" if classes
+                                else str(c)))
         overlay = st.checkbox("Overlay on input", key="act_overlay", persist_state="session")
         one = shown[:, :, pick].astype(np.float32)
         lo, hi = (lo_all, hi_all) if shared else (stats[pick].min, stats[pick].max)
         if overlay:
-            img_d, _ = viz.decimate(image, ONE_MAX_SIDE)
+            what = (widgets.class_label(card, int(st.session_state.get(
+                "class_index", card.default_class))) if card.n_classes >= 2 else
+                card.foreground)
+            outline = st.checkbox("Mask outline", key="act_outline",
+                                  persist_state="session",
+                                  help="Outline the predicted mask of the class picked, at "
+                                  "the threshold in use (the same prediction as the Segment "
+                                  "page).")
+            if outline and card.n_classes >= 2:
+                widgets.class_ui(card)
+            img_d, _ = sources.display(image, ONE_MAX_SIDE)
             rgb = viz.colormap_rgb(viz.resize_nearest(one, img_d.shape[:2]), lo, hi, "inferno")
-            shown = (0.5 * viz.gray_to_rgb(img_d) * 255 + 0.5 * rgb).astype(np.uint8)
-            st.image(shown, width="stretch", caption=f"{layer} #{pick} over the input (50%); "
-                     "nearest-neighbour upsampled to the image")
+            shown = (0.5 * viz.as_rgb(img_d) * 255 + 0.5 * rgb).astype(np.uint8)
+            caption = f"{layer} #{pick} over the input (50%); nearest-neighbour upsampled to " \
+                "the image"
+            if outline:
+                mask = _class_outline(ctx, item, image, img_d.shape)
+                if mask is not None:
+                    edge = viz.boundary(mask, 2, image_edge=False)
+                    shown[edge] = viz.SKY_BLUE
+                    caption += f"; sky blue = the predicted {what} mask's edge"
+            st.image(shown, width="stretch", caption=caption)
         else:
             st.image(viz.upscale_nearest(viz.colormap_rgb(one, lo, hi, "inferno"), 256),
                      width="stretch", caption=f"{layer} #{pick} ({h}x{w})"

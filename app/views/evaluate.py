@@ -16,12 +16,16 @@ from app.context import InferenceSettings, PageContext
 from app.errors import run_safely
 from app.settings import ASSETS, app_max_pixels, data_root, domain_of_sample_set
 from unet_core.errors import DataSetError, UnetCoreError
-from unet_core.evaluate import Evaluation, evaluate_pairs
+from unet_core.evaluate import Evaluation, evaluate_classes, evaluate_pairs
 from unet_core.io import Pair, find_pairs
-from unet_core.metrics import SELECT_METRICS
+from unet_core.metrics import ClassResult
 from unet_core.model import ModelCard
 
 SOURCES = ["Bundled samples", "Folder on the server", "Upload a .zip"]
+#: How the masks of a K-class model's data set are read (radio ``eval_masks``).
+MASK_KINDS = {"auto": "Auto (from the first mask)",
+              "binary": "Binary: white = the class picked",
+              "labels": "Labels: pixel value (or palette index) = class"}
 METRIC_NAMES = {"tgs_metric": "TGS metric", "mean_iou": "mean IoU", "mean_dice": "mean Dice"}
 TGS_HELP = ("TGS metric (Kaggle TGS Salt): per image, the mean over IoU cut-offs 0.50, 0.55, …, "
             "0.95 of [IoU > cut-off] (an empty truth scores 1 only for an empty prediction); "
@@ -30,35 +34,55 @@ TGS_HELP = ("TGS metric (Kaggle TGS Salt): per image, the mean over IoU cut-offs
 
 @dataclass
 class EvalState:
-    """An evaluation shown on the Evaluate page (kept in session state)."""
+    """An evaluation shown on the Evaluate page (kept in session state).
+
+    ``evaluation`` is a threshold sweep of class ``class_index`` against binary masks, or
+    (``kind == "labels"``) the per-class scores of the label maps against label masks."""
 
     model_key: str
     source: str
     pairs: list[Pair]
-    evaluation: Evaluation
+    evaluation: Evaluation | ClassResult
     settings: InferenceSettings  # min_area 0: every rule is re-derived from the counts
     holder: sources.ExtractedZip | None = None
+    kind: str = "binary"
+    class_index: int = 0
 
 
 def select_metric_for(card: ModelCard) -> str:
-    """The metric that picks the best threshold: the card's own (what picked its threshold),
-    else the TGS metric for seismic and mean IoU for everything else."""
-    chosen = str((card.metrics or {}).get("selected_by") or "")
-    if chosen in SELECT_METRICS:
-        return chosen
-    return "tgs_metric" if card.domain.lower() == "seismic" else "mean_iou"
+    """The metric that picks the best threshold: the card's ``select_metric``, else what
+    picked its threshold in training, else the TGS metric for seismic and mean IoU for the
+    rest (:attr:`unet_core.model.ModelCard.selection_metric`)."""
+    return card.selection_metric
+
+
+def mask_kind(pairs: list[Pair], card: ModelCard, choice: str) -> str:
+    """'binary' or 'labels': how this data set's masks are read (``choice`` 'auto' looks at
+    the first mask, see :func:`app.sources.mask_holds_labels`). One-map models: binary."""
+    if card.n_classes < 2:
+        return "binary"
+    if choice in ("binary", "labels"):
+        return choice
+    first = next((p.mask_path for p in pairs if p.mask_path is not None), None)
+    if first is None:
+        return "binary"
+    return "labels" if sources.mask_holds_labels(first.read_bytes(), card.n_classes) \
+        else "binary"
 
 
 def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: InferenceSettings,
-              holder: sources.ExtractedZip | None) -> EvalState:
-    """Evaluate the pairs of ``folder`` (cached per model, data and settings)."""
+              holder: sources.ExtractedZip | None, class_index: int, masks: str) -> EvalState:
+    """Evaluate the pairs of ``folder`` (cached per model and card, data, settings, class and
+    mask kind)."""
     bundle = ctx.bundle
     pairs = holder.pairs() if holder is not None else find_pairs(folder, require_masks=True)
+    kind = mask_kind(pairs, bundle.card, masks)
     fingerprint = sources.pairs_fingerprint(pairs, extra, with_mtime=holder is None)
     store = engine.evaluation_store()
     seg = engine.get_segmenter(bundle, settings.tta, ctx.backend)
     cache_key = (bundle.key, fingerprint, settings.padding, settings.tta,
-                 seg.backend.name, settings.invert_masks)
+                 seg.backend.name, settings.invert_masks, kind,
+                 class_index if kind == "binary" else None)
     evaluation = store.get(cache_key)
     if evaluation is None:
         bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
@@ -66,13 +90,18 @@ def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: 
         def progress(done: int, total: int) -> None:
             bar.progress(done / max(total, 1), text=f"Evaluated {done} / {total} images")
 
-        evaluation = evaluate_pairs(seg, pairs, padding_mode=settings.padding,
-                                    progress=progress, max_pixels=app_max_pixels(),
-                                    invert_masks=settings.invert_masks,
-                                    select_metric=select_metric_for(bundle.card))
+        if kind == "labels":
+            evaluation = evaluate_classes(seg, pairs, padding_mode=settings.padding,
+                                          progress=progress, max_pixels=app_max_pixels())
+        else:
+            evaluation = evaluate_pairs(seg, pairs, padding_mode=settings.padding,
+                                        progress=progress, max_pixels=app_max_pixels(),
+                                        invert_masks=settings.invert_masks,
+                                        select_metric=select_metric_for(bundle.card),
+                                        class_index=class_index)
         bar.empty()
         store.put(cache_key, evaluation)
-    return EvalState(bundle.key, label, pairs, evaluation, settings, holder)
+    return EvalState(bundle.key, label, pairs, evaluation, settings, holder, kind, class_index)
 
 
 def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
@@ -88,9 +117,10 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
             return None, "", None
         chosen = widgets.select_ui("Sample set", sets, "eval_sample_set", sets[0])
         domain = domain_of_sample_set(chosen)
-        if domain and domain != card.domain.lower():
+        if domain and card.domain.lower().strip() not in state.UNKNOWN_DOMAINS \
+                and domain != card.domain.lower().strip():
             st.warning(f"The {chosen} samples are {domain} images; this model segments "
-                       f"{card.foreground} in {card.domain} images.")
+                       f"{widgets.segments_text(card)} in {card.domain} images.")
         return ASSETS / chosen, f"bundled samples: {chosen}", None
     if source == SOURCES[1]:
         root = data_root()
@@ -114,7 +144,7 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
 
 
 def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
-         settings: InferenceSettings) -> None:
+         settings: InferenceSettings, class_index: int, masks: str) -> None:
     ss = st.session_state
     old: EvalState | None = ss.get("evaluation")
     holder = None
@@ -133,7 +163,8 @@ def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
             return
         suffix = " (masks inverted)" if settings.invert_masks else ""
         try:
-            ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder)
+            ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder,
+                                         class_index, masks)
         except UnetCoreError as exc:  # name the uploaded zip, never the server's temp folder
             if holder is None:
                 raise
@@ -164,11 +195,19 @@ def render(ctx: PageContext) -> None:
     # re-derived from the stored counts.
     settings = dataclasses.replace(ctx.settings, min_area=0)
     with c_opts:
+        class_index = widgets.class_ui(card)
+        masks = "binary"
+        if card.n_classes >= 2:
+            masks = widgets.select_ui(
+                "Masks", list(MASK_KINDS), "eval_masks", "auto", format_func=MASK_KINDS.get,
+                help="Binary masks score the class picked (IoU, Dice and a threshold sweep); "
+                "label masks (pixel value = class index, or a palette PNG) score every class "
+                "of the argmax label map (IoU and Dice per class and their mean).")
         ready = folder is not None or zip_upload is not None
         clicked = st.button("Run evaluation", type="primary", key="eval_run",
                             disabled=not ready)
     if clicked:
-        _run(ctx, folder, label, zip_upload, settings)
+        _run(ctx, folder, label, zip_upload, settings, class_index, masks)
 
     result: EvalState | None = ss.get("evaluation")
     if result is None:
@@ -183,14 +222,23 @@ def render(ctx: PageContext) -> None:
                 "evaluation: press **Run evaluation** to score with them. Shown: the "
                 "evaluation with padding {padding}, TTA {tta}, masks inverted "
                 "{invert_masks}.".format(**dataclasses.asdict(result.settings)))
+    if result.kind == "labels":
+        _class_results(ctx, result)
+        return
+    if card.n_classes >= 2 and result.class_index != class_index:
+        st.info(f"This evaluation scored class {widgets.class_label(card, result.class_index)}: "
+                f"press **Run evaluation** to score {widgets.class_label(card, class_index)}.")
     _results(ctx, result)
 
 
 def _results(ctx: PageContext, result: EvalState) -> None:
     bundle = ctx.bundle
     card = bundle.card
+    assert isinstance(result.evaluation, Evaluation)
     n = len(result.evaluation.sweep.names)
-    st.subheader(f"Results · {result.source} · {n} images")
+    of = (f" · class {widgets.class_label(card, result.class_index)}"
+          if card.n_classes >= 2 else "")
+    st.subheader(f"Results · {result.source} · {n} images{of}")
     threshold = widgets.threshold_ui(card)
     min_area = ctx.settings.min_area
     # Another minimum area is re-derived from the stored counts: no image is predicted again.
@@ -277,13 +325,79 @@ def _worst_cases(ctx: PageContext, result: EvalState, sweep: Any, threshold: flo
             thumb = engine.worst_case_thumbnail(
                 pair.image_path, pair.mask_path, bundle, padding=settings.padding,
                 tta=settings.tta, backend=ctx.backend, threshold=threshold,
-                min_area=min_area, invert_masks=settings.invert_masks)
+                min_area=min_area, invert_masks=settings.invert_masks,
+                class_index=result.class_index)
             st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · IoU "
                      f"{sweep.iou[idx, k]:.3f}")
         if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
-            with run_safely(what="open in segment"):
-                item = sources.item_from_pair(pair, domain=bundle.card.domain)
-                state.use_image(item)
-                st.session_state["image_source"] = widgets.RECENT_SOURCE
-                st.session_state["recent_pick"] = item.key
-                st.switch_page(ctx.pages["segment"])
+            _open_in_segment(ctx, pair)
+
+
+def _open_in_segment(ctx: PageContext, pair: Pair) -> None:
+    """Make ``pair`` (image and mask) the image in use and switch to the Segment page."""
+    with run_safely(what="open in segment"):
+        item = sources.item_from_pair(pair, domain=ctx.bundle.card.domain)
+        state.use_image(item)
+        st.session_state["image_source"] = widgets.RECENT_SOURCE
+        st.session_state["recent_pick"] = item.key
+        st.switch_page(ctx.pages["segment"])
+
+
+def _class_results(ctx: PageContext, result: EvalState) -> None:
+    """Per-class scores of the label maps against label masks (a K-class model)."""
+    card = ctx.bundle.card
+    res = result.evaluation
+    assert isinstance(res, ClassResult)
+    n = len(res.names)
+    st.subheader(f"Results · {result.source} · {n} images · label masks, {res.n_classes} "
+                 "classes")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Mean IoU over classes", f"{res.mean_iou:.3f}",
+              help="Mean over all classes (background included) of each class's mean IoU "
+              "over images; a class absent from both truth and prediction scores 1.")
+    m2.metric("Mean Dice over classes", f"{res.mean_dice:.3f}")
+    m3.metric("Pixel accuracy", f"{res.pixel_accuracy:.3f}",
+              help="Pixels of the right class / all pixels, pooled over the set.")
+    rows = []
+    for c in res.per_class():
+        rows.append({"class": c["index"], "name": c["name"],
+                     "colour": viz.label_color_name(c["index"]), "IoU": c["iou"],
+                     "Dice": c["dice"], "pooled IoU": c["pooled_iou"],
+                     "pooled Dice": c["pooled_dice"], "images": c["images"]})
+    st.markdown("**Per class** (IoU and Dice: mean over images; pooled: all pixels of all "
+                "images together; images: how many truths hold the class)")
+    st.table(widgets.legend_style(pd.DataFrame(rows), res.n_classes))
+    per_image = pd.DataFrame(res.per_image())
+    st.markdown("**Per image** (click a column to sort)")
+    config: dict[str, Any] = {c: st.column_config.NumberColumn(format="%.3f", width="small")
+                              for c in per_image.columns if c != "name"}
+    config["name"] = st.column_config.TextColumn(width="medium", pinned=True)
+    st.dataframe(per_image, hide_index=True, width="stretch", height=280, column_config=config)
+    st.download_button("Download per-image CSV", per_image.to_csv(index=False).encode(),
+                       file_name="per_image_classes.csv", mime="text/csv", key="eval_dl_csv")
+    st.caption(f"The prediction is the argmax over the {card.n_classes} classes (no threshold). "
+               f"Means over {res.summary()['mean_over']}.")
+
+    st.markdown("**Worst images** (lowest mean IoU over classes) · predicted classes blended "
+                "over the image, edges between the true classes in white")
+    n_show = min(8, n)
+    if n > 1:
+        n_show = int(st.slider("Worst cases shown", 1, min(24, n), min(8, n),
+                               key="eval_n_worst"))
+    order = np.argsort(res.iou.mean(axis=1), kind="stable")[:n_show]
+    by_name = {p.name: p for p in result.pairs}
+    gallery = st.container(horizontal=True, gap="medium")
+    for idx in order:
+        name = res.names[int(idx)]
+        pair = by_name.get(name)
+        if pair is None:
+            continue
+        tile = gallery.container(width=180)
+        with tile, run_safely(what="thumbnail"):
+            thumb = engine.label_thumbnail(pair.image_path, pair.mask_path, ctx.bundle,
+                                           padding=result.settings.padding,
+                                           tta=result.settings.tta, backend=ctx.backend)
+            st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · mean IoU "
+                     f"{res.iou[idx].mean():.3f}")
+        if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
+            _open_in_segment(ctx, pair)

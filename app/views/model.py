@@ -1,4 +1,12 @@
-"""Model page (home): the model card for a person, the layer table and how to use the app."""
+"""Model page (home): the model card for a person, the layer table and how to use the app.
+
+The card table states the input spec (size, channels and their order, the value scaling with
+its formula, the fit with its interpolation, the output and the classes), marks inferred
+fields and says why each was chosen (``card.notes``). **Edit the card** sets the fields a
+network cannot tell (channel order, scaling, fit, class names, default class, threshold):
+applying it re-checks the card against the network and every page then uses it (the caches
+key on the card); **Download card** saves it under the name the engine looks for.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,10 @@ import streamlit as st
 
 from app import engine
 from app.context import PageContext
-from app.errors import run_safely
+from app.errors import one_line, run_safely
+from unet_core.errors import ModelSpecError, UnetCoreError
+from unet_core.model import ModelCard
+from unet_core.preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
 
 #: Card metric keys -> the names a person reads.
 METRIC_NAMES: dict[str, str] = {
@@ -100,6 +111,89 @@ def architecture_text(arch: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+#: Short formula of each value scaling (unet_core.preprocess), x = the image as decoded.
+NORMALISATION_TEXT: dict[str, str] = {
+    "unit": "x / full scale (255 for 8-bit, 65535 for 16-bit images): 0..1",
+    "raw": "x as decoded (e.g. 0..255), unscaled: the model scales inside itself",
+    "minmax": "(x − min) / (max − min) over the whole image: 0..1",
+    "percentile": "(x − p_lo) / (p_hi − p_lo) clipped to 0..1, p_lo / p_hi the image's "
+                  "{lo:g}th / {hi:g}th percentiles",
+    "zscore": "(x − mean) / (std + 1e-7), one mean and std over all pixels and channels",
+    "meanstd": "(x / full scale − mean_c) / std_c per channel c; mean {mean}, std {std}",
+}
+#: Card fields the editor sets (the rest of the card is kept).
+EDITABLE = ("channel_order", "normalisation", "mean", "std", "percentiles", "fit", "classes",
+            "foreground", "class_index", "threshold")
+
+
+def normalisation_text(card: ModelCard) -> str:
+    """'zscore: (x − mean) / (std + 1e-7), one mean …' for the card's value scaling."""
+    rule = card.normalisation
+    lo, hi = (card.percentiles or [1.0, 99.0])[:2]
+    text = NORMALISATION_TEXT.get(rule, "").format(lo=lo, hi=hi, mean=card.mean, std=card.std)
+    return f"{rule}: {text}" if text else rule
+
+
+def fit_text(card: ModelCard) -> str:
+    """How an image meets the network, in words (with the interpolation for ``resize``)."""
+    if card.fit == "resize" and card.input_size:
+        h, w = card.input_size
+        return (f"resize: the whole image is resized to {h}x{w} (bilinear, half-pixel centres, "
+                "no antialiasing, as OpenCV INTER_LINEAR), predicted in one pass, and the "
+                "probabilities are resized back to the image's size (bilinear)")
+    if card.input_size:
+        h, w = card.input_size
+        return (f"pad: images up to {h}x{w} are padded to it ({card.padding_mode}), larger ones "
+                "tiled at full resolution with overlap; never resized")
+    least = f", at least {card.min_size}x{card.min_size}" if card.min_size else ""
+    return (f"pad: padded ({card.padding_mode}) to a multiple of {card.multiple_of}{least}, "
+            "output cropped back; never resized")
+
+
+def output_text(card: ModelCard) -> str:
+    """'probability (softmax over 3 classes)', 'logits (the engine applies sigmoid)' …"""
+    act = "sigmoid" if card.n_classes == 1 else f"softmax over {card.n_classes} classes"
+    if card.output == "logits":
+        return f"logits: no final activation; the engine applies {act}"
+    return f"probability ({act} in the model)"
+
+
+def classes_text(card: ModelCard) -> str:
+    """'one map: salt (probability > threshold)' or '3: 0 background, 1 liver, 2 tumour;
+    default 1 · liver'."""
+    if card.n_classes < 2:
+        return f"one map: {card.foreground} (foreground is probability > threshold)"
+    names = ", ".join(f"{i} {n}" for i, n in enumerate(card.classes))
+    return (f"{card.n_classes}: {names}; shown by default: {card.default_class} · "
+            f"{card.class_name(card.default_class)} (the label map is the argmax)")
+
+
+def channels_text(card: ModelCard) -> str:
+    """'3 (RGB)', '3 (BGR: OpenCV order)', '1 (gray; colour images as luma)', '4'."""
+    c = card.channels
+    if c == 1:
+        return "1 (grayscale; colour images are converted to luma 0.299 R + 0.587 G + 0.114 B)"
+    if c >= 3:
+        order = card.channel_order.upper() + (", OpenCV's order" if card.channel_order == "bgr"
+                                              else "")
+        return f"{c} ({order}); grayscale images are replicated"
+    return f"{c} (grayscale images are replicated)"
+
+
+def spec_rows(card: ModelCard) -> list[tuple[str, str, str]]:
+    """(field label, card field, value) of the input and output spec, in reading order."""
+    size = (f"{card.input_size[0]}x{card.input_size[1]} (fixed)" if card.input_size
+            else card.input_spec)
+    return [
+        ("Input size", "input_size", size),
+        ("Channels", "channels", channels_text(card)),
+        ("Normalisation", "normalisation", normalisation_text(card)),
+        ("Fit", "fit", fit_text(card)),
+        ("Output", "output", output_text(card)),
+        ("Classes", "classes", classes_text(card)),
+    ]
+
+
 def render(ctx: PageContext) -> None:
     """Draw the Model page for the model in ``ctx``."""
     bundle = ctx.bundle
@@ -107,57 +201,77 @@ def render(ctx: PageContext) -> None:
     card = loaded.card
     st.title(f"Model: {card.name}")
     st.caption(card.description or "No description in the model card.")
-    if not loaded.card_found:
+    if bundle.trusted:
+        st.info(f"**Trusted model**: {loaded.path.name if loaded.path else card.name} is in the "
+                "trusted models folder (UNET_TRUSTED_MODELS_DIR), so it was loaded with Keras "
+                "safe_mode=False: its Lambda layers and custom code ran. Uploads are never "
+                "trusted.")
+    if bundle.edited:
+        st.info("The card below is the one you applied in **Edit the card**: every page uses "
+                "it. Download it and put it next to the model file to keep it.")
+    elif not loaded.card_found:
         st.warning(
             f"No model card was found next to "
             f"{loaded.path.name if loaded.path else 'this model'}: the fields "
             f"{', '.join(card.inferred)} are *inferred* from the network. Check the "
-            "normalisation, padding and threshold before trusting any number.")
+            "normalisation, fit, classes and threshold (Edit the card, below) before trusting "
+            "any number.")
 
     left, right = st.columns([3, 2])
     training = card.training or {}
+    inferred = set(card.inferred)
     with left:
         st.subheader("Model card")
-        fields = [
-            ("Segments", f"{card.foreground} in {card.domain} images"),
-            ("Input", f"{card.input_spec}, {card.channels} channel(s)"),
-            ("Normalisation", card.normalisation),
-            ("Padding", card.padding_mode),
-            ("Recommended threshold", f"{card.threshold:.2f}"),
-            ("Minimum area", f"{card.min_area} px: smaller predicted masks are emptied"
+        what = (f"{card.n_classes} classes in {card.domain} images" if card.n_classes >= 2
+                else f"{card.foreground} in {card.domain} images")
+        fields: list[tuple[str, str, str]] = [("Segments", "", what)]
+        fields += spec_rows(card)
+        fields += [
+            ("Preprocessing", "", card.preprocessing),
+            ("Padding", "padding_mode", card.padding_mode),
+            ("Recommended threshold", "threshold", f"{card.threshold:.2f}"),
+            ("Minimum area", "", f"{card.min_area} px: smaller predicted masks are emptied"
              if card.min_area else "off (any predicted mask is kept)"),
-            ("Output", card.output),
-            ("Test-time augmentation", "yes (flip)" if card.tta else "no"),
-            ("Architecture", architecture_text(card.architecture or {})),
-            ("Training data", dataset_name(training.get("data"))),
-            ("Data terms", str(training.get("terms") or "—")),
+            ("Test-time augmentation", "", "yes (flip)" if card.tta else "no"),
+            ("Loaded", "", "trusted: safe_mode=False (UNET_TRUSTED_MODELS_DIR)"
+             if bundle.trusted else "safe_mode=True (no Lambda layers or custom code)"),
+            ("Architecture", "", architecture_text(card.architecture or {})),
+            ("Training data", "", dataset_name(training.get("data"))),
+            ("Data terms", "", str(training.get("terms") or "—")),
         ]
         if card.truth_inverted:
-            fields.insert(-2, ("Ground-truth masks", "mark the other class; inverted before "
-                               f"scoring (the model's foreground is {card.foreground})"))
-        inferred = set(card.inferred)
-        keys = {"Input": "input_size", "Normalisation": "normalisation",
-                "Padding": "padding_mode", "Recommended threshold": "threshold",
-                "Output": "output"}
+            fields.insert(-2, ("Ground-truth masks", "", "mark the other class; inverted "
+                               f"before scoring (the model's foreground is {card.foreground})"))
         table = pd.DataFrame(
-            [{"field": k + (" (inferred)" if keys.get(k) in inferred else ""), "value": str(v)}
-             for k, v in fields])
+            [{"field": label + (" (inferred)" if key and key in inferred else ""),
+              "value": str(value)} for label, key, value in fields])
         st.table(table.set_index("field"))
+        notes = {k: v for k, v in (card.notes or {}).items() if isinstance(v, str)}
+        if notes and inferred:
+            st.markdown("**Why the inferred values**\n" + "\n".join(
+                f"- *{field}*: {text}" for field, text in notes.items() if field in inferred))
     with right:
         st.subheader("How to use")
         st.markdown(
-            "1. Pick a model in the sidebar (or upload a `.keras` / `.h5`).\n"
-            "2. **Segment**: run it on a bundled sample or your own images; move the threshold "
+            "1. Pick a model in the sidebar (or upload a `.keras` / `.h5`, or an architecture "
+            "`.json` with its weights `.h5`).\n"
+            "2. Check its card here (input channels, normalisation, fit, classes) and edit it "
+            "if it is wrong.\n"
+            "3. **Segment**: run it on a bundled sample or your own images; move the threshold "
             "(instant, in the browser); add a mask to get IoU, Dice and the error map.\n"
-            "3. **Evaluate**: score a whole data set (bundled, a server folder, or a .zip of "
+            "4. **Evaluate**: score a whole data set (bundled, a server folder, or a .zip of "
             "`images/` + `masks/`), find the best threshold and the worst images.\n"
-            "4. **Filters** and **Activations**: look at the learned kernels and at what each "
+            "5. **Filters** and **Activations**: look at the learned kernels and at what each "
             "layer responds to.")
         st.page_link(ctx.pages["segment"], label="Go to Segment")
         st.page_link(ctx.pages["evaluate"], label="Go to Evaluate")
-        st.download_button("Download card (JSON)", json.dumps(card.to_dict(), indent=2),
-                           file_name=f"{card.name}.json", mime="application/json",
-                           key="model_card_download")
+        st.download_button("Download card (JSON)", card_json(card),
+                           file_name=bundle.card_file_name, mime="application/json",
+                           key="model_card_download",
+                           help=f"Save it as {bundle.card_file_name} next to the model file "
+                           "and the model loads with it.")
+
+    card_editor_ui(bundle)
 
     st.subheader("Validation and held-out figures")
     metrics = metrics_table(card.metrics or {})
@@ -183,14 +297,176 @@ def render(ctx: PageContext) -> None:
 
     st.subheader("Layers")
     with run_safely(what="layer table"):
-        rows, total, trainable = engine.layer_rows(bundle.key, loaded)
+        rows, total, trainable = engine.layer_rows(bundle.network_key, loaded)
         fh, fw = card.input_size or (max(card.min_size, 128),) * 2
         flops = ""
         with run_safely(what="FLOP count"):
-            flops = (f" · **{engine.gflop(bundle.key, loaded, fh, fw):.2f}** GFLOP per {fh}x{fw} "
-                     "image (multiply-add = 2)")
+            flops = (f" · **{engine.gflop(bundle.network_key, loaded, fh, fw):.2f}** GFLOP per "
+                     f"{fh}x{fw} image (multiply-add = 2)")
         st.markdown(f"**{total:,}** parameters ({trainable:,} trainable) · **{len(rows):,}** "
                     f"layers{flops}")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
         st.caption("Output shapes read H x W relative to the input (a fully convolutional "
                    "network accepts any size that pads to its stride).")
+
+
+def card_json(card: ModelCard) -> str:
+    """The card as the pretty JSON a card file holds."""
+    return json.dumps(card.to_dict(), indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- card editor
+
+_EDIT_ERROR = "ce_error"
+
+
+def _numbers(text: str, field: str) -> list[float] | None:
+    """'0.485, 0.456, 0.406' -> [0.485, 0.456, 0.406]; '' -> None; ModelSpecError otherwise."""
+    parts = [p for p in str(text).replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        return [float(p) for p in parts]
+    except ValueError:
+        raise ModelSpecError(f"{field} = {text.strip()!r} is not a list of numbers (accepted: "
+                             "one number per channel, separated by commas, on the 0..1 "
+                             "scale)") from None
+
+
+def edited_dict(card: ModelCard, values: dict[str, Any]) -> dict[str, Any]:
+    """The whole card as a dict with the editor's ``values`` applied (text fields parsed);
+    the fields set are no longer listed as inferred. Raises ModelSpecError on unparseable
+    text (the card's own checks come after, in :func:`app.engine.edited_card`)."""
+    data = card.to_dict()
+    data["channel_order"] = values["channel_order"]
+    data["normalisation"] = values["normalisation"]
+    if values["normalisation"] == "meanstd":
+        data["mean"] = _numbers(values.get("mean", ""), "mean")
+        data["std"] = _numbers(values.get("std", ""), "std")
+    if values["normalisation"] == "percentile":
+        data["percentiles"] = [float(values["p_lo"]), float(values["p_hi"])]
+    data["fit"] = values["fit"]
+    data["threshold"] = round(float(values["threshold"]), 4)
+    if card.n_classes >= 2:
+        names = [n.strip() for n in str(values["classes"]).splitlines() if n.strip()]
+        data["classes"] = names
+        data["class_index"] = int(values["class_index"])
+    else:
+        data["foreground"] = str(values["foreground"]).strip() or card.foreground
+    data["inferred"] = [f for f in card.inferred if f not in EDITABLE]
+    data["notes"] = {k: v for k, v in (card.notes or {}).items() if k not in EDITABLE}
+    return data
+
+
+def _editor_values(card: ModelCard) -> dict[str, Any]:
+    """The editor's widget values for ``card`` (session keys ``ce_<field>``)."""
+    lo, hi = (card.percentiles or [1.0, 99.0])[:2]
+    return {
+        "ce_channel_order": card.channel_order, "ce_normalisation": card.normalisation,
+        "ce_mean": ", ".join(f"{v:g}" for v in card.mean or []),
+        "ce_std": ", ".join(f"{v:g}" for v in card.std or []),
+        "ce_p_lo": float(lo), "ce_p_hi": float(hi), "ce_fit": card.fit,
+        "ce_classes": "\n".join(card.classes), "ce_foreground": card.foreground,
+        "ce_class_index": int(card.default_class),
+        "ce_threshold": round(float(card.threshold), 2),
+    }
+
+
+def _apply(bundle: engine.ModelBundle) -> None:
+    """Apply button: check the edited card against the network and make it the card in use."""
+    from app.widgets import card_edits
+
+    ss = st.session_state
+    values = {k[3:]: v for k, v in ss.items() if isinstance(k, str) and k.startswith("ce_")}
+    try:
+        data = edited_dict(bundle.card, values)
+        card = engine.edited_card(bundle, data)
+    except UnetCoreError as exc:
+        ss[_EDIT_ERROR] = one_line(str(exc))
+        return
+    ss.pop(_EDIT_ERROR, None)
+    card_edits()[bundle.network_key] = card.to_dict()
+
+
+def _reset(bundle: engine.ModelBundle) -> None:
+    """Reset button: back to the card the model file came with (or the inferred one)."""
+    from app.widgets import card_edits
+
+    card_edits().pop(bundle.network_key, None)
+    st.session_state.pop(_EDIT_ERROR, None)
+
+
+def card_editor_ui(bundle: engine.ModelBundle) -> None:
+    """'Edit the card': the input spec, classes and threshold of the model in use.
+
+    Channels are read from the network (read-only). **Apply** checks the card against the
+    network (:func:`app.engine.edited_card`: a one-line error names a bad value) and makes it
+    the card of every page; caches key on the card, so results follow it."""
+    ss = st.session_state
+    card = bundle.card
+    if ss.get("ce_for") != bundle.key:  # a new model or card: the editor starts from it
+        ss["ce_for"] = bundle.key
+        ss.update(_editor_values(card))
+    else:  # keys dropped while the page was not drawn
+        for key, value in _editor_values(card).items():
+            ss.setdefault(key, value)
+    with st.expander("Edit the card" + (" (edited)" if bundle.edited else ""),
+                     expanded=not bundle.loaded.card_found or bundle.edited):
+        st.caption("Describe how the model was trained to be fed; **Apply** re-checks the card "
+                   "against the network, and every page then uses it. Channels come from the "
+                   "network.")
+        c1, c2, c3 = st.columns(3)
+        c1.number_input("Input channels", value=int(card.channels), disabled=True,
+                        key=f"ce_channels_{bundle.network_key}",
+                        help="Read from the network's input layer; images are mapped to them.")
+        c2.selectbox("Channel order", list(CHANNEL_ORDERS), key="ce_channel_order",
+                     format_func=str.upper, disabled=card.channels < 3,
+                     help="BGR for models trained on OpenCV (cv2.imread) images.")
+        fits = list(FITS) if card.input_size else ["pad"]
+        if ss.get("ce_fit") not in fits:
+            ss["ce_fit"] = fits[0]
+        c3.selectbox("Fit", fits, key="ce_fit",
+                     format_func=lambda f: {"pad": "pad (tile / pad, never resize)",
+                                            "resize": "resize (bilinear, to the input size)"}[f],
+                     help="resize: the whole image resized to the fixed input (bilinear) and the "
+                     "probabilities resized back; pad: images padded to the stride, a fixed-size "
+                     "network tiled over the full-resolution image."
+                     + ("" if card.input_size else " This network is fully convolutional: "
+                        "pad only."))
+        n1, n2 = st.columns([1, 2])
+        rule = n1.selectbox("Normalisation", list(NORMALISATIONS), key="ce_normalisation",
+                            help="How pixel values are scaled before the network.")
+        n2.caption(f"**{rule}**: " + NORMALISATION_TEXT[rule].format(
+            lo=ss.get("ce_p_lo", 1.0), hi=ss.get("ce_p_hi", 99.0), mean="mean_c", std="std_c"))
+        if rule == "meanstd":
+            m1, m2 = st.columns(2)
+            m1.text_input("Mean per channel (0..1 scale)", key="ce_mean",
+                          placeholder="0.485, 0.456, 0.406")
+            m2.text_input("Std per channel (0..1 scale)", key="ce_std",
+                          placeholder="0.229, 0.224, 0.225")
+        if rule == "percentile":
+            p1, p2 = st.columns(2)
+            p1.number_input("Low percentile", 0.0, 100.0, step=0.5, key="ce_p_lo")
+            p2.number_input("High percentile", 0.0, 100.0, step=0.5, key="ce_p_hi")
+        k1, k2, k3 = st.columns([2, 1, 1])
+        if card.n_classes >= 2:
+            k1.text_area(f"Class names ({card.n_classes}, one per line, in output order)",
+                         key="ce_classes", height=68 + 22 * min(card.n_classes, 6))
+            names = [n.strip() for n in str(ss.get("ce_classes", "")).splitlines() if n.strip()]
+            if ss.get("ce_class_index") not in range(card.n_classes):
+                ss["ce_class_index"] = int(card.default_class)
+            k2.selectbox("Default class", list(range(card.n_classes)), key="ce_class_index",
+                         format_func=lambda i: f"{i} · {names[i]}" if i < len(names) else str(i),
+                         help="The class shown, thresholded and scored by default.")
+        else:
+            k1.text_input("Foreground name", key="ce_foreground",
+                          help="What the one output map marks (e.g. 'lane', 'nucleus').")
+        k3.number_input("Threshold", 0.0, 1.0, step=0.01, key="ce_threshold",
+                        help="Recommended threshold: foreground is probability > threshold.")
+        row = st.container(horizontal=True)
+        row.button("Apply", key="ce_apply", type="primary", on_click=_apply, args=(bundle,))
+        row.button("Reset to the file's card", key="ce_reset", on_click=_reset, args=(bundle,),
+                   disabled=not bundle.edited)
+        error = ss.get(_EDIT_ERROR)
+        if error:
+            st.error(error)

@@ -4,17 +4,29 @@ The threshold lives in the browser: the probability map is sent once (as exact t
 levels) with the per-threshold metrics table, and a custom component redraws the mask, the
 overlay, the error map and the numbers on every move without re-running Python. Python hears
 the threshold when the user releases it (for the downloads).
+
+Images go to the network as decoded (native dtype, channels kept: the card's preprocessing
+does the rest) and are shown in colour when they have colour. A K-class model (softmax) shows
+the probability of the class picked (one ``class_index`` control for every page) in the
+threshold view, and its argmax label map with a legend of the classes; a label mask (pixel
+values = class indices, or a palette PNG) is scored per class.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app import engine, sources, state, viz, widgets
 from app.components.threshold_view import threshold_view
 from app.context import PageContext
 from app.errors import run_safely
-from unet_core.metrics import threshold_mask
+from unet_core.inference import labels_from_probs
+from unet_core.metrics import ClassAccumulator, threshold_mask
+from unet_core.model import ModelCard
 
 IMAGE_MAX_SIDE = 1024  # display images are decimated to this (masks and metrics use all pixels)
 VIEW_KEY = "segment_threshold_view"
@@ -25,8 +37,10 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    widgets.page_header("Segment", bundle, f"segments {card.foreground} in {card.domain} "
-                        f"images · input {card.input_spec}")
+    what = (f"{card.n_classes} classes" if card.n_classes >= 2 else card.foreground)
+    widgets.page_header("Segment", bundle, f"segments {what} in {card.domain} images · input "
+                        f"{card.input_spec}, {card.channels} channel"
+                        f"{'s' if card.channels != 1 else ''}")
 
     item = widgets.image_picker_ui(card, upload_key="seg_upload", with_masks=True,
                                    fresh_visit=ctx.fresh_visit)
@@ -34,38 +48,42 @@ def render(ctx: PageContext) -> None:
     invert, min_area = ctx.settings.invert_masks, ctx.settings.min_area
     if item is None:
         return
+    class_index = widgets.class_ui(card)
 
     state.use_image(item)
     if not widgets.domain_gate_ui(item, bundle):
         return
 
-    image = mask = prob = None
+    image = probs = None
     with run_safely(what="read image"):
         image = sources.decode_image(item)
     if image is None:
         return
-    with run_safely(what="read mask"):
-        mask = sources.decode_mask(item, image.shape)
-        if mask is not None and invert:
-            mask = ~mask
+    mask, labels_truth, mask_note = _truth(item, image.shape, card, class_index, invert)
     with run_safely(what="predict"), st.spinner("Running the network…"):
-        prob = engine.probability_map(bundle, item, image, padding, tta, ctx.backend)
-    if prob is None:
+        probs = engine.class_probabilities(bundle, item, image, padding, tta, ctx.backend)
+    if probs is None:
         return
+    prob = engine.class_map(probs, class_index)
+    name = card.class_name(class_index)
 
     # ------------------------------------------------------------ network output (fixed)
-    h, w = image.shape
-    image_d, k = viz.decimate(image, IMAGE_MAX_SIDE)
+    h, w = image.shape[:2]
+    shown, k = sources.display(image, IMAGE_MAX_SIDE)
     f1, f2, f3 = st.columns([1, 1, 2])
-    f1.image(viz.to_uint8(image_d), width="stretch",
-             caption=viz.fit_title(f"Input · {item.name} ({h}x{w})", 60))
+    f1.image(viz.to_uint8(shown), width="stretch",
+             caption=viz.fit_title(f"Input · {item.name} ({h}x{w}"
+                                   + (f", {image.shape[2]} channels" if image.ndim == 3 else "")
+                                   + ")", 60))
     f2.image(viz.colormap_rgb(prob[::k, ::k], 0.0, 1.0, "viridis"), width="stretch",
-             caption="Probability of " + card.foreground + " (dark 0 … yellow 1, viridis)")
+             caption=f"Probability of {name} (dark 0 … yellow 1, viridis)")
     seg = engine.get_segmenter(bundle, tta, ctx.backend)
-    notes = [widgets.backend_caption(seg)]
+    notes = [widgets.backend_caption(seg), f"Input: {card.preprocessing}"]
     if k > 1:
         notes.append(f"Display only: this {h}x{w} image is shown at every {viz.ordinal(k)} "
                      "pixel; masks, downloads and metrics use every pixel.")
+    if mask_note:
+        notes.append(mask_note)
     with f3:  # how the overlay below is drawn, then what produced the map
         style = st.radio("Overlay style", ["Fill", "Contour"], horizontal=True,
                          key="overlay_style", persist_state="session")
@@ -80,23 +98,32 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ threshold (in the browser)
     payload = None
     with run_safely(what="threshold view"):
-        payload = engine.threshold_payload(bundle, item, image, prob, mask, padding=padding,
-                                           tta=tta, backend=ctx.backend, min_area=min_area,
-                                           invert_masks=invert)
+        payload = engine.threshold_payload(
+            bundle, item, image, prob, mask, padding=padding, tta=tta, backend=ctx.backend,
+            min_area=min_area, invert_masks=invert and labels_truth is None,
+            class_index=class_index)
     if payload is None:
         return
     # The browser owns the threshold while it moves; the released value is the control's.
+    title = item.name if card.n_classes < 2 else f"{name} · {item.name}"
     threshold = threshold_view(payload, threshold=float(ss.get("threshold", card.threshold)),
                                min_area=min_area, card_threshold=float(card.threshold),
                                style=style.lower(), opacity=float(opacity),
                                show_truth=bool(show_truth) and mask is not None,
-                               title=viz.fit_title(item.name, 40), key=VIEW_KEY,
+                               title=viz.fit_title(title, 40), key=VIEW_KEY,
                                show_tgs=card.domain.lower() == "seismic",
                                file_stem=item.stem)
     ss["threshold"] = threshold
     if mask is None:
         st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
-                "precision, recall, the error map and its IoU-vs-threshold curve.")
+                "precision, recall, the error map and its IoU-vs-threshold curve"
+                + (" (a label mask, pixel value = class index or a palette PNG, is scored "
+                   "for every class)." if card.n_classes >= 2 else "."))
+
+    labels = None
+    if card.n_classes >= 2:
+        labels = labels_from_probs(probs, card.threshold)
+        _label_map(card, labels, labels_truth, k, item.name)
 
     # ------------------------------------------------------------ downloads
     # The view saves the mask it shows when it holds every pixel; a larger image's full mask
@@ -110,6 +137,88 @@ def render(ctx: PageContext) -> None:
                             mime="image/png", key="seg_dl_mask", on_click="ignore",
                             help="At the threshold you released last, with the minimum-area "
                             "rule, at full resolution.")
-    row.download_button("Download probabilities (.npy)", lambda: viz.npy_bytes(prob),
-                        file_name=f"{item.stem}_prob.npy", mime="application/octet-stream",
-                        key="seg_dl_prob", on_click="ignore")
+    suffix = "" if card.n_classes < 2 else f"_class{class_index}"
+    row.download_button("Download probabilities (.npy)" if card.n_classes < 2 else
+                        f"Download {name} probabilities (.npy)", lambda: viz.npy_bytes(prob),
+                        file_name=f"{item.stem}_prob{suffix}.npy",
+                        mime="application/octet-stream", key="seg_dl_prob", on_click="ignore")
+    if labels is not None:
+        row.download_button(f"Download all {card.n_classes} classes (.npy, HxWx"
+                            f"{card.n_classes})", lambda: viz.npy_bytes(probs),
+                            file_name=f"{item.stem}_probs.npy", mime="application/octet-stream",
+                            key="seg_dl_probs", on_click="ignore")
+        row.download_button("Download label map (PNG)", lambda: viz.label_png_bytes(labels),
+                            file_name=f"{item.stem}_labels.png", mime="image/png",
+                            key="seg_dl_labels", on_click="ignore",
+                            help="A palette PNG: pixel value = class index, coloured as "
+                            "the legend.")
+
+
+def _truth(item: sources.ImageItem, shape: tuple[int, ...], card: ModelCard,
+           class_index: int, invert: bool
+           ) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(bool truth of the class shown or None, label mask or None, a note on how the mask
+    was read). A K-class model reads a label mask (class indices or a palette PNG) as such,
+    its truth for the class shown being ``labels == class``; any other mask is binary, the
+    pixels of the class shown (inverted when ``invert``)."""
+    if item.mask_data is None:
+        return None, None, ""
+    name = card.class_name(class_index)
+    if sources.mask_holds_labels(item.mask_data, card.n_classes):
+        labels = None
+        with run_safely(what="read label mask"):
+            labels = sources.decode_labels(item, shape, card.n_classes)
+        if labels is None:
+            return None, None, ""
+        return labels == class_index, labels, (f"{item.mask_name}: a label mask (class "
+                                               f"indices); scored for {name} and per class")
+    mask = None
+    with run_safely(what="read mask"):
+        mask = sources.decode_mask(item, shape)
+        if mask is not None and invert:
+            mask = ~mask
+    note = f"{item.mask_name}: a binary mask, scored as {name}" if card.n_classes >= 2 else ""
+    return mask, None, note if mask is not None else ""
+
+
+def class_table(card: ModelCard, labels: np.ndarray, truth: np.ndarray | None,
+                name: str = "image") -> pd.DataFrame:
+    """One row per class: index, name, colour name, share of pixels predicted (argmax) and,
+    with a label mask, the share in the truth and the class's IoU and Dice on this image."""
+    n = card.n_classes
+    total = max(1, labels.size)
+    pred_share = np.bincount(labels.ravel().astype(np.intp), minlength=n)[:n] / total
+    rows: list[dict[str, Any]] = [
+        {"class": i, "name": card.class_name(i), "colour": viz.label_color_name(i),
+         "predicted": float(pred_share[i])} for i in range(n)]
+    if truth is not None:
+        acc = ClassAccumulator(n, [card.class_name(i) for i in range(n)])
+        acc.add(labels, truth, name)
+        for row, got in zip(rows, acc.result().per_class(), strict=True):
+            row.update({"true": got["truth_pixels"] / total, "IoU": got["iou"],
+                        "Dice": got["dice"]})
+    return pd.DataFrame(rows)
+
+
+def _label_map(card: ModelCard, labels: np.ndarray, truth: np.ndarray | None, k: int,
+               image_name: str) -> None:
+    """The argmax label map of a K-class model with its legend (and per-class scores)."""
+    st.subheader("Classes (argmax)")
+    every = f" (every {viz.ordinal(k)} pixel shown)" if k > 1 else ""
+    c1, c2, _ = st.columns(3)
+    c1.image(viz.label_rgb(labels[::k, ::k], card.n_classes), width="stretch",
+             caption=f"Predicted: the most probable of {card.n_classes} classes per pixel{every}")
+    if truth is not None:
+        c2.image(viz.label_rgb(truth[::k, ::k], card.n_classes), width="stretch",
+                 caption="True: the label mask")
+    table = class_table(card, labels, truth, image_name)
+    st.table(widgets.legend_style(table, card.n_classes))
+    if truth is not None:
+        st.caption(f"Against the label mask: mean IoU {table['IoU'].mean():.3f}, mean Dice "
+                   f"{table['Dice'].mean():.3f} over all {card.n_classes} classes (background "
+                   "included; a class absent from both scores 1). Pixel accuracy "
+                   f"{(labels == truth).mean():.3f}.")
+    else:
+        st.caption("Colours as in the label PNGs the command line writes. The threshold above "
+                   "applies to the class picked only; the label map is the argmax over all "
+                   "classes.")
