@@ -41,6 +41,37 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return path
 
 
+#: Class names of the 3-class model in :func:`own_models`.
+OWN_CLASSES = ["background", "road", "car"]
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory) -> Path:
+    """A folder with two models a user might bring, each with its card (tiny, untrained):
+
+    * ``rgb.keras``: 3-channel sigmoid U-Net fed raw BGR 0..255 (as OpenCV code does);
+    * ``three.keras``: 3-class softmax U-Net (:data:`OWN_CLASSES`) with a fixed 32x32 RGB
+      input, fit resize.
+    """
+    import keras
+
+    from unet_core.model import ModelCard, build_unet
+
+    folder = tmp_path_factory.mktemp("own_models")
+    keras.utils.set_random_seed(0)
+    build_unet(input_channels=3, base_filters=4, depth=2, dropout=0.0,
+               name="rgb").save(folder / "rgb.keras")
+    ModelCard(name="rgb", domain="roads", foreground="lane", channels=3, channel_order="bgr",
+              normalisation="raw", multiple_of=4, min_size=32, threshold=0.5,
+              description="tiny untrained RGB U-Net (raw BGR input)").save(folder / "rgb.json")
+    build_unet(input_channels=3, n_classes=3, output_activation="softmax", input_size=(32, 32),
+               base_filters=4, depth=2, dropout=0.0, name="three").save(folder / "three.keras")
+    ModelCard(name="three", domain="roads", classes=OWN_CLASSES, channels=3, fit="resize",
+              input_size=[32, 32], description="tiny untrained 3-class U-Net"
+              ).save(folder / "three.json")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def seismic_pairs(tmp_path_factory) -> Path:
     """12 synthetic seismic pairs (101x101) in DIR/images + DIR/masks."""

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import OWN_CLASSES
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -403,6 +404,18 @@ def test_items_from_uploads_pairs_masks_by_name_and_stem() -> None:
     assert safe_filename("..") == "upload"
 
 
+def evaluate_zip(data: bytes, name: str = "set.zip") -> AppTest:
+    """The Evaluate page after uploading ``data`` as a zip and pressing Evaluate (checked
+    clean)."""
+    at = open_app("evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value((name, data, "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    return at
+
+
 def test_evaluate_uploaded_zip_and_bad_zip() -> None:
     import zipfile
 
@@ -411,12 +424,7 @@ def test_evaluate_uploaded_zip_and_bad_zip() -> None:
         for sub in ("images", "masks"):
             for path in sorted((ROOT / "assets" / "seismic" / sub).iterdir()):
                 zf.write(path, f"set/{sub}/{path.name}")
-    at = open_app("evaluate")
-    at.radio(key="eval_source").set_value("Upload a .zip").run()
-    at.file_uploader(key="eval_zip").set_value(("set.zip", buf.getvalue(), "application/zip"))
-    at.run()
-    at.button(key="eval_run").click().run()
-    assert_clean(at)
+    at = evaluate_zip(buf.getvalue())
     assert len(at.dataframe[-1].value) == 6
     at.file_uploader(key="eval_zip").set_value(("bad.zip", b"PK\x03\x04junk", "application/zip"))
     at.run()
@@ -806,31 +814,7 @@ RGB_IMAGE[20:40, 10:30, 2] = 255
 LABELS = np.zeros((48, 64), np.uint8)
 LABELS[:10] = 1
 LABELS[20:40, 10:30] = 2
-CLASSES = ["background", "road", "car"]
-
-
-@pytest.fixture(scope="session")
-def own_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with two models a user might bring, each with its card:
-
-    * ``rgb.keras``: 3-channel sigmoid U-Net fed raw BGR 0..255 (as OpenCV code does);
-    * ``three.keras``: 3-class softmax U-Net with a fixed 32x32 RGB input, fit resize.
-    """
-    import keras
-
-    from unet_core.model import ModelCard, build_unet
-
-    folder = tmp_path_factory.mktemp("own_models")
-    keras.utils.set_random_seed(0)
-    build_unet(input_channels=3, base_filters=4, depth=2, dropout=0.0,
-               name="rgb").save(folder / "rgb.keras")
-    ModelCard(name="rgb", domain="roads", foreground="lane", channels=3, channel_order="bgr",
-              normalisation="raw", multiple_of=4, min_size=32).save(folder / "rgb.json")
-    build_unet(input_channels=3, n_classes=3, output_activation="softmax", input_size=(32, 32),
-               base_filters=4, depth=2, dropout=0.0, name="three").save(folder / "three.keras")
-    ModelCard(name="three", domain="roads", classes=CLASSES, fit="resize", channels=3,
-              input_size=[32, 32]).save(folder / "three.json")
-    return folder
+CLASSES = OWN_CLASSES
 
 
 @pytest.fixture()
@@ -1055,12 +1039,7 @@ def test_multiclass_evaluate_scores_labels_per_class_and_binary_masks_by_class(
     seg = Segmenter(load_model(own / "three.keras"))
     want = evaluate_classes(seg, find_pairs(tmp_path / "set"))
 
-    at = open_app("evaluate")
-    at.radio(key="eval_source").set_value("Upload a .zip").run()
-    at.file_uploader(key="eval_zip").set_value(("set.zip", buf.getvalue(), "application/zip"))
-    at.run()
-    at.button(key="eval_run").click().run()
-    assert_clean(at)
+    at = evaluate_zip(buf.getvalue())
     assert "label masks, 3 classes" in texts(at.subheader)
     assert metric(at, "Mean IoU over classes") == f"{want.mean_iou:.3f}"
     per_class = at.table[0].value

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import OWN_CLASSES
 
 from tools.browser import (
     ARTIFACTS,
@@ -90,26 +91,6 @@ SAMPLE = {"seismic": "seismic/images/seismic_000.png", "microscopy": "nuclei/ima
 
 #: The user's own models served next to the others: file stem -> what a test expects.
 OWN = {"rgb": "an RGB model fed raw BGR 0..255", "three": "a 3-class softmax model"}
-OWN_CLASSES = ["background", "road", "car"]
-
-
-def _own_models(folder: Path) -> None:
-    """Build the user's models of :data:`OWN` (tiny, untrained) with their cards."""
-    import keras
-
-    from unet_core.model import ModelCard, build_unet
-
-    keras.utils.set_random_seed(0)
-    build_unet(input_channels=3, base_filters=4, depth=2, dropout=0.0,
-               name="rgb").save(folder / "rgb.keras")
-    ModelCard(name="rgb", domain="roads", foreground="lane", channels=3, channel_order="bgr",
-              normalisation="raw", multiple_of=4, min_size=32, threshold=0.5,
-              description="tiny untrained RGB U-Net (raw BGR input)").save(folder / "rgb.json")
-    build_unet(input_channels=3, n_classes=3, output_activation="softmax", input_size=(32, 32),
-               base_filters=4, depth=2, dropout=0.0, name="three").save(folder / "three.keras")
-    ModelCard(name="three", domain="roads", classes=OWN_CLASSES, channels=3, fit="resize",
-              input_size=[32, 32], description="tiny untrained 3-class U-Net"
-              ).save(folder / "three.json")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +111,8 @@ def models_dir(request, tmp_path_factory) -> Path:
         ModelCard(name="salt", domain="seismic", foreground="salt", multiple_of=4, min_size=32,
                   threshold=0.5, description="tiny untrained U-Net for the browser test"
                   ).save(folder / "salt.json")
-    _own_models(folder)
+    for path in request.getfixturevalue("own_models").iterdir():  # session fixture, conftest
+        (folder / path.name).symlink_to(path)
     return folder
 
 

@@ -305,30 +305,42 @@ def _worst_cases(ctx: PageContext, result: EvalState, sweep: Any, threshold: flo
     bundle = ctx.bundle
     st.markdown(f"**Worst images at {threshold:.2f}** (lowest IoU) · "
                 f"{viz.outline_legend()}")
-    total = len(sweep.names)
+    k = sweep.index_of(threshold)
+    settings = result.settings
+
+    def thumb(pair: Pair) -> np.ndarray:
+        return engine.worst_case_thumbnail(
+            pair.image_path, pair.mask_path, bundle, padding=settings.padding,
+            tta=settings.tta, backend=ctx.backend, threshold=threshold,
+            min_area=min_area, invert_masks=settings.invert_masks,
+            class_index=result.class_index)
+
+    _gallery_ui(ctx, result, list(sweep.names),
+                np.lexsort((sweep.tgs[:, k], sweep.iou[:, k])),
+                [f"IoU {v:.3f}" for v in sweep.iou[:, k]], thumb)
+
+
+def _gallery_ui(ctx: PageContext, result: EvalState, names: list[str], order: np.ndarray,
+                scores: list[str], thumbnail: Any) -> None:
+    """Worst-case tiles: a count slider, then for the first images of ``order`` (indices into
+    ``names``, worst first) a thumbnail from ``thumbnail(pair)`` captioned with its score and
+    an "Open in Segment" button."""
+    total = len(names)
     n_show = min(8, total)
     if total > 1:
         n_show = int(st.slider("Worst cases shown", 1, min(24, total), min(8, total),
                                key="eval_n_worst"))
-    k = sweep.index_of(threshold)
-    order = np.lexsort((sweep.tgs[:, k], sweep.iou[:, k]))[:n_show]
     by_name = {p.name: p for p in result.pairs}
-    settings = result.settings
     gallery = st.container(horizontal=True, gap="medium")
-    for idx in order:
-        name = sweep.names[int(idx)]
+    for idx in order[:n_show]:
+        name = names[int(idx)]
         pair = by_name.get(name)
         if pair is None:
             continue
         tile = gallery.container(width=180)
         with tile, run_safely(what="thumbnail"):
-            thumb = engine.worst_case_thumbnail(
-                pair.image_path, pair.mask_path, bundle, padding=settings.padding,
-                tta=settings.tta, backend=ctx.backend, threshold=threshold,
-                min_area=min_area, invert_masks=settings.invert_masks,
-                class_index=result.class_index)
-            st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · IoU "
-                     f"{sweep.iou[idx, k]:.3f}")
+            st.image(thumbnail(pair), width=160,
+                     caption=f"{viz.fit_title(name, 22)} · {scores[int(idx)]}")
         if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
             _open_in_segment(ctx, pair)
 
@@ -380,24 +392,11 @@ def _class_results(ctx: PageContext, result: EvalState) -> None:
 
     st.markdown("**Worst images** (lowest mean IoU over classes) · predicted classes blended "
                 "over the image, edges between the true classes in white")
-    n_show = min(8, n)
-    if n > 1:
-        n_show = int(st.slider("Worst cases shown", 1, min(24, n), min(8, n),
-                               key="eval_n_worst"))
-    order = np.argsort(res.iou.mean(axis=1), kind="stable")[:n_show]
-    by_name = {p.name: p for p in result.pairs}
-    gallery = st.container(horizontal=True, gap="medium")
-    for idx in order:
-        name = res.names[int(idx)]
-        pair = by_name.get(name)
-        if pair is None:
-            continue
-        tile = gallery.container(width=180)
-        with tile, run_safely(what="thumbnail"):
-            thumb = engine.label_thumbnail(pair.image_path, pair.mask_path, ctx.bundle,
-                                           padding=result.settings.padding,
-                                           tta=result.settings.tta, backend=ctx.backend)
-            st.image(thumb, width=160, caption=f"{viz.fit_title(name, 22)} · mean IoU "
-                     f"{res.iou[idx].mean():.3f}")
-        if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
-            _open_in_segment(ctx, pair)
+    def thumb(pair: Pair) -> np.ndarray:
+        return engine.label_thumbnail(pair.image_path, pair.mask_path, ctx.bundle,
+                                      padding=result.settings.padding,
+                                      tta=result.settings.tta, backend=ctx.backend)
+
+    mean_iou = res.iou.mean(axis=1)
+    _gallery_ui(ctx, result, list(res.names), np.argsort(mean_iou, kind="stable"),
+                [f"mean IoU {v:.3f}" for v in mean_iou], thumb)
