@@ -423,3 +423,107 @@ def test_real_lane_model_with_a_card(capsys, tmp_path):
     good = dices()
     assert len(good) == 5 and min(good) >= 0.9, good
     assert max(dices("--normalisation", "unit")) < 0.5  # the override is applied
+
+
+# --------------------------------------------------------------------------- issue 16: names,
+# output files and write errors end in one line (or the right result), never a traceback
+
+
+def _one_image(folder: Path, name: str, seismic_pairs: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    shutil.copy(sorted((seismic_pairs / "images").iterdir())[0], target)
+    return target
+
+
+def test_predict_output_names_over_255_bytes(capsys, tiny_model_path, seismic_pairs, tmp_path):
+    src = tmp_path / "in"
+    long_a = "é" * 120 + "a" + ".png"  # 245 bytes: + "_mask.png" would be 254, "_prob.npy" too
+    long_b = "é" * 120 + "bbbbbbbbbb" + ".png"  # 254 bytes: outputs over 255
+    long_c = "é" * 120 + "bbbbbbbbbc" + ".png"  # differs only past the cut
+    for name in (long_a, long_b, long_c):
+        _one_image(src, name, seismic_pairs)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "predict", "--model", str(tiny_model_path), str(src),
+                       "--out", str(out))
+    assert code == 0, err
+    assert "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 6  # distinct outputs for every input
+    assert all(len(n.encode()) <= 255 for n in names)
+    assert sum(n.endswith("_mask.png") for n in names) == 3
+    assert f"{Path(long_a).stem}_mask.png" in names  # short enough: unchanged
+
+
+def test_per_image_into_a_missing_folder_is_created(capsys, tiny_model_path, seismic_pairs,
+                                                    tmp_path):
+    target = tmp_path / "new" / "sub" / "per.csv"
+    code, _, err = run(capsys, "evaluate", "--model", str(tiny_model_path), "--data",
+                       str(seismic_pairs), "--per-image", str(target))
+    assert code == 0, err
+    assert len(target.read_text().splitlines()) == 13
+
+
+@pytest.mark.parametrize("where", ["per-image-under-file", "per-image-is-folder"])
+def test_per_image_write_errors_are_one_line(capsys, tiny_model_path, seismic_pairs, tmp_path,
+                                             where):
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "per.csv" if where == "per-image-under-file" else tmp_path
+    code, out, err = run(capsys, "evaluate", "--model", str(tiny_model_path), "--data",
+                         str(seismic_pairs), "--per-image", str(target))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: --per-image ") and "cannot write" in lines[-1], err
+    assert sum(ln.startswith("error:") for ln in lines) == 1 and "Traceback" not in err
+
+
+def test_predict_write_errors_are_one_line(capsys, tiny_model_path, seismic_pairs, tmp_path):
+    src = tmp_path / "in"
+    _one_image(src, "a.png", seismic_pairs)
+    (tmp_path / "file").write_text("x")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_model_path), str(src),
+                       "--out", str(tmp_path / "file" / "sub"))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --out "), err
+    out = tmp_path / "out"
+    (out / "a_mask.png").mkdir(parents=True)  # the output name is taken by a folder
+    code, _, err = run(capsys, "predict", "--model", str(tiny_model_path), str(src),
+                       "--out", str(out))
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: --out ") and "cannot write a_mask.png" in last, err
+
+
+def test_newline_in_a_file_name_cannot_forge_a_line(capsys, tiny_model_path, seismic_pairs,
+                                                    tmp_path):
+    src = tmp_path / "in"
+    _one_image(src, "good.png", seismic_pairs)
+    (src / "x\nerror: forged.png").write_text("not an image")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_model_path), str(src),
+                       "--out", str(tmp_path / "o"))
+    assert code == 1
+    assert "x\\nerror: forged.png: not a readable image" in err
+    assert not any(ln.startswith("error: forged") for ln in err.splitlines()), err
+
+
+def test_evaluate_warns_about_masks_that_are_not_binary(capsys, tiny_model_path, seismic_pairs,
+                                                        tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(seismic_pairs, data)
+    first = sorted((data / "masks").iterdir())[0]
+    soft = np.array(Image.open(first).convert("L"))
+    soft[:10, :10] = 100  # a third level: thresholded, so say so
+    Image.fromarray(soft).save(first)
+    code, out, err = run(capsys, "evaluate", "--model", str(tiny_model_path), "--data",
+                         str(data), "--json")
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and "1 mask(s) not cleanly binary" in warnings[0], err
+    assert first.name in warnings[0]
+    json.loads(out)
+    # clean masks (and a 16-bit 0/255 one) give no warning
+    sixteen = np.where(np.array(Image.open(first).convert("L")) >= 128, 255, 0).astype(np.uint16)
+    Image.fromarray(sixteen).save(first)
+    code, out, err = run(capsys, "evaluate", "--model", str(tiny_model_path), "--data",
+                         str(data), "--json")
+    assert code == 0 and "warning:" not in err, err

@@ -380,3 +380,61 @@ def test_cli_process_is_fine_afterwards(capsys, corpus_dir: Path, sandbox: Path)
     assert read_image(corpus_dir / "constant.png").shape == (16, 16)
     assert not list(corpus_dir.glob(f"{MARKER_PREFIX}*"))
     assert os.environ.get("UNET_MAX_PIXELS") is None
+
+
+# --------------------------------------------------------------------------- every case, CLI
+
+
+def test_cli_predict_every_image_case(capsys, corpus_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """Every image case through ``predict`` (a few calls, inputs of one call have distinct
+    stems): one line per bad file, outputs for the good ones, never a traceback."""
+    from corpus.make_corpus import FORGED_NAME
+
+    from unet_core.io import IMAGE_EXTENSIONS, display_name
+
+    groups: list[list[CorpusCase]] = []
+    for param in cases("image"):
+        case = param.values[0]
+        path = case.path(corpus_dir)
+        if case.env or case.max_pixels is not None or not path.is_file() \
+                or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        group = next((g for g in groups if path.stem not in {c.path(corpus_dir).stem for c in g}),
+                     None)
+        if group is None:
+            groups.append(group := [])
+        group.append(case)
+    seen_forged = False
+    for i, group in enumerate(groups):
+        out = tmp_path / f"out{i}"
+        code, lines, stdout = cli(capsys, "predict", "--model", str(corpus_dir / "tiny.keras"),
+                                  *[str(c.path(corpus_dir)) for c in group], "--out", str(out))
+        text = "\n".join(lines)
+        bad = [c for c in group if c.expect == "error"]
+        good = [c for c in group if c.expect == "ok"]
+        assert code == (1 if bad else 0), text
+        for case in bad:
+            assert text.count(f"error: {display_name(Path(case.name).name)}: ") == 1, case.name
+        assert sum("error: " in ln for ln in lines) == len(bad), text
+        assert not any(ln.startswith("error: forged") for ln in lines)
+        seen_forged |= display_name(FORGED_NAME) in text
+        assert f"wrote {len(good)} mask(s)" in text
+        assert stdout == ""
+    assert seen_forged
+
+
+@pytest.mark.parametrize("case", [p for p in cases("zip") + cases("mask_pair")
+                                  if not p.values[0].env and p.values[0].max_pixels is None])
+def test_cli_evaluate_every_data_case(capsys, corpus_dir: Path, case: CorpusCase) -> None:  # noqa: ANN001
+    """Every zip and folder case through ``evaluate``: a result, or exactly one error line."""
+    code, lines, stdout = cli(capsys, "evaluate", "--model", str(corpus_dir / "tiny.keras"),
+                              "--data", str(case.path(corpus_dir)), "--json")
+    if case.expect == "ok":
+        assert code == 0, lines
+        assert '"n": ' in stdout
+        return
+    assert code == 2, lines
+    errors_ = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors_) == 1 and errors_ == lines[-1:], lines
+    assert re.search(case.match, errors_[0]), (case.match, errors_[0])
+    assert stdout == ""

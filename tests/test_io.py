@@ -476,8 +476,16 @@ def test_binarise_rules() -> None:
     np.testing.assert_array_equal(uio.binarise_mask(rgb), [[0, 1, 0]])
     assert not uio.mask_is_binary(rgb)
     assert uio.mask_is_binary(rgb[:, :2])
-    # a 16-bit mask holding 0/255 is not a clean binary 16-bit mask
-    assert not uio.mask_is_binary(np.array([[0, 255]], np.uint16))
+    # two levels {0, v} at any depth: foreground == v (a 16-bit 0/255 mask is not empty)
+    two16 = np.array([[0, 255, 255, 0]], np.uint16)
+    np.testing.assert_array_equal(uio.binarise_mask(two16), [[0, 1, 1, 0]])
+    assert uio.mask_is_binary(two16)
+    np.testing.assert_array_equal(uio.binarise_mask(np.array([[0, 100]], np.uint8)), [[0, 1]])
+    np.testing.assert_array_equal(uio.binarise_mask(np.array([[0.0, 0.3]], np.float32)), [[0, 1]])
+    # three or more levels still threshold and are not binary
+    three16 = np.array([[0, 255, 40000]], np.uint16)
+    np.testing.assert_array_equal(uio.binarise_mask(three16), [[0, 0, 1]])
+    assert not uio.mask_is_binary(three16)
     assert uio.mask_is_binary(np.array([[0.0, 1.0]], np.float32))
 
 
@@ -912,3 +920,121 @@ def test_load_pair_raw_and_labels(tmp_path: Path) -> None:
         uio.load_pair(pair, raw=True, n_classes=2)
     assert str(exc.value) == ("a.png: mask is 5x5 (HxW) but image is 5x6; masks must match "
                               "their image's size")
+
+
+# --------------------------------------------------------------------------- issue 16
+
+
+def test_display_name_escapes_and_caps() -> None:
+    assert uio.display_name("plain name é.png") == "plain name é.png"
+    assert uio.display_name("a\nerror: b.png") == "a\\nerror: b.png"
+    assert uio.display_name("t\tr\rz\x00e\x1b[31m") == "t\\tr\\rz\\0e\\x1b[31m"
+    assert uio.display_name("bidi\u202eevil\u2028x") == "bidi\\u202eevil\\u2028x"
+    assert uio.display_name("bad\udcffbyte") == "bad\\udcffbyte"  # undecodable byte of a name
+    assert uio.display_name(b"bytes\n") == "bytes\\n"
+    long = "x" * 300 + ".png"
+    shown = uio.display_name(long)
+    assert len(shown) == uio.DISPLAY_NAME_MAX and "\u2026" in shown and shown.endswith(".png")
+    assert len(uio.display_name(long, 40)) == 40
+    for name in ("a\nb", long, "\x1b" * 200):  # idempotent, printable, one line
+        once = uio.display_name(name)
+        assert uio.display_name(once) == once
+        assert once.isprintable()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pil(orientation: int) -> None:
+    from PIL import ImageOps
+
+    arr = np.arange(15, dtype=np.uint8).reshape(3, 5) * 10
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for fmt in ("PNG", "TIFF-tifffile"):
+        buf = io.BytesIO()
+        if fmt == "PNG":
+            Image.fromarray(arr).save(buf, "PNG", exif=exif.tobytes())
+        else:
+            tifffile.imwrite(buf, arr, extratags=[(274, "H", 1, orientation, True)])
+        expected = np.array(ImageOps.exif_transpose(_with_exif(arr, exif)))
+        np.testing.assert_array_equal(uio.read_raw(buf.getvalue()), expected)
+
+
+def _with_exif(arr: np.ndarray, exif: Image.Exif) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", exif=exif.tobytes())
+    return Image.open(io.BytesIO(buf.getvalue()))
+
+
+def test_orientation_before_the_size_check(tmp_path: Path) -> None:
+    """A portrait JPEG stored landscape pairs with its upright mask."""
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "images" / "a.jpg",
+                                                        exif=exif.tobytes())
+    Image.fromarray(np.zeros((64, 48), np.uint8)).save(root / "masks" / "a.png")
+    image, mask = uio.load_pair(uio.find_pairs(root)[0])
+    assert image.shape == mask.shape == (64, 48)
+
+
+def test_png_text_chunk_that_cannot_be_skipped_is_named() -> None:
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(png, "PNG")
+    data = png.getvalue()
+    bomb = zlib.compress(bytes(4 << 20))
+    chunk = b"zTXt" + b"k\x00\x00" + bomb
+    body = struct.pack(">I", len(chunk) - 4) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    broken = data[:33] + body + data[33:-12]  # no IEND: the chunks cannot be walked
+    with pytest.raises(ImageReadError) as exc:
+        uio.read_raw(broken, name="t.png")
+    message = str(exc.value)
+    assert message.startswith("t.png: ") and "not a readable image" not in message
+    assert "PNG metadata chunk" in message
+
+
+def test_load_pair_reports_soft_masks(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for name, mask in (("a.png", np.array([[0, 255]], np.uint8)),
+                       ("b.png", np.array([[0, 100, 200]], np.uint8)),
+                       ("c.png", np.array([[0, 255]], np.uint16))):
+        Image.fromarray(np.zeros(mask.shape, np.uint8)).save(root / "images" / name)
+        Image.fromarray(mask).save(root / "masks" / name)
+    soft: list[str] = []
+    masks = [uio.load_pair(p, soft_masks=soft)[1] for p in uio.find_pairs(root)]
+    assert soft == ["b.png"]
+    np.testing.assert_array_equal(masks[2], [[False, True]])  # 16-bit 0/255: not empty
+
+
+def test_zip_duplicate_members_are_named(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(png, "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("images/a.png", png.getvalue())
+            zf.writestr("images/a.png", b"other")
+    with pytest.raises(DataSetError) as exc, uio.open_dataset(buf.getvalue(), name="d.zip"):
+        pass
+    check_message(exc, "d.zip", "more than once")
+    assert "size" not in str(exc.value)
+
+
+def test_zip_of_10000_members_opens_in_seconds(tmp_path: Path) -> None:
+    import time
+
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(png, "PNG")
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for i in range(5000):
+            zf.writestr(f"d/images/{i}.png", png.getvalue())
+            zf.writestr(f"d/masks/{i}.png", png.getvalue())
+    start = time.perf_counter()
+    with uio.open_dataset(path) as folder:
+        assert len(uio.find_pairs(folder)) == 5000
+    assert time.perf_counter() - start < 30  # was 136 s in the report; ~3 s here

@@ -31,6 +31,8 @@ from .padding import PAD_MODES  # noqa: E402
 from .preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS  # noqa: E402
 
 EXIT_USER_ERROR = 2
+#: the longest file name most file systems accept, in bytes
+MAX_NAME_BYTES = 255
 BACKEND_HELP = ("inference backend: auto (default: ONNX Runtime on a cached export, checked "
                 "against Keras; TensorFlow if that is unavailable), onnxruntime or tensorflow; "
                 "env UNET_BACKEND sets the default")
@@ -245,16 +247,16 @@ def _read_card_file(path: str) -> dict[str, Any]:
     p = Path(path)
     try:
         if p.stat().st_size > 1 << 20:
-            raise UnetCoreError(f"--card {p.name}: over 1 MB; accepted: a JSON model card")
+            raise UnetCoreError(f"--card {_dn(p.name)}: over 1 MB; accepted: a JSON model card")
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError) as exc:
-        raise UnetCoreError(f"--card {path}: cannot read ({exc.__class__.__name__}: "
+        raise UnetCoreError(f"--card {_dn(path)}: cannot read ({exc.__class__.__name__}: "
                             f"{' '.join(str(exc).split())[:120]})") from None
     except (ValueError, RecursionError):
-        raise UnetCoreError(f"--card {p.name}: not valid JSON; accepted: a JSON model "
+        raise UnetCoreError(f"--card {_dn(p.name)}: not valid JSON; accepted: a JSON model "
                             "card") from None
     if not isinstance(data, dict):
-        raise UnetCoreError(f"--card {p.name}: a model card is a JSON object")
+        raise UnetCoreError(f"--card {_dn(p.name)}: a model card is a JSON object")
     return data
 
 
@@ -331,7 +333,7 @@ def _load(args: argparse.Namespace):
 
     name = Path(args.model).name
     if args.trust_model:
-        print(f"trusting {name}: loaded with Keras safe_mode off, so Python code in the file "
+        print(f"trusting {_dn(name)}: loaded with Keras safe_mode off, so Python code in the file "
               "(Lambda layers, custom classes) may run", file=sys.stderr)
     loaded = load_model(args.model, safe_mode=not args.trust_model, weights=args.weights)
     if args.card:
@@ -375,9 +377,40 @@ def _legend(card) -> str:
                      for i in range(card.n_classes))
 
 
+def _dn(name: object, max_len: int = 120) -> str:
+    """A user-supplied name or path for a message (control characters escaped, capped)."""
+    from .io import display_name
+
+    return display_name(os.fspath(name) if isinstance(name, os.PathLike) else str(name),
+                        max_len)
+
+
 def _on_file(exc: UnetCoreError, path: Path) -> str:
     msg = str(exc)
-    return msg if path.name in msg else f"{path.name}: {msg}"
+    name = _dn(path.name)
+    return msg if name in msg else f"{name}: {msg}"
+
+
+def _output_name(stem: str, suffix: str) -> str:
+    """``STEM + SUFFIX``, with the stem shortened (at a character boundary, plus a short hash
+    of the full stem so outputs stay distinct) when the name would exceed MAX_NAME_BYTES."""
+    import hashlib
+
+    name = stem + suffix
+    encoded = os.fsencode(name)
+    if len(encoded) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
+    budget = MAX_NAME_BYTES - len(os.fsencode(suffix)) - len(digest) - 1
+    short = stem
+    while len(os.fsencode(short)) > budget:
+        short = short[:-1]
+    return f"{short}~{digest}{suffix}"
+
+
+def _write_failed(out: Path, name: str, exc: OSError) -> UnetCoreError:
+    return UnetCoreError(f"--out {_dn(out)}: cannot write {_dn(name)} "
+                         f"({exc.strerror or type(exc).__name__})")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -391,21 +424,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images = find_images(args.inputs)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UnetCoreError(f"--out {out}: exists and is not a folder")
+        raise UnetCoreError(f"--out {_dn(out)}: exists and is not a folder")
     inputs = {p.resolve() for p in images}
 
     def check_targets(suffixes: Sequence[str]) -> None:
         stems: dict[str, Path] = {}
         for p in images:
-            if p.stem in stems:
-                raise UnetCoreError(f"two inputs would write the same outputs: {stems[p.stem]} "
-                                    f"and {p}; predict them into different --out folders")
-            stems[p.stem] = p
+            key = _output_name(p.stem, "")
+            if key in stems:
+                raise UnetCoreError(f"two inputs would write the same outputs: "
+                                    f"{_dn(stems[key])} and {_dn(p)}; predict them into "
+                                    "different --out folders")
+            stems[key] = p
             for suffix in suffixes:
-                target = out / f"{p.stem}{suffix}"
+                target = out / _output_name(p.stem, suffix)
                 if target.resolve() in inputs:
-                    raise UnetCoreError(f"refusing to overwrite input file {target}; choose "
-                                        "another --out folder")
+                    raise UnetCoreError(f"refusing to overwrite input file {_dn(target)}; "
+                                        "choose another --out folder")
 
     check_targets(("_mask.png", "_prob.npy"))
     seg = _segmenter(args)
@@ -416,7 +451,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     cls = card.default_class
     t = card.threshold if args.threshold is None else args.threshold
     k = card.min_area if args.min_area is None else args.min_area
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnetCoreError(f"--out {_dn(out)}: cannot create folder "
+                            f"({exc.strerror or type(exc).__name__})") from None
     failures = 0
     for p in tqdm(images, desc="predict", unit="img", disable=len(images) < 2, file=sys.stderr):
         try:
@@ -426,11 +465,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             tqdm.write(f"error: {_on_file(exc, p)}", file=sys.stderr)
             continue
         prob = np.ascontiguousarray(probs[..., cls], dtype=np.float32)
-        np.save(out / f"{p.stem}_prob.npy", probs.astype(np.float32) if args.all_classes
-                else prob)
-        write_mask_png(out / f"{p.stem}_mask.png", threshold_mask(prob, t, k))
-        if multi:
-            write_label_png(out / f"{p.stem}_labels.png", labels_from_probs(probs))
+        target = _output_name(p.stem, "_prob.npy")
+        try:
+            np.save(out / target, probs.astype(np.float32) if args.all_classes else prob)
+            target = _output_name(p.stem, "_mask.png")
+            write_mask_png(out / target, threshold_mask(prob, t, k))
+            if multi:
+                target = _output_name(p.stem, "_labels.png")
+                write_label_png(out / target, labels_from_probs(probs))
+        except OSError as exc:
+            raise _write_failed(out, target, exc) from None
     done = len(images) - failures
     if done:  # how the outputs were made (nothing to describe when none was)
         for line in _card_lines(seg.loaded):
@@ -440,7 +484,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     area = f"minimum area {k} px; " if k else ""
     what = "mask(s), label map(s)" if multi else "mask(s)"
     scored = f"{_class_label(card, cls)}; " if multi else ""
-    print(f"wrote {done} {what} and probability map(s) to {out} ({scored}threshold {t:g}; "
+    print(f"wrote {done} {what} and probability map(s) to {_dn(out)} ({scored}threshold {t:g}; "
           f"{area}{_backend_line(seg)})", file=sys.stderr)
     return 1 if failures else 0
 
@@ -454,11 +498,12 @@ def _pairs(args: argparse.Namespace, root: Path) -> list:
             wanted = {ln.strip() for ln in Path(args.names).read_text().splitlines()
                       if ln.strip()}
         except OSError as exc:
-            raise UnetCoreError(f"--names {args.names}: cannot read ({exc})") from None
+            raise UnetCoreError(f"--names {_dn(args.names)}: cannot read "
+                                f"({exc.strerror or type(exc).__name__})") from None
         missing = wanted - {p.name for p in pairs}
         if missing:
-            raise UnetCoreError(f"--names: {len(missing)} name(s) not in {args.data}, e.g. "
-                                f"{sorted(missing)[:5]}")
+            raise UnetCoreError(f"--names: {len(missing)} name(s) not in {_dn(args.data)}, "
+                                f"e.g. {[_dn(n) for n in sorted(missing)[:5]]}")
         pairs = [p for p in pairs if p.name in wanted]
     return pairs
 
@@ -466,13 +511,17 @@ def _pairs(args: argparse.Namespace, root: Path) -> list:
 def _write_csv(path: str, rows: list[dict]) -> None:
     import csv
 
+    target = Path(path)
     try:
-        with open(path, "w", newline="") as f:
-            wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if target.parent != Path("."):
+            target.parent.mkdir(parents=True, exist_ok=True)  # a missing folder is created
+        with open(target, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
             wr.writeheader()
             wr.writerows(rows)
     except OSError as exc:
-        raise UnetCoreError(f"--per-image {path}: cannot write ({exc.strerror or exc})") from None
+        raise UnetCoreError(f"--per-image {_dn(path)}: cannot write "
+                            f"({exc.strerror or type(exc).__name__})") from None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -511,6 +560,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         bar.close()
     summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
                "backend": seg.backend.name, "masks_inverted": bool(invert)}
+    if ev.soft_masks:
+        shown = ", ".join(_dn(n) for n in ev.soft_masks[:5])
+        more = f" and {len(ev.soft_masks) - 5} more" if len(ev.soft_masks) > 5 else ""
+        print(f"warning: {len(ev.soft_masks)} mask(s) not cleanly binary (more than two "
+              f"values), thresholded at half scale: {shown}{more}", file=sys.stderr)
     if args.per_image:
         _write_csv(args.per_image, ev.sweep.per_image(ev.threshold))
     if args.json:
@@ -518,7 +572,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     scored = (f"; scoring {_class_label(card, ev.class_index)} against binary masks"
               if seg.n_classes >= 2 else "")
-    print(f"model {args.model} on {args.data}: {summary['n']} images; {_backend_line(seg)}"
+    print(f"model {_dn(args.model)} on {_dn(args.data)}: {summary['n']} images; "
+          f"{_backend_line(seg)}"
           + scored + ("; masks inverted (they mark the other class)" if invert else ""))
     print(f"preprocessing: {card.preprocessing}")
     if summary["min_area"]:
@@ -550,7 +605,7 @@ def _report_classes(args: argparse.Namespace, seg, result) -> int:
         return 0
     how = ("argmax label map" if seg.n_classes >= 2 else
            f"one map at threshold {summary['threshold']:g} as 2 classes")
-    print(f"model {args.model} on {args.data}: {summary['n']} images, label masks, "
+    print(f"model {_dn(args.model)} on {_dn(args.data)}: {summary['n']} images, label masks, "
           f"{result.n_classes} classes ({how}); {_backend_line(seg)}")
     print(f"preprocessing: {seg.card.preprocessing}")
     width = max(12, *(len(f"{c['index']} {c['name']}") for c in summary["classes"]))
@@ -658,7 +713,7 @@ def cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 parts.append(f"{split} {metric} {rec[key]:.4f}")
         return "; ".join(parts)
 
-    print(f"{args.model}: card rewritten (the model file is unchanged)")
+    print(f"{_dn(args.model)}: card rewritten (the model file is unchanged)")
     print(f"  before: {figures(old)}")
     print(f"  after:  {figures(new)}")
     return 0
@@ -681,7 +736,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_calibrate(args, argv)
         return cmd_train(args, argv)
     except UnetCoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_dn(exc, 2000)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # any file-system failure not turned into a message above
+        where = f"{_dn(exc.filename)}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or type(exc).__name__}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import DataSetError
 from .inference import Segmenter, labels_from_probs
-from .io import Pair, load_pair
+from .io import Pair, display_name, load_pair
 from .metrics import (
     ClassAccumulator,
     ClassResult,
@@ -52,6 +52,9 @@ class Evaluation:
     select_metric: str = "tgs_metric"
     class_index: int = 0             # the model output channel scored
     class_name: str = ""
+    #: names of the pairs whose mask was not cleanly two-level (thresholded; see
+    #: :func:`unet_core.io.mask_is_binary`), so callers can warn
+    soft_masks: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Metrics at the threshold, the best threshold and its metrics, all with the sweep's
@@ -90,14 +93,17 @@ def add_predictions(acc: SweepAccumulator, segmenter: Segmenter, images: Sequenc
 
 
 def iter_loaded(pairs: Sequence[Pair], max_pixels: int | None = None, workers: int = 2,
-                prefetch: int = 64, *, raw: bool = False, n_classes: int | None = None
+                prefetch: int = 64, *, raw: bool = False, n_classes: int | None = None,
+                soft_masks: list[str] | None = None,
                 ) -> Iterator[tuple[Pair, np.ndarray, np.ndarray | None]]:
     """Yield (pair, image, mask | None), decoding ahead in threads (see
     :func:`unet_core.io.load_pair`: ``raw`` keeps the decoded image, ``n_classes`` reads label
-    masks; by default image float32 (H, W) and mask bool (H, W))."""
+    masks; by default image float32 (H, W) and mask bool (H, W); ``soft_masks`` collects the
+    names of binary masks that had to be thresholded)."""
 
     def load(pair: Pair) -> tuple[np.ndarray, np.ndarray | None]:
-        return load_pair(pair, max_pixels=max_pixels, raw=raw, n_classes=n_classes)
+        return load_pair(pair, max_pixels=max_pixels, raw=raw, n_classes=n_classes,
+                         soft_masks=soft_masks)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
@@ -116,7 +122,8 @@ def iter_loaded(pairs: Sequence[Pair], max_pixels: int | None = None, workers: i
 
 
 def _no_mask(pair: Pair) -> DataSetError:
-    return DataSetError(f"{pair.name}: no mask; evaluation needs a mask for every image")
+    return DataSetError(
+        f"{display_name(pair.name)}: no mask; evaluation needs a mask for every image")
 
 
 def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
@@ -157,7 +164,8 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
         if progress:
             progress(done, total)
 
-    for pair, img, mask in iter_loaded(pairs, max_pixels=max_pixels, raw=True):
+    soft: list[str] = []
+    for pair, img, mask in iter_loaded(pairs, max_pixels=max_pixels, raw=True, soft_masks=soft):
         if mask is None:
             raise _no_mask(pair)
         batch.append((pair, img, ~mask if invert_masks else mask))
@@ -165,7 +173,8 @@ def evaluate_pairs(segmenter: Segmenter, pairs: Sequence[Pair], *,
             flush()
     if batch:
         flush()
-    return Evaluation(acc.result(k), float(t), metric, cls, card.class_name(cls))
+    return Evaluation(acc.result(k), float(t), metric, cls, card.class_name(cls),
+                      soft_masks=sorted(soft))
 
 
 def class_names_for(segmenter: Segmenter) -> list[str]:

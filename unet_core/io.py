@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import tempfile
+import unicodedata
 import warnings
 import zipfile
 import zlib
@@ -36,7 +37,7 @@ from typing import BinaryIO, TypeAlias
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from unet_core.errors import DataSetError, ImageReadError, MaskError, UnetCoreError
 
@@ -47,8 +48,10 @@ __all__ = [
     "MAX_LABEL_CLASSES",
     "Pair",
     "Source",
+    "apply_orientation",
     "binarise_mask",
     "check_labels",
+    "display_name",
     "find_images",
     "find_pairs",
     "get_max_pixels",
@@ -133,19 +136,92 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+# --------------------------------------------------------------------------- names
+
+DISPLAY_NAME_MAX: int = 120
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x00": "\\0"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _needs_escape(ch: str) -> bool:
+    category = unicodedata.category(ch)
+    # Cc: C0/C1 controls (newline, ESC...); Cs: lone surrogates (undecodable bytes of a file
+    # name); Cf: format characters (bidi overrides, zero-width joiners) that can disguise text;
+    # Zl/Zp: line and paragraph separators.
+    return category in {"Cc", "Cs", "Cf", "Zl", "Zp"}
+
+
+def display_name(name: str, max_len: int = DISPLAY_NAME_MAX) -> str:
+    """Return a user-supplied name (file or zip member name) safe to print on one line.
+
+    Control characters (newline, carriage return, tab, NUL, ESC...), format characters (bidi
+    overrides, zero-width characters), line separators and lone surrogates are written as
+    backslash escapes (``\\n``, ``\\r``, ``\\t``, ``\\0``, ``\\x1b``, ``\\u202e``),
+    so a name can never start a new line or forge an ``error:`` line in a message. A
+    backslash itself is kept as is. The result is capped at *max_len* characters (default
+    120): a longer name keeps its start and its end (where the extension is) around
+    an ellipsis ``…``.
+
+    Parameters
+    ----------
+    name : str
+        The name as given (``bytes`` are decoded with replacement; other objects via ``str``).
+    max_len : int, optional
+        Maximum length of the result, at least 8.
+
+    Returns
+    -------
+    str
+        A printable one-line version of *name*.
+    """
+    if isinstance(name, bytes | bytearray):
+        name = bytes(name).decode("utf-8", "replace")
+    elif not isinstance(name, str):
+        name = str(name)
+    if any(_needs_escape(ch) for ch in name):
+        name = "".join(_escape_char(ch) if _needs_escape(ch) else ch for ch in name)
+    max_len = max(8, int(max_len))
+    if len(name) > max_len:
+        tail = max(3, (max_len - 1) // 3)
+        head = max_len - 1 - tail
+        name = name[:head] + "\u2026" + name[-tail:]
+    return name
+
+
+def _q(name: str) -> str:
+    """A user-supplied name quoted for a message: ``'name'`` through :func:`display_name`."""
+    return f"'{display_name(name)}'"
+
+
+def _path_label(path: str | os.PathLike) -> str:
+    """A user-supplied folder or file path for a message (escaped, longer cap than names)."""
+    return display_name(os.fspath(path), 2 * DISPLAY_NAME_MAX)
+
+
 # --------------------------------------------------------------------------- sources
 
 
 def _source_name(source: Source, name: str | None) -> str:
+    """The name messages use for *source*, already passed through :func:`display_name`."""
     if name:
-        return name
+        return display_name(name)
     if isinstance(source, str | os.PathLike):
-        return Path(os.fspath(source)).name or os.fspath(source)
+        return display_name(Path(os.fspath(source)).name or os.fspath(source))
     if isinstance(source, bytes | bytearray | memoryview):
         return "<bytes>"
     stream_name = getattr(source, "name", None)
     if isinstance(stream_name, str) and stream_name:
-        return Path(stream_name).name or stream_name
+        return display_name(Path(stream_name).name or stream_name)
     return "<stream>"
 
 
@@ -155,7 +231,7 @@ def _open_binary(source: Source, name: str, error: type[UnetCoreError]) -> Itera
     if isinstance(source, str | os.PathLike):
         path = Path(os.fspath(source))
         if not path.exists():
-            raise error(f"{name}: file not found ({path})")
+            raise error(f"{name}: file not found ({display_name(str(path))})")
         if path.is_dir():
             raise error(f"{name}: is a folder, not an image file ({_ACCEPTED})")
         try:
@@ -248,6 +324,32 @@ def read_raw(
 
 
 def _read_pil(fh: BinaryIO, name: str, max_pixels: int, formats: frozenset[str]) -> np.ndarray:
+    try:
+        return _read_pil_once(fh, name, max_pixels, formats)
+    except _PngTextTooLarge:
+        pass
+    # A valid PNG whose colour profile or text chunk decompresses past PIL's text limit
+    # (PngImagePlugin.MAX_TEXT_CHUNK, 1 MB): read the pixels without those chunks.
+    stripped = _strip_png_metadata(fh)
+    if stripped is None:
+        raise ImageReadError(
+            f"{name}: PNG metadata chunk (colour profile or text) decompresses past PIL's "
+            f"limit of {PngImagePlugin.MAX_TEXT_CHUNK / 1e6:.0f} MB and the file's chunks "
+            f"could not be skipped ({_ACCEPTED})"
+        )
+    copy, largest = stripped
+    try:
+        return _read_pil_once(copy, name, max_pixels, formats)
+    except _PngTextTooLarge:
+        raise ImageReadError(
+            f"{name}: PNG text chunk of {largest / 1e6:.1f} MB over the limit of "
+            f"{PngImagePlugin.MAX_TEXT_CHUNK / 1e6:.0f} MB ({_ACCEPTED})"
+        ) from None
+
+
+def _read_pil_once(
+    fh: BinaryIO, name: str, max_pixels: int, formats: frozenset[str]
+) -> np.ndarray:
     # PIL refuses (DecompressionBombError) images over 2*MAX_IMAGE_PIXELS and warns over
     # MAX_IMAGE_PIXELS. We check the size ourselves, so make sure PIL's own limit is never
     # below ours (only ever raised, never lowered) and silence its warning.
@@ -262,7 +364,9 @@ def _read_pil(fh: BinaryIO, name: str, max_pixels: int, formats: frozenset[str])
             f"{name}: image is over the limit of {max_pixels:,} pixels ({_short(exc)}) "
             f"(accepted: up to {max_pixels:,}; set {MAX_PIXELS_ENV} to raise it)"
         ) from None
-    except Exception:
+    except Exception as exc:
+        if _is_text_limit(exc):
+            raise _PngTextTooLarge() from None
         raise ImageReadError(f"{name}: not a readable image ({_ACCEPTED})") from None
     with im:
         fmt = im.format or "unknown"
@@ -275,15 +379,103 @@ def _read_pil(fh: BinaryIO, name: str, max_pixels: int, formats: frozenset[str])
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
                 arr = _pil_to_array(im)
+                orientation = _orientation_of(im)
         except UnetCoreError:
             raise
         except Exception as exc:
+            if _is_text_limit(exc):
+                raise _PngTextTooLarge() from None
             raise ImageReadError(
                 f"{name}: corrupt or truncated {fmt} file ({_short(exc)}) ({_ACCEPTED})"
             ) from None
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    return arr
+    return apply_orientation(arr, orientation)
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orientation_of(im: Image.Image) -> int:
+    """The EXIF orientation tag (1..8) of an opened PIL image; 1 when absent or unreadable."""
+    try:
+        value = int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # malformed EXIF: read the pixels as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels (HxW or HxWxC) the way an EXIF/TIFF orientation tag says.
+
+    The same transposition as PIL's ``ImageOps.exif_transpose``: 1 as stored, 2 mirrored
+    left-right, 3 rotated 180, 4 mirrored top-bottom, 5 transposed, 6 rotated 90 clockwise,
+    7 transversed, 8 rotated 90 counter-clockwise. Images and masks are read through it
+    alike, so a portrait camera JPEG and its mask keep matching.
+    """
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.swapaxes(0, 1)
+    elif orientation == 6:
+        arr = arr.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:
+        arr = arr.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        arr = arr.swapaxes(0, 1)[::-1]
+    else:
+        return arr
+    return np.ascontiguousarray(arr)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# metadata chunks PIL decompresses and may refuse (MAX_TEXT_CHUNK); never needed for pixels
+_PNG_SKIPPABLE = frozenset({b"iCCP", b"zTXt", b"iTXt", b"tEXt"})
+
+
+class _PngTextTooLarge(Exception):
+    """PIL refused a PNG metadata chunk over its text limits."""
+
+
+def _is_text_limit(exc: BaseException) -> bool:
+    text = str(exc)
+    return "MAX_TEXT_CHUNK" in text or "MAX_TEXT_MEMORY" in text or "Too much memory" in text
+
+
+def _strip_png_metadata(fh: BinaryIO) -> tuple[io.BytesIO, int] | None:
+    """Copy a PNG without its iCCP/zTXt/iTXt/tEXt chunks; (copy, largest dropped size).
+
+    None if the file is not a well-formed chunk sequence (then it stays unreadable).
+    """
+    fh.seek(0)
+    if fh.read(8) != _PNG_SIGNATURE:
+        return None
+    out = io.BytesIO()
+    out.write(_PNG_SIGNATURE)
+    largest = 0
+    while True:
+        header = fh.read(8)
+        if len(header) < 8:
+            return None
+        length = int.from_bytes(header[:4], "big")
+        kind = header[4:]
+        if kind in _PNG_SKIPPABLE:
+            largest = max(largest, length)
+            fh.seek(length + 4, os.SEEK_CUR)
+            continue
+        data = fh.read(length + 4)
+        if len(data) < length + 4:
+            return None
+        out.write(header)
+        out.write(data)
+        if kind == b"IEND":
+            break
+    out.seek(0)
+    return out, largest
 
 
 def _pil_to_array(im: Image.Image) -> np.ndarray:
@@ -398,7 +590,8 @@ def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarra
                 except Exception as exc:
                     codec_error = exc
                 else:
-                    return _tiff_to_array(arr, page, name)
+                    arr = _tiff_to_array(arr, page, name)
+                    return apply_orientation(arr, _tiff_orientation(page))
     except UnetCoreError:
         raise
     except Exception as exc:
@@ -417,6 +610,15 @@ def _read_tiff(fh: BinaryIO, size: int, name: str, max_pixels: int) -> np.ndarra
             f"{name}: cannot decode this TIFF ({reason}) "
             "(accepted: TIFF, uncompressed or deflate/LZW compressed, 8/16-bit or float)"
         ) from None
+
+
+def _tiff_orientation(page: tifffile.TiffPage) -> int:
+    try:
+        tag = page.tags.get(274)
+        value = int(tag.value) if tag is not None else 1
+    except Exception:
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def _tiff_to_array(arr: np.ndarray, page: tifffile.TiffPage, name: str) -> np.ndarray:
@@ -580,10 +782,14 @@ def read_image(
 def binarise_mask(raw: np.ndarray, *, name: str | None = None) -> np.ndarray:
     """Turn a decoded mask into foreground/background.
 
-    Rule: colour masks go to grayscale first (:func:`to_grayscale`); bool stays as is;
-    if every value is 0 or 1 (a label image saved as 0/1) foreground is 1; otherwise
-    foreground is a :func:`normalise`-d value >= 0.5 (8-bit: >= 128; 16-bit: >= 32768;
-    float in [0, 1]: >= 0.5; other floats after min-max scaling).
+    Rule, in order: colour masks go to grayscale first (:func:`to_grayscale`); bool stays
+    as is; if the mask holds exactly two values, 0 and some v > 0 (0/1, 0/255 in an 8-bit
+    or a 16-bit file, 0/65535, 0/0.5...), foreground is where it equals v, whatever the
+    bit depth; otherwise foreground is a :func:`normalise`-d value >= 0.5 (8-bit: >= 128;
+    16-bit: >= 32768; float in [0, 1]: >= 0.5; other floats after min-max scaling). A mask
+    of a single value is all background if that value is 0 and otherwise follows the
+    threshold. :func:`mask_is_binary` says whether the threshold (a soft or many-valued
+    mask) was needed, so callers can warn.
 
     Parameters
     ----------
@@ -612,9 +818,23 @@ def binarise_mask(raw: np.ndarray, *, name: str | None = None) -> np.ndarray:
             raise ImageReadError("mask contains NaN or infinite values (accepted: finite only)")
     except ImageReadError as exc:
         raise MaskError(f"{prefix}{exc}") from None
-    if arr.dtype == np.bool_ or np.isin(gray, (0.0, 1.0)).all():
+    if arr.dtype == np.bool_:
         return gray == 1.0
+    level = _two_level_value(gray)
+    if level is not None:
+        return gray == level
     return normalise(gray, arr.dtype) >= 0.5
+
+
+def _two_level_value(gray: np.ndarray) -> float | None:
+    """v if *gray* holds exactly the two values 0 and v > 0, else None."""
+    nonzero = gray[gray != 0]
+    if nonzero.size == 0 or nonzero.size == gray.size:
+        return None
+    level = nonzero.flat[0]
+    if level <= 0 or not (nonzero == level).all():
+        return None
+    return float(level)
 
 
 def mask_is_binary(raw: np.ndarray) -> bool:
@@ -628,10 +848,11 @@ def mask_is_binary(raw: np.ndarray) -> bool:
     Returns
     -------
     bool
-        True if the (grayscale) values are only 0 and 1, or only 0 and the dtype's full
-        scale (255 for uint8, 65535 for uint16 and other integers, 1.0 for floats); bool
-        masks are always binary. False for soft / anti-aliased / oddly scaled masks, so
-        callers can warn that :func:`binarise_mask` had to threshold.
+        True if the (grayscale) values are only 0 and one other positive value v (0/1,
+        0/255, 0/65535, a 16-bit 0/255...: :func:`binarise_mask` takes v as foreground), or
+        a single value 0, 1 or the dtype's full scale; bool masks are always binary. False
+        for soft / anti-aliased / many-valued masks, so callers can warn that
+        :func:`binarise_mask` had to threshold.
     """
     arr = np.asarray(raw)
     if arr.dtype == np.bool_:
@@ -640,6 +861,8 @@ def mask_is_binary(raw: np.ndarray) -> bool:
         gray = to_grayscale(arr)
     except ImageReadError:
         return False
+    if _two_level_value(gray) is not None:
+        return True
     zero = gray == 0
     if (zero | (gray == 1)).all():
         return True
@@ -718,13 +941,14 @@ def _palette_indices(fh: BinaryIO, name: str, max_pixels: int) -> np.ndarray | N
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im.load()
                 arr = np.array(im)
+                orientation = _orientation_of(im)
         except Exception as exc:
             raise MaskError(
                 f"{name}: corrupt or truncated {fmt} file ({_short(exc)}) ({_ACCEPTED})"
             ) from None
     if arr.ndim == 3:  # PA: index + alpha
         arr = arr[..., 0]
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    return np.ascontiguousarray(apply_orientation(arr, orientation), dtype=np.uint8)
 
 
 def _label_values(raw: np.ndarray, name: str) -> np.ndarray:
@@ -975,7 +1199,7 @@ def _list_images(folder: Path) -> list[Path]:
     try:
         entries = list(folder.iterdir())
     except OSError as exc:
-        raise DataSetError(f"{folder}: cannot list folder ({_short(exc)})") from None
+        raise DataSetError(f"{_path_label(folder)}: cannot list folder ({_short(exc)})") from None
     return sorted(
         (
             p
@@ -1015,15 +1239,17 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            raise DataSetError(f"{path}: no such file or folder")
+            raise DataSetError(f"{_path_label(path)}: no such file or folder")
         if path.is_dir():
             images = _list_images(path)
             if not images:
-                raise DataSetError(f"{path}: folder contains no images ({_ACCEPTED_EXT})")
+                raise DataSetError(
+                    f"{_path_label(path)}: folder contains no images ({_ACCEPTED_EXT})"
+                )
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
             images = [path]
         else:
-            raise DataSetError(f"{path.name}: not an image file ({_ACCEPTED_EXT})")
+            raise DataSetError(f"{display_name(path.name)}: not an image file ({_ACCEPTED_EXT})")
         for image in images:
             if image not in seen:
                 seen.add(image)
@@ -1039,10 +1265,10 @@ def _data_root(root: Path) -> Path:
             p for p in root.iterdir() if p.is_dir() and not _is_hidden(p) and p.name != "__MACOSX"
         ]
     except OSError as exc:
-        raise DataSetError(f"{root}: cannot list folder ({_short(exc)})") from None
+        raise DataSetError(f"{_path_label(root)}: cannot list folder ({_short(exc)})") from None
     if len(subdirs) == 1 and (subdirs[0] / "images").is_dir():
         return subdirs[0]
-    raise DataSetError(f"{root}: no images/ folder found ({_LAYOUT})")
+    raise DataSetError(f"{_path_label(root)}: no images/ folder found ({_LAYOUT})")
 
 
 def find_pairs(root: str | os.PathLike, *, require_masks: bool = True) -> list[Pair]:
@@ -1074,17 +1300,19 @@ def find_pairs(root: str | os.PathLike, *, require_masks: bool = True) -> list[P
     """
     base = Path(root)
     if not base.exists():
-        raise DataSetError(f"{base}: no such folder")
+        raise DataSetError(f"{_path_label(base)}: no such folder")
     if not base.is_dir():
-        raise DataSetError(f"{base}: not a folder ({_LAYOUT})")
+        raise DataSetError(f"{_path_label(base)}: not a folder ({_LAYOUT})")
     data = _data_root(base)
     images = _list_images(data / "images")
     if not images:
-        raise DataSetError(f"{data / 'images'}: folder contains no images ({_ACCEPTED_EXT})")
+        raise DataSetError(
+            f"{_path_label(data / 'images')}: folder contains no images ({_ACCEPTED_EXT})"
+        )
     mask_dir = data / "masks"
     if not mask_dir.is_dir():
         if require_masks:
-            raise DataSetError(f"{data}: no masks/ folder next to images/ ({_LAYOUT})")
+            raise DataSetError(f"{_path_label(data)}: no masks/ folder next to images/ ({_LAYOUT})")
         return [Pair(p.name, p, None) for p in images]
     masks = _list_images(mask_dir)
     by_name = {p.name: p for p in masks}
@@ -1098,7 +1326,7 @@ def find_pairs(root: str | os.PathLike, *, require_masks: bool = True) -> list[P
         shown = ", ".join(missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         raise DataSetError(
-            f"{data}: {len(missing)} of {len(pairs)} images have no mask in masks/: "
+            f"{_path_label(data)}: {len(missing)} of {len(pairs)} images have no mask in masks/: "
             f"{shown}{more} (masks are matched by file name, or by stem with any of "
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
@@ -1107,7 +1335,7 @@ def find_pairs(root: str | os.PathLike, *, require_masks: bool = True) -> list[P
 
 def load_pair(
     pair: Pair, *, max_pixels: int | None = None, raw: bool = False,
-    n_classes: int | None = None,
+    n_classes: int | None = None, soft_masks: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Read an image and its mask.
 
@@ -1129,6 +1357,10 @@ def load_pair(
     tuple[np.ndarray, np.ndarray | None]
         (image, mask or None): image float32 HxW in [0, 1], or as decoded (HxW or HxWxC)
         with ``raw``; mask bool HxW, or uint8 HxW with ``n_classes``.
+    soft_masks
+        If a list, the pair's name is appended to it when its binary mask was not cleanly
+        two-level (:func:`mask_is_binary` False: :func:`binarise_mask` had to threshold),
+        so callers can warn.
 
     Raises
     ------
@@ -1146,7 +1378,15 @@ def load_pair(
     if pair.mask_path is None:
         return image, None
     mask_name = f"masks/{pair.mask_path.name}"
-    if n_classes is None:
+    if n_classes is None and soft_masks is not None:
+        try:
+            raw_mask = read_raw(pair.mask_path, name=mask_name, max_pixels=max_pixels)
+        except ImageReadError as exc:
+            raise MaskError(str(exc)) from None
+        if not mask_is_binary(raw_mask):
+            soft_masks.append(pair.name)
+        mask = binarise_mask(raw_mask, name=mask_name)
+    elif n_classes is None:
         mask = read_mask(pair.mask_path, name=mask_name, max_pixels=max_pixels)
     else:
         mask = read_label_mask(pair.mask_path, n_classes, name=mask_name, max_pixels=max_pixels)
@@ -1154,7 +1394,7 @@ def load_pair(
         mh, mw = mask.shape
         ih, iw = image.shape[:2]
         raise MaskError(
-            f"{pair.name}: mask is {mh}x{mw} (HxW) but image is {ih}x{iw}; "
+            f"{display_name(pair.name)}: mask is {mh}x{mw} (HxW) but image is {ih}x{iw}; "
             "masks must match their image's size"
         )
     return image, mask
@@ -1170,17 +1410,17 @@ def _member_parts(filename: str, archive: str) -> list[str]:
     normalised = filename.replace("\\", "/")
     if normalised.startswith("/") or _DRIVE.match(normalised):
         raise DataSetError(
-            f"{archive}: refusing absolute path {filename!r} in zip "
+            f"{archive}: refusing absolute path {_q(filename)} in zip "
             "(accepted: relative paths inside the archive)"
         )
     parts = [part for part in normalised.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise DataSetError(
-            f"{archive}: refusing path {filename!r} containing '..' in zip "
+            f"{archive}: refusing path {_q(filename)} containing '..' in zip "
             "(path traversal; accepted: relative paths inside the archive)"
         )
     if any("\x00" in part for part in parts):
-        raise DataSetError(f"{archive}: refusing invalid member name {filename!r} in zip")
+        raise DataSetError(f"{archive}: refusing invalid member name {_q(filename)} in zip")
     return parts
 
 
@@ -1228,7 +1468,7 @@ def open_dataset(
     if isinstance(path, str | os.PathLike):
         folder = Path(os.fspath(path))
         if not folder.exists():
-            raise DataSetError(f"{folder}: no such file or folder")
+            raise DataSetError(f"{_path_label(folder)}: no such file or folder")
         if folder.is_dir():
             yield folder
             return
@@ -1276,11 +1516,12 @@ def _extract_zip(
             )
         total = 0
         planned: list[tuple[zipfile.ZipInfo, list[str]]] = []
+        seen: set[str] = set()
         for info in infos:
             parts = _member_parts(info.filename, label)
             if _is_symlink(info):
                 raise DataSetError(
-                    f"{label}: refusing symlink {info.filename!r} in zip "
+                    f"{label}: refusing symlink {_q(info.filename)} in zip "
                     "(accepted: regular files and folders)"
                 )
             total += info.file_size
@@ -1292,38 +1533,53 @@ def _extract_zip(
             ratio = info.file_size / max(info.compress_size, 1)
             if info.file_size >= _MIN_RATIO_CHECK_BYTES and ratio > max_ratio:
                 raise DataSetError(
-                    f"{label}: zip member {info.filename!r} has compression ratio "
+                    f"{label}: zip member {_q(info.filename)} has compression ratio "
                     f"{ratio:,.0f}:1 (possible zip bomb; accepted: up to {max_ratio:,.0f}:1)"
                 )
             if info.flag_bits & 0x1:
                 raise DataSetError(
-                    f"{label}: zip is encrypted ({info.filename!r}); "
+                    f"{label}: zip is encrypted ({_q(info.filename)}); "
                     "accepted: unencrypted .zip files"
                 )
             if not parts or info.is_dir():
                 continue
             if any(p.startswith(".") or p == "__MACOSX" for p in parts):
                 continue
+            key = "/".join(parts)
+            if key in seen:
+                raise DataSetError(
+                    f"{label}: zip holds member {_q(key)} more than once "
+                    "(duplicate names; accepted: one entry per file)"
+                )
+            seen.add(key)
             planned.append((info, parts))
-        root = target.resolve()
+        # Parts are checked above (no '..', absolute path, drive, NUL or symlink) and the
+        # folder is fresh and only ever gets plain files and folders from us, so a string
+        # check replaces a per-member resolve() (which stat()s every level: slow for
+        # thousands of members); folders are created once each.
+        root = os.path.realpath(target)
+        made: set[str] = {root}
         written = 0
         for info, parts in planned:
-            dest = target.joinpath(*parts)
-            if not dest.resolve().is_relative_to(root):
+            dest = os.path.join(root, *parts)
+            parent = os.path.dirname(dest)
+            if os.path.commonpath((root, os.path.normpath(dest))) != root:
                 raise DataSetError(
-                    f"{label}: refusing member {info.filename!r} that would be written outside "
+                    f"{label}: refusing member {_q(info.filename)} that would be written outside "
                     "the extraction folder"
                 )
             try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, dest.open("wb") as out:
+                if parent not in made:
+                    os.makedirs(parent, exist_ok=True)
+                    made.add(parent)
+                with zf.open(info) as src, open(dest, "xb") as out:
                     member_written = 0
                     while chunk := src.read(_COPY_CHUNK):
                         member_written += len(chunk)
                         written += len(chunk)
                         if member_written > info.file_size or written > max_unpacked_bytes:
                             raise DataSetError(
-                                f"{label}: zip member {info.filename!r} unpacks to more "
+                                f"{label}: zip member {_q(info.filename)} unpacks to more "
                                 "than its declared size (possible zip bomb)"
                             )
                         out.write(chunk)
@@ -1331,16 +1587,17 @@ def _extract_zip(
                 raise
             except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
                 raise DataSetError(
-                    f"{corrupt} at {info.filename!r} ({_short(exc)}) (accepted: a valid .zip file)"
+                    f"{corrupt} at {_q(info.filename)} ({_short(exc)}) "
+                    "(accepted: a valid .zip file)"
                 ) from None
             except NotImplementedError as exc:
                 raise DataSetError(
-                    f"{label}: unsupported zip compression for {info.filename!r} "
+                    f"{label}: unsupported zip compression for {_q(info.filename)} "
                     f"({_short(exc)}); accepted: stored or deflate"
                 ) from None
             except (OSError, RuntimeError) as exc:
                 # strerror, not str(exc): that names the temporary folder, gone by now
                 reason = getattr(exc, "strerror", None) or _short(exc)
                 raise DataSetError(
-                    f"{label}: cannot extract {info.filename!r} ({reason})"
+                    f"{label}: cannot extract {_q(info.filename)} ({reason})"
                 ) from None

@@ -677,7 +677,9 @@ def _models(w: _Writer, keras_models: bool) -> None:
             "error", r"member 'config\.json' has compression ratio .*zip bomb",
             note=".keras whose config.json inflates to 32 MiB")
     deep = "[" * 100_000 + "]" * 100_000
-    w.model("config_deep.keras", zip_bytes([("config.json", deep.encode())]), "error",
+    # stored, not deflated: this case is about the nesting, not the compression ratio
+    w.model("config_deep.keras", zip_bytes([("config.json", deep.encode())], zipfile.ZIP_STORED),
+            "error",
             r"config\.json is not valid JSON \(too deeply nested\)",
             note="deeply nested config.json")
     if keras_models:
@@ -771,12 +773,102 @@ def _zip_allow_duplicates(members: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
+# --------------------------------------------------------------------------- issue 16
+
+#: a file name carrying a newline that tries to forge an ``error:`` line
+FORGED_NAME = "evil\nerror: forged.png"
+
+
+def _exif_bytes(arr: np.ndarray, fmt: str, orientation: int, **kw: object) -> bytes:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return _pil_bytes(arr, fmt, exif=exif.tobytes(), **kw)
+
+
+def _png_with_chunk(arr: np.ndarray, kind: bytes, payload: bytes, after_idat: bool) -> bytes:
+    """An 8-bit PNG with one extra chunk before IDAT or just before IEND."""
+    png = _pil_bytes(arr, "PNG")
+    chunk = _png_chunk(kind, payload)
+    if after_idat:
+        return png[:-12] + chunk + png[-12:]
+    return png[:33] + chunk + png[33:]  # right after the IHDR chunk (8 + 25 bytes)
+
+
+def _issue16(w: _Writer) -> None:
+    # EXIF / TIFF orientation, applied to images and masks alike
+    land = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))  # 48x64 stored, a gradient
+    w.image("exif_orient6.jpg", _exif_bytes(land, "JPEG", 6, quality=95), "ok", shape=(64, 48),
+            note="JPEG with EXIF orientation 6 (rotate 90 CW): read upright, 64x48")
+    small = w.noise(6, 10)
+    w.image("exif_orient8.png", _exif_bytes(small, "PNG", 8), "ok", shape=(10, 6),
+            note="PNG eXIf orientation 8 (rotate 90 CCW)")
+    w.image("tiff_orient6.tif", lambda: _tiff_orient(w.noise(4, 7), 6), "ok", shape=(7, 4),
+            note="TIFF Orientation tag 6")
+    pattern = np.zeros((48, 64), np.uint8)
+    pattern[:10, :20] = 255  # top-left block of the stored (landscape) mask
+    upright6 = np.rot90(pattern, -1)  # what orientation 6 shows
+    w.dataset("pair_exif_portrait", {"a.jpg": _exif_bytes(land, "JPEG", 6, quality=95)},
+              {"a.png": _gray_png(np.ascontiguousarray(upright6))}, "ok", shape=(64, 48),
+              expected_mask=(upright6 == 255).tolist(),
+              note="portrait camera JPEG (stored landscape, EXIF 6) + upright PNG mask")
+    upright8 = np.rot90(pattern, 1)
+    w.dataset("pair_exif_both", {"a.jpg": _exif_bytes(land, "JPEG", 8, quality=95)},
+              {"a.png": _exif_bytes(pattern, "PNG", 8)}, "ok", shape=(64, 48),
+              expected_mask=(upright8 == 255).tolist(),
+              note="image and mask both stored landscape with EXIF orientation 8")
+    # a 16-bit mask holding 0/255: foreground is 255 (binarise_mask's two-level rule)
+    m16 = np.zeros((4, 5), np.uint16)
+    m16[1:3, 1:4] = 255
+    w.dataset("pair_mask_16bit_0_255", {"a.png": _gray_png(w.noise(4, 5))},
+              {"a.png": _pil_bytes(m16, "PNG")}, "ok", shape=(4, 5),
+              expected_mask=(m16 == 255).tolist(), note="16-bit PNG mask with values 0/255")
+    # valid PNGs with a metadata chunk that decompresses past PIL's 1 MB text limit
+    flat = np.full((8, 8), 51, np.uint8)
+    big = deflate_bomb(8 << 20)
+    for name, kind, payload, after in (
+        ("big_iccp.png", b"iCCP", b"profile\x00\x00" + big, False),
+        ("big_ztxt.png", b"zTXt", b"Comment\x00\x00" + big, False),
+        ("big_itxt.png", b"iTXt", b"Comment\x00\x01\x00\x00\x00" + big, False),
+        ("big_ztxt_after_idat.png", b"zTXt", b"Comment\x00\x00" + big, True),
+    ):
+        w.image(name, _png_with_chunk(flat, kind, payload, after), "ok", shape=(8, 8),
+                value=51 / 255, note=f"{kind.decode()} chunk inflating to 8 MB: pixels read")
+    # names with control characters are escaped in messages (no forged lines)
+    w.image(FORGED_NAME, b"not an image", "error",
+            r"^evil\\nerror: forged\.png: not a readable image", names="evil\\nerror: forged.png",
+            note="newline in a file name: shown escaped, one line")
+    img = _gray_png(w.noise(8, 8))
+    mask = _gray_png(((w.noise(8, 8) > 127) * 255).astype(np.uint8))
+    w.zip("dup_member.zip",
+          _zip_allow_duplicates([("images/a.png", img), ("masks/a.png", mask),
+                                 ("images/a.png", img)]),
+          "error", r"dup_member\.zip: zip holds member 'images/a\.png' more than once",
+          note="the same member name twice: reported as a duplicate")
+    w.zip("ctrl_member.zip",
+          zip_bytes([("images/a.png", img), ("masks/a.png", mask),
+                     ("images/b\n\x1b[31m.png", b"text"), ("masks/b\n\x1b[31m.png", mask)]),
+          "error", r"images/b\\n\\x1b\[31m\.png: not a readable image",
+          error="ImageReadError", names="images/b\\n\\x1b[31m.png",
+          note="zip member name with a newline and an ANSI escape")
+
+
+def _tiff_orient(arr: np.ndarray, orientation: int) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, extratags=[(274, "H", 1, orientation, True)])
+    return buf.getvalue()
+
+
 def list_cases(*, keras_models: bool = True) -> list[CorpusCase]:
     """The cases :func:`build_corpus` writes, without writing anything (for test ids)."""
     w = _Writer(Path("corpus"), dry=True)
     _images(w)
     _masks(w)
     _zips(w)
+    _issue16(w)
     _models(w, keras_models)
     return w.cases
 
@@ -797,6 +889,7 @@ def build_corpus(out_dir: str | os.PathLike, *, keras_models: bool = True) -> li
     _images(w)
     _masks(w)
     _zips(w)
+    _issue16(w)
     _models(w, keras_models)
     names = [c.id for c in w.cases]
     if len(names) != len(set(names)):
