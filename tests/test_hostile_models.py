@@ -321,7 +321,7 @@ def _huge_stride() -> object:
         (_classifier, r"output has shape \(None, 1\); accepted: one map \(N, H, W, 1\) or K "
                       r"class maps"),
         (_unbuilt_sequential, r"no defined inputs or outputs.*accepted: one image input"),
-        (_huge_fixed_input, r"input_size = \[100000, 100000\] is invalid \(accepted: .*16384"),
+        (_huge_fixed_input, r"input_size = \[100000, 100000\] is invalid \(accepted: .*4096"),
         (_huge_stride, r"multiple_of = 4096 is invalid \(accepted: an integer 1\.\.1024\)"),
     ],
     ids=["two-inputs", "two-outputs", "100-channels", "shrinking-output", "dict-output",

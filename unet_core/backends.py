@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from . import budget
 from .errors import UnetCoreError
 from .model import LoadedModel
 
@@ -102,11 +103,28 @@ class TensorFlowBackend(Backend):
                 y = tf.sigmoid(y) if y.shape[-1] == 1 else tf.nn.softmax(y, axis=-1)
             return y
 
+        def eager(x: Any) -> Any:
+            y = model(x, training=False)
+            if logits:
+                y = tf.sigmoid(y) if y.shape[-1] == 1 else tf.nn.softmax(y, axis=-1)
+            return y
+
         self._forward = forward
+        self._eager = eager
+        self._traced_ok = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return as_nhwk(self._forward(x).numpy(), x.shape)
+        if self._traced_ok:
+            return as_nhwk(self._forward(x).numpy(), x.shape)
+        try:
+            y = self._forward(x)
+        except Exception:  # noqa: BLE001 - a graph trace can fail (e.g. layer names TF
+            # refuses in a graph) where the eager call works: use that from now on
+            self._forward = self._eager
+            y = self._forward(x)
+        self._traced_ok = True
+        return as_nhwk(y.numpy(), x.shape)
 
 
 def model_key(loaded: LoadedModel) -> str:
@@ -140,13 +158,20 @@ def model_key(loaded: LoadedModel) -> str:
 
 def check_sample(loaded: LoadedModel) -> np.ndarray:
     """The fixed sample an export is checked on: float32 (2, H, W, C), H, W the network size."""
+    from .model import MAX_CARD_SIDE
+
     card = loaded.card
     if card.input_size:
         h, w = card.input_size
     else:
         m = max(1, card.multiple_of)
         h = w = -(-max(card.min_size, 64) // m) * m
-    return np.random.default_rng(0).random((2, h, w, card.channels), dtype=np.float32)
+    if max(h, w) > MAX_CARD_SIDE:  # a card is checked against it; never pad beyond it
+        raise UnetCoreError(
+            f"{loaded.name}: refused: the network needs a {h}x{w} input (limit {MAX_CARD_SIDE} "
+            "per side, UNET_MAX_INPUT_SIDE)")
+    n = 2 if h * w <= 512 * 512 else 1  # one image for large inputs
+    return np.random.default_rng(0).random((n, h, w, card.channels), dtype=np.float32)
 
 
 def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, dict[str, Any]]:
@@ -167,6 +192,9 @@ def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, 
                 return path, {**info, "cached": True}
         except (OSError, ValueError):
             pass
+    sample = check_sample(loaded)  # refused before the export when it would not fit
+    budget.check_forward(budget.model_estimate(loaded.model), sample.shape[1], sample.shape[2],
+                         loaded.name, batch=len(sample))
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)

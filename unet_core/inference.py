@@ -25,17 +25,27 @@ float32 batch; never ``model.predict`` per image.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from . import budget
 from .backends import make_backend
 from .errors import UnetCoreError
 from .metrics import threshold_mask
 from .model import LoadedModel
-from .padding import PadBox, check_mode, pad_to, pad_to_multiple, predict_tiled, round_up
+from .padding import (
+    PadBox,
+    check_mode,
+    pad_to,
+    pad_to_multiple,
+    predict_tiled,
+    round_up,
+    tile_starts,
+)
 from .preprocess import FITS, NORMALISATIONS, model_input, resize_bilinear, scale_values
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -43,6 +53,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #: Largest padded image a fully convolutional network sees in one piece (1024 x 1024 pixels);
 #: larger images are tiled. Keeps a forward pass's activations to a few hundred MB.
 MAX_NETWORK_PIXELS = 1024 * 1024
+
+#: Smallest side of a fixed network input (a 1x1 input would make every pixel its own tile).
+MIN_FIXED_SIDE = 16
+#: Most tiles one image may need (``UNET_MAX_TILES``).
+DEFAULT_MAX_TILES = 10_000
+
+log = logging.getLogger(__name__)
+
+
+def max_tiles() -> int:
+    """``UNET_MAX_TILES`` or 10,000."""
+    return budget._env_int("UNET_MAX_TILES", DEFAULT_MAX_TILES)
 
 
 def normalise_input(image: np.ndarray, rule: str) -> np.ndarray:
@@ -117,6 +139,21 @@ class Segmenter:
         self.max_batch_pixels = max_batch_pixels
         self.tile_overlap = tile_overlap
         self.max_network_pixels = max_network_pixels
+        path = getattr(loaded, "path", None)
+        self.label = path.name if path is not None else loaded.name  # names it in messages
+        size = self.card.input_size
+        if size and min(size) < MIN_FIXED_SIDE:
+            raise UnetCoreError(
+                f"{self.label}: refused: the network's fixed input is {size[0]}x{size[1]} "
+                f"pixels; accepted: at least {MIN_FIXED_SIDE}x{MIN_FIXED_SIDE} (a smaller input "
+                "would split every image into thousands of tiles)")
+        self.estimate = budget.model_estimate(self.model)
+        # pixels one forward pass may take within UNET_MAX_FORWARD_MB (a fully convolutional
+        # network is tiled below it)
+        self.forward_pixels: int | None = None
+        per_mpx = self.forward_bytes(1024, 1024)
+        if per_mpx:
+            self.forward_pixels = max(1, int(budget.max_forward_mb() * 2**20 / per_mpx * 2**20))
         self.backend = make_backend(loaded, backend)
 
     @property
@@ -144,14 +181,59 @@ class Segmenter:
         if x.ndim == 3:
             x = x[..., None]
         if not self.tta:
-            return self.backend(x)
+            return self._run(x)
         n = len(x)
         if 2 * x[..., 0].size <= self.max_batch_pixels:
-            both = self.backend(np.concatenate([x, x[:, :, ::-1]]))
+            both = self._run(np.concatenate([x, x[:, :, ::-1]]))
             y, yf = both[:n], both[n:]
         else:
-            y, yf = self.backend(x), self.backend(np.ascontiguousarray(x[:, :, ::-1]))
+            y, yf = self._run(x), self._run(np.ascontiguousarray(x[:, :, ::-1]))
         return (0.5 * (y + yf[:, :, ::-1])).astype(np.float32, copy=False)
+
+    def forward_bytes(self, height: int, width: int) -> int | None:
+        """Estimated float32 activation bytes of one image's forward pass at this size
+        (None when the network's config cannot be read)."""
+        if self.estimate is None:
+            return None
+        return self.estimate.activation_bytes(height, width)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The backend on a batch, bounded and checked: refused before it runs when one image's
+        activations would exceed ``UNET_MAX_FORWARD_MB``, split into smaller batches when the
+        whole batch would; runtime failures and NaN/inf outputs become one-line errors."""
+        n, h, w = x.shape[:3]
+        label = self.label
+        budget.check_forward(self.estimate, h, w, label)
+        per_image = self.forward_bytes(h, w) or 0
+        limit = budget.max_forward_mb() * 2**20
+        if n > 1 and per_image * n > limit:
+            step = max(1, limit // max(1, per_image))
+            return np.concatenate([self._run(x[i:i + step]) for i in range(0, n, step)])
+        try:
+            y = self.backend(x)
+        except UnetCoreError:
+            raise
+        except MemoryError:
+            log.exception("forward pass of %s on %s failed", label, x.shape)
+            raise UnetCoreError(
+                f"{label}: ran out of memory predicting a {h}x{w} input; try a smaller image "
+                "or a lower UNET_MAX_FORWARD_MB") from None
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime / TensorFlow runtime errors
+            log.exception("forward pass of %s on %s failed", label, x.shape)
+            text = str(exc).lower()
+            if "alloc" in text or "out of memory" in text or "oom" in text:
+                raise UnetCoreError(
+                    f"{label}: ran out of memory predicting a {h}x{w} input; try a smaller "
+                    "image") from None
+            raise UnetCoreError(
+                f"{label}: the model failed on a {h}x{w} input ({type(exc).__name__} in the "
+                f"{self.backend.name} runtime; details in the server log)") from None
+        if not np.isfinite(y).all():
+            kind = "NaN" if np.isnan(y).any() else "infinite values"
+            raise UnetCoreError(
+                f"{label}: the model's output holds {kind} (its weights may be NaN); "
+                "accepted: a model whose outputs are finite probabilities")
+        return y
 
     def model_input(self, image: np.ndarray) -> np.ndarray:
         """An image mapped and scaled as the card says, at its own size: float32 (H, W, C)."""
@@ -177,10 +259,18 @@ class Segmenter:
                 return th, tw
             return (th, tw) if height <= th and width <= tw else None
         size = self._padded_size(height, width)
-        budget = self.max_network_pixels if max_pixels is None else max_pixels
-        if budget and size[0] * size[1] > budget:
+        pixels = self._pixel_budget(max_pixels)
+        if pixels and size[0] * size[1] > pixels:
             return None
         return size
+
+    def _pixel_budget(self, max_pixels: int | None) -> int | None:
+        """Pixels per pass: ``max_pixels`` (default ``max_network_pixels``), at most what fits
+        the forward-memory limit."""
+        pixels = self.max_network_pixels if max_pixels is None else max_pixels
+        if pixels and self.forward_pixels is not None:  # None / 0: never tile (as asked)
+            pixels = min(pixels, self.forward_pixels)
+        return pixels
 
     def tile_size(self, height: int, width: int, max_pixels: int | None = None
                   ) -> tuple[int, int]:
@@ -195,9 +285,9 @@ class Segmenter:
             th, tw = card.input_size
             return th, tw
         m = max(1, card.multiple_of)
-        budget = self.max_network_pixels if max_pixels is None else max_pixels
+        pixels = self._pixel_budget(max_pixels)
         smallest = round_up(max(card.min_size, 1), m)
-        side = max(smallest, (math.isqrt(max(1, budget or 0)) // m) * m)
+        side = max(smallest, m, (math.isqrt(max(1, pixels or 0)) // m) * m)
         ph, pw = self._padded_size(height, width)
         return min(side, ph), min(side, pw)
 
@@ -209,7 +299,17 @@ class Segmenter:
             return self.tile_overlap
         m = max(1, self.card.multiple_of)
         overlap = round_up(max(self.tile_overlap, min(tile) // 8), m)
-        return min(overlap, (min(tile) // 2 // m) * m)
+        return min(overlap, (min(tile) // 4 // m) * m)
+
+    def _check_tiles(self, height: int, width: int, tile: tuple[int, int], overlap: int) -> None:
+        """Refuse an image that would need more than ``UNET_MAX_TILES`` tiles."""
+        n = (len(tile_starts(max(height, tile[0]), tile[0], overlap))
+             * len(tile_starts(max(width, tile[1]), tile[1], overlap)))
+        limit = max_tiles()
+        if n > limit:
+            raise UnetCoreError(
+                f"{self.label}: refused: a {height}x{width} image needs {n:,} tiles of "
+                f"{tile[0]}x{tile[1]} (limit {limit:,}, UNET_MAX_TILES)")
 
     def prepare(self, image: np.ndarray, padding_mode: str | None = None
                 ) -> tuple[np.ndarray, PadBox]:
@@ -253,13 +353,16 @@ class Segmenter:
             tile = self.tile_size(h, w, max_pixels=max_pixels)
             per_batch = max(1, min(self.batch_size, self.max_batch_pixels // (tile[0] * tile[1])))
             if self.card.input_size:
-                return predict_tiled(self.forward, x, tile, self.tile_overlap, mode, per_batch)
+                overlap = max(0, min(self.tile_overlap, min(tile) // 4))
+                self._check_tiles(h, w, tile, overlap)
+                return predict_tiled(self.forward, x, tile, overlap, mode, per_batch)
             # Fully convolutional: pad as for one pass, then tile on the network's stride grid
             # (tiles, overlaps and offsets are multiples of card.multiple_of), so every tile
             # sees the same pooling grid as the untiled pass would.
             padded, box = self._pad(x, mode)
-            return box.crop(predict_tiled(self.forward, padded, tile, self.tile_overlap_for(tile),
-                                          mode, per_batch))
+            overlap = self.tile_overlap_for(tile)
+            self._check_tiles(*padded.shape[:2], tile, overlap)
+            return box.crop(predict_tiled(self.forward, padded, tile, overlap, mode, per_batch))
         padded, box = self._pad(x, mode)
         return box.crop(self.forward(padded[None])[0])
 

@@ -20,6 +20,7 @@ No Streamlit here: the dashboard and the CLI both use these functions.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import os
@@ -42,6 +43,8 @@ about 2.3 GiB; on a 128x128 input about 37 MiB."""
 _CONV_TYPES: tuple[str, ...] = ("Conv2D", "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D")
 _KERNEL_ATTRS: tuple[str, ...] = ("kernel", "depthwise_kernel", "pointwise_kernel")
 _LIST_NAMES = 6  # layer names quoted in an error message before "... (N in all)"
+
+log = logging.getLogger(__name__)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -285,6 +288,19 @@ def layer_table(model: Any) -> list[LayerInfo]:
     The ``params`` column sums to ``model.count_params()``.
     """
     model = _keras_model(model)
+    try:
+        return _layer_table(model)
+    except RecursionError:
+        raise UnetCoreError(
+            f"model {_safe_name(model)}: its layers are nested too deeply to list") from None
+
+
+def _safe_name(model: Any) -> str:
+    name = str(getattr(model, "name", "model"))
+    return repr(name if len(name) <= 60 else name[:57] + "...")
+
+
+def _layer_table(model: Any) -> list[LayerInfo]:
     res = _table_resolutions(model)
     rows: list[LayerInfo] = []
     for i, layer in enumerate(model.layers):
@@ -669,7 +685,21 @@ class ActivationProbe:
                     f"{arr.shape[1]} input would take about {need / 2**20:,.0f} MiB, over the "
                     f"{self.max_bytes / 2**20:,.0f} MiB limit; accepted: a smaller image or "
                     "fewer layers (ActivationProbe(model, layers=[...]))")
-        outs = self._forward(arr[None])
+        try:
+            outs = self._forward(arr[None])
+        except Exception:  # noqa: BLE001 - e.g. layer names a TF graph refuses: run eagerly
+            log.info("probe of %s: graph trace failed, running eagerly", self.model.name,
+                     exc_info=True)
+            try:
+                outs = self._probe(arr[None], training=False)
+            except RecursionError:
+                raise UnetCoreError("the model is nested too deeply to probe") from None
+            except Exception as exc:  # noqa: BLE001 - one line; details in the log
+                log.exception("probe of %s failed", self.model.name)
+                raise UnetCoreError(
+                    f"the activation probe could not run this model on a {arr.shape[0]}x"
+                    f"{arr.shape[1]} input ({type(exc).__name__}; details in the server "
+                    "log)") from None
         self.forward_passes += 1
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
@@ -715,12 +745,49 @@ def crop_activation(maps: np.ndarray, box: PadBox, padded_shape: tuple[int, int]
     return arr[t:b, left:r]
 
 
+#: Models with more layers than this get their FLOPs estimated from the config (no graph).
+MAX_PROFILED_LAYERS = 300
+
+
 def model_flops(model: Any, height: int, width: int) -> int:
     """Floating-point operations of one forward pass on a (1, height, width, C) input.
 
     Counted by TensorFlow's profiler on the frozen graph of the pass (a multiply-add counts as
     2 operations; convolutions dominate). Divide by a machine's FLOP/s for the time floor.
+    A model over :data:`MAX_PROFILED_LAYERS` layers or over ``UNET_MAX_PARAMS`` parameters,
+    or one whose graph the profiler cannot build (e.g. layer names a TF graph refuses), is
+    counted from its config instead (:meth:`unet_core.budget.Estimate.flops`: convolutions
+    and dense layers), so the count never builds a huge graph.
     """
+    from . import budget
+
+    keras_model = _keras_model(model)
+    est = budget.model_estimate(keras_model)
+    try:
+        n_layers = len(keras_model.layers)
+        params = int(keras_model.count_params())
+    except Exception:  # noqa: BLE001 - unbuilt or odd models
+        n_layers, params = 0, 0
+    big = n_layers > MAX_PROFILED_LAYERS or params > budget.max_params()
+    if est is not None and big:
+        return est.flops(height, width)
+    try:
+        return _profiled_flops(keras_model, height, width)
+    except RecursionError:
+        if est is not None:
+            return est.flops(height, width)
+        raise UnetCoreError("the model is nested too deeply to count its operations") from None
+    except Exception as exc:  # noqa: BLE001 - the profiler's graph failed: estimate instead
+        log.info("FLOP profile of %s failed; estimating from the config", keras_model.name,
+                 exc_info=True)
+        if est is not None:
+            return est.flops(height, width)
+        raise UnetCoreError(
+            f"cannot count the operations of this model ({type(exc).__name__}; details in "
+            "the server log)") from None
+
+
+def _profiled_flops(keras_model: Any, height: int, width: int) -> int:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -728,7 +795,6 @@ def model_flops(model: Any, height: int, width: int) -> int:
     from tensorflow.python.profiler.model_analyzer import profile
     from tensorflow.python.profiler.option_builder import ProfileOptionBuilder
 
-    keras_model = _keras_model(model)
     channels = keras_model.inputs[0].shape[-1] or 1
     spec = tf.TensorSpec([1, height, width, channels], tf.float32)
     concrete = tf.function(lambda x: keras_model(x, training=False)).get_concrete_function(spec)

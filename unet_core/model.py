@@ -15,12 +15,14 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import budget
 from .errors import ModelLoadError, ModelSpecError
 from .padding import PAD_MODES
 from .preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
@@ -299,10 +301,19 @@ def _sniff(path: Path) -> str:
 
 
 UNSAFE_H5_CLASSES: tuple[str, ...] = ("Lambda", "TFOpLambda", "SlicingOpLambda")
-_UNSAFE_CLASSES: frozenset[str] = frozenset({*UNSAFE_H5_CLASSES, "__lambda__"})
+# TFSMLayer loads a TensorFlow SavedModel (a graph) from a path outside the file
+_UNSAFE_CLASSES: frozenset[str] = frozenset({*UNSAFE_H5_CLASSES, "__lambda__", "TFSMLayer"})
 _MAX_CONFIG_BYTES = 64 << 20  # a U-Net's config.json is ~100 KB
 _MAX_ZIP_RATIO = 100.0  # Keras stores members uncompressed (ratio ~1); same limit as Keras's
-_MIN_RATIO_CHECK_BYTES = 1 << 20
+_MIN_RATIO_CHECK_BYTES = 64 << 10  # members this big or bigger must not be over _MAX_ZIP_RATIO
+MAX_ARCHIVE_MEMBERS = 64  # a .keras holds 3 (config, metadata, weights)
+DEFAULT_MAX_UNPACKED_MB = 2048
+
+
+def max_unpacked_bytes() -> int:
+    """Largest total uncompressed size of a .keras archive: ``UNET_MAX_MODEL_UNPACKED_MB``
+    (default 2048) MB."""
+    return budget._env_int("UNET_MAX_MODEL_UNPACKED_MB", DEFAULT_MAX_UNPACKED_MB) << 20
 _REFUSED_CODE = ("such layers and classes hold or import Python code that would run on load. "
                  "Accepted: models built from standard Keras layers")
 
@@ -377,6 +388,18 @@ def check_legacy_h5(path: Path, *, allow_code: bool = False) -> None:
             "layers hold Python code that would run on load; accepted: models built from "
             f"standard Keras layers; {TRUST_HINT}"
         )
+    budget.check_config(config, path.name, extra_params=_h5_weights(path, path.name))
+
+
+def _h5_weights(path: Path, label: str) -> int:
+    """Weights declared by the datasets of an HDF5 file (shapes only, no data read)."""
+    try:
+        return budget.h5_weight_count(path)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{label}: {exc}") from None
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"{label}: not a readable HDF5 weights file ({_one_line(exc)})") from None
 
 
 def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = False) -> None:
@@ -395,6 +418,16 @@ def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = F
                 raise ModelLoadError(
                     f"{label}: refused: the archive holds duplicate members {dup[:3]} "
                     "(accepted: a .keras file written by model.save)")
+            if len(infos) > MAX_ARCHIVE_MEMBERS:
+                raise ModelLoadError(
+                    f"{label}: refused: the archive holds {len(infos):,} members (accepted: up "
+                    f"to {MAX_ARCHIVE_MEMBERS}; a .keras file written by model.save holds 3)")
+            total = sum(i.file_size for i in infos)
+            limit = max_unpacked_bytes()
+            if total > limit:
+                raise ModelLoadError(
+                    f"{label}: refused: the archive unpacks to {total / 2**20:,.0f} MB (limit "
+                    f"{limit >> 20:,} MB, UNET_MAX_MODEL_UNPACKED_MB)")
             for info in infos:
                 ratio = info.file_size / max(info.compress_size, 1)
                 if info.file_size >= _MIN_RATIO_CHECK_BYTES and ratio > _MAX_ZIP_RATIO:
@@ -402,6 +435,11 @@ def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = F
                         f"{label}: refused: archive member {info.filename!r} has compression "
                         f"ratio {ratio:,.0f}:1 (possible zip bomb; accepted: up to "
                         f"{_MAX_ZIP_RATIO:,.0f}:1)")
+            bad = zf.testzip()  # every member's CRC (sizes bounded above)
+            if bad is not None:
+                raise ModelLoadError(
+                    f"{label}: refused: archive member {bad!r} is damaged (its CRC does not "
+                    "match; accepted: a .keras file written by model.save)")
             if "config.json" not in names:
                 raise ModelLoadError(
                     f"{label}: not a Keras 3 model: the archive has no config.json")
@@ -426,6 +464,7 @@ def check_keras_zip(path: Path, name: str | None = None, *, allow_code: bool = F
         raise ModelLoadError(
             f"{label}: refused: model config contains {', '.join(found)}; {_REFUSED_CODE}; "
             f"{TRUST_HINT}")
+    budget.check_config(config, label)
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -433,20 +472,41 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_KERAS_TMP_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _keras_readable_path(p: Path) -> Iterator[Path]:
-    """``p``, or a link to it with a lower-case suffix (Keras only knows .keras/.h5/.hdf5)."""
+    """A link to ``p`` with a lower-case suffix (Keras only knows .keras/.h5/.hdf5) inside a
+    private temporary folder where Keras also unpacks the archive; the folder is always
+    removed afterwards, also when Keras fails half-way (it abandons its own folders then).
+    Loads are serialised by a lock while Keras's temporary-folder function is redirected."""
     suffix = p.suffix.lower()
-    if p.suffix == suffix:
-        yield p
-        return
-    with tempfile.TemporaryDirectory(prefix="unet_model_") as tmp:
+    with _KERAS_TMP_LOCK, tempfile.TemporaryDirectory(prefix="unet_model_",
+                                                      ignore_cleanup_errors=True) as tmp:
         alias = Path(tmp) / f"model{suffix}"
         try:
             alias.symlink_to(p.resolve())
         except OSError:
             shutil.copyfile(p, alias)
-        yield alias
+        saving_lib: Any = None
+        original = None
+        try:
+            from keras.src.saving import saving_lib
+
+            original = getattr(saving_lib, "get_temp_dir", None)
+        except ImportError:  # another Keras layout: nothing to redirect
+            saving_lib = None
+        if original is not None:
+            def private_temp_dir() -> str:
+                return tempfile.mkdtemp(dir=tmp)
+
+            saving_lib.get_temp_dir = private_temp_dir
+        try:
+            yield alias
+        finally:
+            if original is not None:
+                saving_lib.get_temp_dir = original
 
 
 def _own_stride(layer: Any) -> int:
@@ -713,8 +773,9 @@ def load_card(model_path: Path) -> ModelCard | None:
 _MAX_CARD_BYTES = 1 << 20
 
 
-MAX_CARD_SIDE = 16384
-"""Largest ``input_size`` side / ``min_size`` a card may ask for (every image is padded to it)."""
+MAX_CARD_SIDE = budget._env_int("UNET_MAX_INPUT_SIDE", 4096)
+"""Largest ``input_size`` side / ``min_size`` a card may ask for (every image is padded to it):
+``UNET_MAX_INPUT_SIDE``, default 4096."""
 
 
 def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadError) -> None:
@@ -742,11 +803,12 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
         not isinstance(size, list | tuple) or len(size) != 2
         or not all(is_int(v) and 1 <= v <= MAX_CARD_SIDE for v in size)
     ):
-        raise bad("input_size", f"null or [height, width] with sides 1..{MAX_CARD_SIDE}")
+        raise bad("input_size", f"null or [height, width] with sides 1..{MAX_CARD_SIDE} "
+                                "(UNET_MAX_INPUT_SIDE)")
     if not is_int(card.multiple_of) or not 1 <= card.multiple_of <= 1024:
         raise bad("multiple_of", "an integer 1..1024")
     if not is_int(card.min_size) or not 0 <= card.min_size <= MAX_CARD_SIDE:
-        raise bad("min_size", f"an integer 0..{MAX_CARD_SIDE}")
+        raise bad("min_size", f"an integer 0..{MAX_CARD_SIDE} (UNET_MAX_INPUT_SIDE)")
     if not is_int(card.channels) or not 1 <= card.channels <= MAX_INPUT_CHANNELS:
         raise bad("channels", f"an integer 1..{MAX_INPUT_CHANNELS}")
     if card.channel_order not in CHANNEL_ORDERS:
@@ -862,6 +924,12 @@ def _model_from_json(p: Path, weights: Path, label: str, safe_mode: bool) -> Any
     wlabel = weights.name
     if _check_file(weights, wlabel) != "hdf5":
         raise ModelLoadError(f"{wlabel}: weights must be an HDF5 file (.h5, from save_weights)")
+    budget.check_config(config, label)
+    declared = _h5_weights(weights, wlabel)
+    if declared > budget.max_params():
+        raise ModelLoadError(
+            f"{wlabel}: refused: it declares {declared:,} weights (limit "
+            f"{budget.max_params():,}, UNET_MAX_PARAMS)")
     try:
         if config.get("module"):  # Keras 3 JSON names each class's module
             model = keras.models.model_from_json(json.dumps(config))
@@ -945,6 +1013,14 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
                 model = keras.models.load_model(readable, compile=False, safe_mode=safe_mode)
         except Exception as exc:  # Keras raises many types; report one line
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, RecursionError):
+                raise ModelLoadError(
+                    f"{label}: refused: the model is nested too deeply to load (Python's "
+                    "recursion limit)") from None
+            if "TFSMLayer" in msg:
+                raise ModelLoadError(
+                    f"{label}: refused: the model contains a TFSMLayer (it loads a TensorFlow "
+                    f"SavedModel from a path outside the file); {TRUST_HINT}") from None
             if "Lambda" in msg or "safe_mode" in msg:
                 raise ModelLoadError(
                     f"{label}: refused: the model contains a Lambda layer (Python code); "
