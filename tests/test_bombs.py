@@ -424,3 +424,47 @@ def test_resizing_to_a_huge_map_is_counted() -> None:
     assert est.activation_bytes(64, 64) == 4 * (64 * 64 + 50_000**2 + 2 * 25_000**2)
     with pytest.raises(UnetCoreError, match=r"^m: refused: a forward pass at 64x64 needs"):
         budget.check_forward(est, 64, 64, "m")
+
+
+# ------------------------------------------------------------------------ through the CLI
+def run_guarded(args: list[str], limit_mb: int = 2048, timeout: float = 120.0
+                ) -> tuple[int | None, str, float]:
+    """``python -m unet_core ARGS`` under an RSS watchdog: (exit code or None if killed,
+    stderr, peak RSS in MB). A broken check kills the child, never this test run."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from unet_core.sandbox import _rss_kb
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "unet_core", *args], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    peak, t0 = 0.0, time.monotonic()
+    while proc.poll() is None:
+        peak = max(peak, _rss_kb(proc.pid) / 1024)
+        if peak > limit_mb or time.monotonic() - t0 > timeout:
+            proc.kill()
+            proc.wait()
+            return None, f"killed at {peak:.0f} MB after {time.monotonic() - t0:.0f} s", peak
+        time.sleep(0.05)
+    return proc.returncode, proc.stderr.read(), peak
+
+
+@pytest.mark.parametrize("kind", ["keras", "h5"])
+def test_cli_refuses_parameter_bombs_in_one_line(members: dict[str, bytes], tmp_path: Path,
+                                                 kind: str) -> None:
+    """The CLI on an 18 KB .keras declaring 2 G conv filters / a legacy .h5 declaring 3 G
+    weights (each took 3.7-23 GB unguarded): exit 2, one error line, little memory."""
+    if kind == "keras":
+        path = write_zip(tmp_path / "big.keras",
+                         with_layer(members, "conv", filters=2_000_000_000))
+    else:
+        path = legacy_h5(tmp_path / "big.h5", 3_000_000_000, json.loads(members["config.json"]))
+    code, err, peak = run_guarded(["inspect", "--model", str(path)])
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err[-500:]
+    assert len(lines) == 1 and "refused:" in lines[0] and "UNET_MAX_PARAMS" in lines[0], err[-500:]
+    assert peak < 1500, f"the refusal took {peak:.0f} MB"
