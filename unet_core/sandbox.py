@@ -236,9 +236,11 @@ def _vet_child(path: str, weights: str | None, card: dict | None, label: str) ->
     except UnetCoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - runtime errors of the model itself
-        text = " ".join(str(exc).split())[:160] or type(exc).__name__
-        raise ModelLoadError(f"{label}: the model fails on a {sample.shape[1]}x"
-                             f"{sample.shape[2]} sample ({type(exc).__name__}: {text})") from None
+        log.warning("vetting %s: the model fails on a sample", label, exc_info=True)
+        raise ModelLoadError(
+            f"{label}: refused: the model fails when run on a {sample.shape[1]}x"
+            f"{sample.shape[2]} sample ({type(exc).__name__} inside the framework; the details "
+            "are in the server log)") from None
     import numpy as np
 
     if not np.isfinite(y).all():
