@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8501
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test lint unit browser-deps bench loadtest assets demo clean
+.PHONY: run test lint unit browser-deps bench loadtest soak assets demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(VENV)/.dev browser-deps
 ## loadtest: 20 headless browser sessions x 60 s against one server -> bench/loadtest.md
 loadtest: $(VENV)/.dev browser-deps
 	$(BIN)/python scripts/loadtest.py
+
+## soak: 4 browser sessions, 200 mixed uploads (good, hostile, large) against one server:
+##       peak and final RSS, upload-folder bytes, errors -> bench/soak.md (not in `make test`)
+soak: $(VENV)/.dev browser-deps
+	$(BIN)/python scripts/soak.py
 
 ## browser-deps: Debian's chromium for the browser tests (skipped when already there)
 browser-deps:

@@ -26,12 +26,18 @@ os.environ.setdefault("UNET_ORT_ARENA", "0")
 
 import streamlit as st  # noqa: E402
 
-from app import widgets  # noqa: E402
+from app import uploads, widgets  # noqa: E402
 from app.context import PageContext  # noqa: E402
 from app.errors import run_safely  # noqa: E402
 from app.views import activations, evaluate, filters, model, segment  # noqa: E402
 
 st.set_page_config(page_title="U-Net Explorer", layout="wide")
+# Upload folders: leftovers of gone servers once per process, those of ended sessions at most
+# every few seconds (cheap: one directory listing).
+uploads.sweep_at_startup()
+uploads.sweep_gone_sessions()
+if uploads.live_session_ids() is not None:  # a real server (not AppTest): sweep in background
+    uploads.start_sweeper()
 
 VIEWS = [("Model", "model", model.render), ("Segment", "segment", segment.render),
          ("Evaluate", "evaluate", evaluate.render), ("Filters", "filters", filters.render),
@@ -48,7 +54,7 @@ def _page(title: str, url_path: str, render: object) -> st.Page:
             st.info("No model loaded: pick one in the sidebar, or upload one there (a .keras / "
                     ".h5 model, or an architecture .json with its weights .h5).")
             return
-        with run_safely(what=f"page {title}"):
+        with run_safely(what=f"showing the {title} page"):
             render(ctx)  # type: ignore[operator]
 
     run.__name__ = f"page_{url_path}"

@@ -212,6 +212,42 @@ def open_model(path: Path, display_name: str, label: str, uploaded: bool = False
     return ModelBundle(key, loaded, label, uploaded=uploaded)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _vet_result(fingerprint: str, path: str, weights: str | None, name: str
+                ) -> tuple[bool, Any]:
+    """(True, vet_model's dict) or (False, its one-line reason), per model content hash: a
+    file is vetted once, and a refused file stays refused without a second child."""
+    try:
+        from unet_core.sandbox import vet_model  # type: ignore[import-not-found]
+    except ImportError:  # the sandbox is not there yet: load as before
+        return True, None
+    from unet_core.errors import UnetCoreError
+
+    LOG.info("vetting model %s (%s) in a child process", path, fingerprint[:12])
+    try:
+        return True, vet_model(Path(path), weights=Path(weights) if weights else None,
+                               name=name)
+    except UnetCoreError as exc:
+        LOG.info("model %s refused: %s", path, exc)
+        return False, " ".join(str(exc).split())
+
+
+def vet_upload(path: Path, weights: Path | None = None, name: str | None = None
+               ) -> dict[str, Any] | None:
+    """Load and first-run an *uploaded* model in a child process before the server loads it
+    (:func:`unet_core.sandbox.vet_model`: memory limit, timeout, ONNX export built there and
+    cached), cached by the content hash of the file, its weights and its card. Raises
+    ModelLoadError with the child's one-line reason; returns its figures (None when the
+    engine has no sandbox). Bundled and trusted models are not vetted."""
+    from unet_core.errors import ModelLoadError
+
+    ok, result = _vet_result(model_fingerprint(path, weights), str(path),
+                             str(weights) if weights else None, name or path.name)
+    if not ok:
+        raise ModelLoadError(str(result))
+    return result
+
+
 def card_digest(card: ModelCard) -> str:
     """Short sha256 of a card's content (what an edited card's cache keys carry)."""
     return sha256_bytes(json.dumps(card.to_dict(), sort_keys=True, default=str).encode())[:10]
@@ -256,12 +292,24 @@ def get_segmenter(bundle: ModelBundle, tta: bool, backend: str) -> Any:
 # --------------------------------------------------------------------------- inference
 
 
+#: Images above this many pixels are predicted one at a time in the whole server (their
+#: forward passes hold up to ~1 GB of activations each for a while): sessions that upload
+#: large images at once wait in turn instead of adding their peaks up.
+LARGE_PASS_PIXELS = 1024 * 1024
+_LARGE_PASS_LOCK = threading.Lock()
+
+
 @st.cache_data(max_entries=32, max_size="512MB", show_spinner=False)
 def _class_probabilities(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
                          _segmenter: Any, _image: np.ndarray) -> np.ndarray:
     LOG.info("forward pass: model %s image %s padding %s tta %s backend %s", model_key,
              image_sha[:12], padding, tta, backend)
-    return _segmenter.predict_classes(_image, padding)
+    if int(_image.shape[0]) * int(_image.shape[1]) <= LARGE_PASS_PIXELS:
+        return _segmenter.predict_classes(_image, padding)
+    with _LARGE_PASS_LOCK:
+        probs = _segmenter.predict_classes(_image, padding)
+    _release_freed_memory()  # the pass's buffers back to the system, not kept by malloc
+    return probs
 
 
 def class_probabilities(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
@@ -442,13 +490,41 @@ def kernels(model_key: str, layer: str, _loaded: Any) -> Any:
 # --------------------------------------------------------------------------- evaluation
 
 
-class LRU:
-    """A small thread-safe LRU dict."""
+def approx_nbytes(obj: Any, _depth: int = 0) -> int:
+    """Rough size of ``obj`` in bytes: its numpy arrays (through dataclasses, objects, dicts,
+    lists and tuples, 4 levels deep) plus a small constant per object."""
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if _depth > 4 or obj is None or isinstance(obj, int | float | bool | str | bytes):
+        return len(obj) if isinstance(obj, str | bytes) else 64
+    if isinstance(obj, dict):
+        items: Any = list(obj.values())
+    elif isinstance(obj, list | tuple | set | frozenset):
+        items = list(obj)
+    elif hasattr(obj, "__dict__"):
+        items = list(vars(obj).values())
+    elif dataclasses.is_dataclass(obj):
+        items = [getattr(obj, f.name, None) for f in dataclasses.fields(obj)]
+    else:
+        return 64
+    return 64 + sum(approx_nbytes(v, _depth + 1) for v in items[:100_000])
 
-    def __init__(self, size: int) -> None:
+
+class LRU:
+    """A small thread-safe LRU dict, bounded by entries and (when ``max_bytes``) by the
+    :func:`approx_nbytes` of its values; the newest entry always stays."""
+
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
+        self.max_bytes = max_bytes
         self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._bytes: dict[Any, int] = {}
         self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(self._bytes.values())
 
     def get(self, key: Any) -> Any:
         with self._lock:
@@ -458,17 +534,28 @@ class LRU:
             return self._data[key]
 
     def put(self, key: Any, value: Any) -> None:
+        size = approx_nbytes(value) if self.max_bytes is not None else 0
         with self._lock:
             self._data[key] = value
+            self._bytes[key] = size
             self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
+            while len(self._data) > 1 and (
+                    len(self._data) > self.size or (
+                        self.max_bytes is not None
+                        and sum(self._bytes.values()) > self.max_bytes)):
+                old, _ = self._data.popitem(last=False)
+                self._bytes.pop(old, None)
 
 
 @st.cache_resource(show_spinner=False)
 def evaluation_store() -> LRU:
-    """Process-wide cache of Evaluations by (model key, data fingerprint, padding, TTA, ...)."""
-    return LRU(8)
+    """Process-wide cache of Evaluations by (model key, data fingerprint, padding, TTA, ...):
+    8 entries, 256 MB."""
+    return LRU(8, max_bytes=EVALUATION_CACHE_BYTES)
+
+
+#: Byte bound of the evaluation cache.
+EVALUATION_CACHE_BYTES = 256 * 2**20
 
 
 @st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -306,6 +305,12 @@ def _json_kind(name: str, data: bytes) -> str:
     return "architecture" if "class_name" in parsed and "config" in parsed else "card"
 
 
+def model_upload_dir(files: Sequence[tuple[str, bytes]], folder: Path) -> Path:
+    """The folder :func:`save_model_upload` writes these files to: ``folder/<sha of them>``
+    (the same upload is written once)."""
+    return folder / sha256_bytes(b"".join(d for _, d in sorted(files)))[:16]
+
+
 def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> ModelUpload:
     """Sort the files of one model upload and write them under ``folder/<sha>/``.
 
@@ -336,8 +341,7 @@ def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> Model
         raise UnetCoreError(f"{models[0][0]}: the weights of an architecture .json must be an "
                             f".h5 file (from save_weights); {UPLOAD_ACCEPTED}")
     card = cards[0][1] if cards else None
-    digest = sha256_bytes(b"".join(d for _, d in sorted(files)))[:16]
-    target = folder / digest
+    target = model_upload_dir(files, folder)
     target.mkdir(parents=True, exist_ok=True)
     mname, mdata = models[0]
     mfile = target / safe_filename(mname, "model.h5" if archs else "model.keras")
@@ -358,29 +362,51 @@ def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> Model
     return ModelUpload(afile, aname, mfile, card is not None)
 
 
-def new_upload_dir() -> tempfile.TemporaryDirectory:
-    """A temporary folder for one session's uploaded models (deleted with the object)."""
-    return tempfile.TemporaryDirectory(prefix="unet_explorer_", ignore_cleanup_errors=True)
-
-
 # --------------------------------------------------------------------------- data sets
 
 
-class ExtractedZip:
-    """A zip extracted with :func:`unet_core.io.open_dataset`, kept until :meth:`close`.
+#: Largest total a zip may unpack to (bytes), whatever the session's budget.
+ZIP_MAX_UNPACKED = 1_000_000_000
 
-    The temporary folder lives as long as the results that point into it (the worst-case
-    gallery reads its images); it is removed on close or when garbage-collected. Errors name
-    the uploaded file, never the server's temporary folder.
+
+class ExtractedZip:
+    """A zip extracted (with the checks of :func:`unet_core.io.open_dataset`: no absolute or
+    ``..`` paths, no symlinks, member count, sizes and compression ratio) into the session's
+    upload folder (:mod:`app.uploads`), kept until :meth:`close`.
+
+    The folder lives as long as the results that point into it (the worst-case gallery reads
+    its images); :meth:`close` removes it, and so does the sweep of ended sessions (never
+    ``__del__``). It may unpack to no more than the session's remaining disk budget. Errors
+    name the uploaded file, never the server's folder.
     """
 
-    def __init__(self, data: bytes, name: str) -> None:
-        from unet_core.io import open_dataset
+    def __init__(self, data: bytes, name: str, folder: Path | None = None) -> None:
+        from app import uploads
+        from unet_core.io import _extract_zip
 
         self.name = name
         self.sha = sha256_bytes(data)
-        self._cm: Any = open_dataset(data, name=name, max_unpacked_bytes=1_000_000_000)
-        self.path: Path = self._cm.__enter__()
+        base = folder if folder is not None else uploads.reserve(len(data), name)
+        left = uploads.remaining_bytes() if folder is None else ZIP_MAX_UNPACKED
+        target = base / f"zip-{self.sha[:16]}-{id(self):x}"
+        target.mkdir(parents=True, exist_ok=False)
+        self._cm: Any = target
+        self.path: Path = target
+        try:
+            limit = max(0, min(ZIP_MAX_UNPACKED, left))
+            _extract_zip(io.BytesIO(data), target, name, limit, 100_000, 200.0)
+        except UnetCoreError as exc:
+            uploads.remove(target)
+            self._cm = None
+            text = str(exc).replace(str(target), name)
+            if limit < ZIP_MAX_UNPACKED and "unpack" in text.lower():
+                text += (f" (this session may write {limit / 1e6:,.0f} MB more: "
+                         "UNET_SESSION_DISK_MB)")
+            raise DataSetError(text) from None
+        except BaseException:
+            uploads.remove(target)
+            self._cm = None
+            raise
 
     def pairs(self) -> list[Pair]:
         """The zip's image/mask pairs; a DataSetError names the zip, not the temp folder."""
@@ -391,13 +417,12 @@ class ExtractedZip:
             raise DataSetError(text) from None
 
     def close(self) -> None:
-        if self._cm is not None:
-            cm, self._cm = self._cm, None
-            with contextlib.suppress(Exception):
-                cm.__exit__(None, None, None)
+        """Remove the extracted files (idempotent)."""
+        from app import uploads
 
-    def __del__(self) -> None:
-        self.close()
+        if self._cm is not None:
+            target, self._cm = self._cm, None
+            uploads.remove(target)
 
 
 def resolve_data_folder(text: str, root: Path) -> Path:

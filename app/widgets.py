@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from app import engine, sources, state
+from app import engine, sources, state, uploads
 from app.context import InferenceSettings
-from app.errors import run_safely
+from app.errors import display_text, plain, run_safely
 from app.settings import (
     BACKEND_LABELS,
     DOMAIN_SAMPLES,
@@ -50,14 +49,15 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
     entries = engine.model_entries()
     labels = [e.label for e in entries] + [UPLOAD_OPTION]
     if not entries:
-        sb.warning(f"No models found in {folder} (*.keras, *.h5). Upload one below.")
+        sb.warning(f"No models found in {plain(folder)} (\\*.keras, \\*.h5). Upload one below.")
     choice = sb.selectbox("Model", labels, key="model_choice")
     bundle: engine.ModelBundle | None = None
     if choice == UPLOAD_OPTION:
         bundle = _sidebar_upload(sb)
     else:
         entry = entries[labels.index(choice)]
-        with run_safely(sb, "load model"), sb.spinner(f"Loading {entry.label}…"):
+        with run_safely(sb, "loading the model"), \
+                sb.spinner(f"Loading {plain(entry.label)}…"):
             bundle = engine.open_model(entry.path, entry.path.name, entry.label,
                                        trusted=entry.trusted)
     if bundle is not None:
@@ -65,7 +65,7 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
         card = bundle.card
         if state.sync_model(bundle.key, card):
             st.session_state["model_changed"] = True
-        what = (segments_text(card) if card.n_classes >= 2 else f"**{card.foreground}**")
+        what = (segments_text(card) if card.n_classes >= 2 else f"**{plain(card.foreground)}**")
         notes = []
         if bundle.trusted:
             notes.append("*trusted: loaded with safe_mode=False*")
@@ -73,7 +73,7 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
             notes.append("*card edited on the Model page*")
         elif not bundle.loaded.card_found:
             notes.append("*no card: settings inferred*")
-        sb.caption(f"Segments {what} in {card.domain} · input {card.input_spec}, "
+        sb.caption(f"Segments {what} in {plain(card.domain)} · input {card.input_spec}, "
                    f"{card.channels} channel{'s' if card.channels != 1 else ''} · card "
                    f"threshold {card.threshold:.2f}" + "".join(f" · {n}" for n in notes))
     return bundle
@@ -90,7 +90,7 @@ def _with_card_edits(bundle: engine.ModelBundle, sb: Any) -> engine.ModelBundle:
     edits = card_edits().get(bundle.network_key)
     if edits is None:
         return bundle
-    with run_safely(sb, "edited card"):
+    with run_safely(sb, "applying the edited card"):
         return engine.with_card(bundle, edits)
     card_edits().pop(bundle.network_key, None)
     return bundle
@@ -113,13 +113,16 @@ def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
         return None
     if card_up is not None:
         files.append((card_up.name, card_up.getvalue()))
-    with run_safely(sb, "upload model"), sb.spinner(f"Loading {files[0][0]}…"):
-        ss = st.session_state
-        tmp = ss.get("_upload_tmp")
-        if tmp is None:
-            tmp = ss["_upload_tmp"] = sources.new_upload_dir()
-        up = sources.save_model_upload(files, Path(tmp.name))
-        bundle = engine.open_model(up.path, up.name, up.name, uploaded=True, weights=up.weights)
+    with run_safely(sb, "loading the uploaded model"):
+        folder = uploads.session_dir() / "models"
+        if not sources.model_upload_dir(files, folder).exists():  # a new upload: check the disk
+            uploads.reserve(sum(len(d) for _, d in files), files[0][0])
+        up = sources.save_model_upload(files, folder)
+        with sb.spinner("Checking the model in a separate process…"):
+            engine.vet_upload(up.path, up.weights, up.name)
+        with sb.spinner(f"Loading {plain(files[0][0])}…"):
+            bundle = engine.open_model(up.path, up.name, up.name, uploaded=True,
+                                       weights=up.weights)
         bundle.label = f"{bundle.card.name} (uploaded)"
         return bundle
     return None
@@ -171,14 +174,15 @@ def segments_text(card: ModelCard) -> str:
     """What a model segments: its foreground ('salt'), or '3 classes (background, liver,
     tumour)' for a K-class model."""
     if card.n_classes >= 2:
-        names = ", ".join(card.classes[:8]) + (", …" if card.n_classes > 8 else "")
+        names = ", ".join(plain(c, 100) for c in card.classes[:8]) \
+            + (", …" if card.n_classes > 8 else "")
         return f"{card.n_classes} classes ({names})"
-    return card.foreground
+    return plain(card.foreground)
 
 
 def class_label(card: ModelCard, index: int) -> str:
     """'2 · tumour' (index and name of a class)."""
-    return f"{index} · {card.class_name(index)}"
+    return f"{index} · {display_text(card.class_name(index), 100)}"
 
 
 def class_ui(card: ModelCard, container: Any = None, help: str | None = None) -> int:
@@ -196,7 +200,8 @@ def class_ui(card: ModelCard, container: Any = None, help: str | None = None) ->
         "Class", list(range(card.n_classes)), key="class_index", persist_state="session",
         format_func=lambda i: class_label(card, i),
         help=help or f"The class whose probability is shown, thresholded and scored (one "
-        f"choice for every page). The card's default is {class_label(card, card.default_class)}."
+        "choice for every page). The card's default is "
+        f"{plain(class_label(card, card.default_class))}."
     ))
 
 
@@ -245,7 +250,8 @@ def invert_masks_ui(card: ModelCard, container: Any = None) -> bool:
     said = "ticked" if card.truth_inverted else "unticked"
     return _checkbox_ui(
         "invert_masks", "Masks mark the other class (invert)", card.truth_inverted,
-        f"Tick when white in the masks is *not* {card.foreground} (e.g. ISBI EM masks mark cell "
+        f"Tick when white in the masks is *not* {plain(card.foreground)} (e.g. ISBI EM masks "
+        "mark cell "
         f"interiors while a membrane model segments membranes). This model's card says {said}.",
         container)
 
@@ -253,7 +259,7 @@ def invert_masks_ui(card: ModelCard, container: Any = None) -> bool:
 def page_header(title: str, bundle: engine.ModelBundle, note: str) -> None:
     """A page's title and its one-line caption naming the model in use."""
     st.title(title)
-    st.caption(f"Model **{bundle.label}** · {note}")
+    st.caption(f"Model **{plain(bundle.label)}** · {note}")
 
 
 # --------------------------------------------------------------------------- images
@@ -301,7 +307,7 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
         image_key = ss.get("image_key")
         ss["recent_pick"] = image_key if image_key in recent else next(iter(recent))
     pick = st.selectbox("Recent image", list(recent), key="recent_pick", persist_state="session",
-                        format_func=lambda k: recent[k].name
+                        format_func=lambda k: display_text(recent[k].name, 200)
                         + (" (+ mask)" if with_masks and recent[k].mask_data else ""))
     return recent[pick]
 
@@ -327,10 +333,10 @@ def _upload_ui(card: ModelCard, upload_key: str, with_masks: bool) -> sources.Im
     items = [dataclasses.replace(it, domain=domains.setdefault(f"{it.name}:{it.sha}",
                                                                card.domain)) for it in items]
     for note in notes:
-        st.warning(note)
+        st.warning(plain(note))
     good: list[sources.ImageItem] = []
     for candidate in items:  # decode every upload now (cached) so bad ones are named
-        with run_safely(what="read upload"):
+        with run_safely(what="reading the upload"):
             sources.decode_image(candidate)
             good.append(candidate)
     if len(good) > 1:
@@ -338,7 +344,7 @@ def _upload_ui(card: ModelCard, upload_key: str, with_masks: bool) -> sources.Im
         if ss.get(f"{upload_key}_pick") not in by_key:
             ss[f"{upload_key}_pick"] = good[0].key
         pick = st.selectbox("Image", list(by_key), key=f"{upload_key}_pick",
-                            format_func=lambda k: by_key[k].name
+                            format_func=lambda k: display_text(by_key[k].name, 200)
                             + (" (+ mask)" if by_key[k].mask_data else ""))
         return by_key[pick]
     if good:
@@ -355,12 +361,13 @@ def domain_gate_ui(item: sources.ImageItem, bundle: engine.ModelBundle) -> bool:
     if state.image_fits_model(item, bundle.network_key, card):
         return True
     own = DOMAIN_SAMPLES.get(card.domain.lower().strip())
-    st.warning(f"**{item.name}** is one of the {item.domain} images, but **{bundle.label}** "
-               f"segments {segments_text(card)} in {card.domain} images: its numbers on this "
+    st.warning(f"**{plain(item.name)}** is one of the {plain(item.domain)} images, but "
+               f"**{plain(bundle.label)}** segments {segments_text(card)} in "
+               f"{plain(card.domain)} images: its numbers on this "
                "image would mean little. Pick one of its own samples, upload an image of its "
                "domain, or score this one anyway.")
     c1, c2, _ = st.columns([1, 1, 2])
-    c1.button(f"Use {bundle.label}'s samples" if own else "Use a bundled sample",
+    c1.button(f"Use {plain(bundle.label)}'s samples" if own else "Use a bundled sample",
               key="gate_samples", type="primary", on_click=use_model_samples, args=(card,))
     c2.button("Score this image anyway", key="gate_anyway", on_click=state.confirm_image,
               args=(item, bundle.network_key))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,9 +43,10 @@ def app_models_dir(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(autouse=True)
-def app_env(app_models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def app_env(app_models_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("UNET_MODELS_DIR", str(app_models_dir))
     monkeypatch.setenv("UNET_DATA_ROOT", str(ROOT / "assets"))
+    monkeypatch.setenv("UNET_UPLOAD_DIR", str(tmp_path / "uploads"))
 
 
 @pytest.fixture()
@@ -123,13 +126,19 @@ def shown(at: AppTest) -> dict[str, float]:
 def assert_clean(at: AppTest) -> None:
     """No exception element and no 'Unexpected error' on the page."""
     assert not at.exception, [e.value for e in at.exception]
-    unexpected = [e.value for e in at.error if "Unexpected error" in e.value]
+    unexpected = [md(e.value) for e in at.error if "Unexpected error" in md(e.value)]
     assert not unexpected, unexpected
 
 
+def md(text: str) -> str:
+    """The text a markdown body shows: backslash escapes (``app.errors.plain``) removed."""
+    return re.sub(r"\\(.)", r"\1", str(text))
+
+
 def texts(elements: Iterable[Any]) -> str:
-    """The values of some page elements, one per line (for assertion messages)."""
-    return "\n".join(str(e.value) for e in elements)
+    """The text of some page elements as shown, one per line (escapes of user-supplied
+    strings removed)."""
+    return "\n".join(md(e.value) for e in elements)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -262,7 +271,7 @@ def test_segment_bad_upload_shows_error_with_file_name() -> None:
     at.file_uploader(key="seg_upload").set_value(
         ("bad.png", b"this is not an image", "image/png")).run()
     assert_clean(at)
-    assert any("bad.png" in e.value for e in at.error), texts(at.error)
+    assert any("bad.png" in md(e.value) for e in at.error), texts(at.error)
     assert "Padding" in [w.label for w in at.selectbox]  # the controls still work
 
 
@@ -274,7 +283,7 @@ def test_segment_upload_with_mismatched_mask_still_predicts() -> None:
     at.file_uploader(key="seg_upload_masks").set_value(
         ("a.png", png(np.zeros((10, 10), np.uint8)), "image/png")).run()
     assert_clean(at)
-    assert any("a.png" in e.value and "10x10" in e.value for e in at.error), texts(at.error)
+    assert any("a.png" in md(e.value) and "10x10" in md(e.value) for e in at.error), texts(at.error)
     assert view(at)["payload"]["metrics"] is None  # no scores without a usable mask
     assert [b.label for b in at.download_button] == ["Download probabilities (.npy)"]
 
@@ -305,7 +314,8 @@ def test_evaluate_folder_outside_data_root_is_refused() -> None:
     at.radio(key="eval_source").set_value("Folder on the server").run()
     at.text_input(key="eval_folder").input("/etc").run()
     assert_clean(at)
-    assert any("outside the allowed data root" in e.value and str(ROOT / "assets") in e.value
+    assert any("outside the allowed data root" in md(e.value)
+               and str(ROOT / "assets") in md(e.value)
                for e in at.error), texts(at.error)
     assert at.button(key="eval_run").disabled
 
@@ -361,7 +371,7 @@ def test_no_model_offers_upload_and_refuses_bad_model(tmp_path: Path, tiny_model
     at.sidebar.file_uploader(key="model_upload").set_value(
         ("evil.keras", b"not a zip at all", "application/octet-stream")).run()
     assert_clean(at)
-    assert any("evil.keras" in e.value for e in at.sidebar.error), texts(at.sidebar.error)
+    assert any("evil.keras" in md(e.value) for e in at.sidebar.error), texts(at.sidebar.error)
     assert any("No model loaded" in i.value for i in at.info)
     at.sidebar.file_uploader(key="model_upload").set_value(
         ("mine.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
@@ -430,8 +440,8 @@ def test_evaluate_uploaded_zip_and_bad_zip() -> None:
     at.run()
     at.button(key="eval_run").click().run()
     assert_clean(at)
-    assert any(e.value.startswith("bad.zip: corrupt") for e in at.error), texts(at.error)
-    assert not any("/tmp" in e.value or "unet" in e.value.lower() for e in at.error)
+    assert any(md(e.value).startswith("bad.zip: corrupt") for e in at.error), texts(at.error)
+    assert not any("/tmp" in md(e.value) or "unet" in md(e.value).lower() for e in at.error)
     assert not at.dataframe, "the previous zip's results must not stay under the bad one"
     buf = io.BytesIO()  # a zip whose image is corrupt: the error names the zip's member
     with zipfile.ZipFile(buf, "w") as zf:
@@ -455,7 +465,9 @@ def test_unexpected_error_is_one_line_not_a_traceback(monkeypatch: pytest.Monkey
     monkeypatch.setattr(engine, "class_probabilities", boom)
     at = open_app("segment")
     assert not at.exception
-    assert [e.value for e in at.error] == ["Unexpected error: RuntimeError: boom second line"]
+    assert [md(e.value) for e in at.error] == [
+        "Unexpected error while running the network; the details are in the server log"]
+    assert "boom" not in texts(at.error)
 
 
 # --------------------------------------------------------------------------- big inputs
@@ -640,7 +652,7 @@ def test_ensemble_model_shows_its_members_and_every_layer(tmp_path: Path,
     monkeypatch.setenv("UNET_MODELS_DIR", str(tmp_path))
     home = open_app()
     assert_clean(home)
-    row = home.table[0].value.loc["Architecture", "value"]
+    row = md(home.table[0].value.loc["Architecture", "value"])
     assert row.startswith("ensemble: mean of 2 residual U-Nets;") and "members a, b" in row
     acts = open_app("activations")
     assert_clean(acts)
@@ -793,7 +805,7 @@ def test_activations_layer_shown_is_the_layer_drawn() -> None:
     for _ in range(2):
         box = at.selectbox(key="act_layer")
         layer = box.value
-        heading = at.subheader[0].value
+        heading = md(at.subheader[0].value)
         assert heading.startswith(f"{layer} · "), (box.value, heading)
         assert box.options[box.index].startswith(f"{layer} · ")
         # maps are measured over the 101x101 image, not the padded input
@@ -983,14 +995,14 @@ def test_card_editor_applies_checks_and_downloads(
     at.text_input(key="ce_mean").input("0.5, x").run()
     at.button(key="ce_apply").click().run()
     assert_clean(at)
-    assert [e.value for e in at.error] == [
+    assert [md(e.value) for e in at.error] == [
         "mean = '0.5, x' is not a list of numbers (accepted: one number per channel, "
         "separated by commas, on the 0..1 scale)"]
     at.text_input(key="ce_mean").input("0.5, 0.5").run()
     at.text_input(key="ce_std").input("0.25").run()
     at.button(key="ce_apply").click().run()
-    assert len(at.error) == 1 and "field mean = [0.5, 0.5] is invalid" in at.error[0].value
-    assert "1 or 3 numbers" in at.error[0].value
+    assert len(at.error) == 1 and "field mean = [0.5, 0.5] is invalid" in md(at.error[0].value)
+    assert "1 or 3 numbers" in md(at.error[0].value)
     assert at.table[0].value.loc["Normalisation", "value"].startswith("raw")  # not applied
 
     at.selectbox(key="ce_normalisation").set_value("unit").run()
@@ -1130,3 +1142,280 @@ def test_architecture_json_and_weights_upload_together(
     go(at, "segment")
     assert_clean(at)
     assert at.selectbox(key="class_index").options == ["0 · background", "1 · road", "2 · car"]
+
+
+# --------------------------------------------------------------------------- plain text
+
+#: A file name / card text holding every markdown construct that did harm: a remote image
+#: (the browser fetched it), a link, emphasis, a colour directive, HTML and a forged line.
+HOSTILE = "![x](http://127.0.0.1:9/a.png) **b** :red[c] <b>h</b> [l](http://127.0.0.1:9/l)"
+
+
+def rendered_markdown(at: AppTest) -> list[str]:
+    """Every markdown body of the page (markdown, captions, titles, alerts) and every cell of
+    its st.table elements (Streamlit renders both as markdown)."""
+    bodies = [str(e.value) for kind in ("markdown", "error", "warning", "info", "success")
+              for e in at.get(kind)]
+    for table in at.table:
+        frame = table.value
+        bodies += [str(v) for v in frame.to_numpy().ravel()] + [str(i) for i in frame.index]
+    return bodies
+
+
+def assert_no_markdown(bodies: list[str]) -> None:
+    """No body holds an unescaped link / image, emphasis, colour directive or HTML tag."""
+    for body in bodies:
+        for bad in ("](", "![", "**b**", ":red[", "<b>"):
+            assert bad not in body, (bad, body)
+
+
+def test_uploaded_file_names_are_plain_text() -> None:
+    from app.errors import plain
+
+    name = HOSTILE + "\nerror: forged.png"
+    at = open_app("segment")
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="seg_upload").set_value((name, b"not an image", "image/png"))
+    at.file_uploader(key="seg_upload_masks").set_value(("![m](http://127.0.0.1:9/m).png",
+                                                         png(np.zeros((8, 8), np.uint8)),
+                                                         "image/png"))
+    at.run()
+    assert_clean(at)
+    bodies = rendered_markdown(at)
+    assert_no_markdown(bodies)
+    errors = texts(at.error)
+    assert "127.0.0.1:9/a.png" in errors and "\n" not in errors.strip(), errors
+    assert any(plain(HOSTILE) in e.value for e in at.error), texts(at.error)
+    assert "error: forged" not in errors.split("\n")[0][:7]  # the forged line is not a line
+    assert any("127.0.0.1:9/m" in md(w.value) for w in at.warning), texts(at.warning)
+
+
+def test_plain_escapes_every_markdown_construct() -> None:
+    from app.errors import display_text, plain
+
+    text = plain(HOSTILE + " $x$ `c` # h &amp; www.example.org \x1b[31m\u202e")
+    for bad in ("](", "![", "**", ":red[", "<b>", "$x$", "`c`", "&amp;", "www.example", "\x1b",
+                "\u202e"):
+        assert bad not in text, bad
+    assert md(text) == display_text(HOSTILE + " $x$ `c` # h &amp; www.example.org \x1b[31m\u202e")
+    assert plain("a\nb\r\nc\td") == "a b c d"
+    assert len(plain("x" * 5000)) <= 400
+
+
+@pytest.fixture()
+def hostile_card_dir(tiny_model_path: Path, tmp_path: Path) -> Path:
+    """tiny.keras with a card whose name, description, foreground and domain are hostile."""
+    from unet_core.model import ModelCard
+
+    shutil.copy(tiny_model_path, tmp_path / "tiny.keras")
+    ModelCard(name="tiny " + HOSTILE, domain="seismic :red[d]", description=HOSTILE,
+              foreground="salt ![f](http://127.0.0.1:9/f.png)", multiple_of=4, min_size=32,
+              threshold=0.5,
+              training={"terms": HOSTILE, "note": HOSTILE}).save(tmp_path / "tiny.json")
+    return tmp_path
+
+
+@pytest.mark.parametrize("page", ["model", "segment"])
+def test_card_fields_are_plain_text(hostile_card_dir: Path, page: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNET_MODELS_DIR", str(hostile_card_dir))
+    at = open_app(None if page == "model" else page)
+    assert not at.exception, [e.value for e in at.exception]
+    bodies = rendered_markdown(at)
+    assert_no_markdown(bodies)
+    assert any("127.0.0.1:9/a.png" in md(b) for b in bodies)  # shown, as text
+    if page == "model":
+        assert md(at.title[0].value) == "Model: tiny " + HOSTILE
+
+
+# --------------------------------------------------------------------------- disk and vetting
+
+
+def seismic_zip() -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for sub in ("images", "masks"):
+            for path in sorted((ROOT / "assets" / "seismic" / sub).iterdir()):
+                zf.write(path, f"set/{sub}/{path.name}")
+    return buf.getvalue()
+
+
+def test_uploads_live_in_the_session_folder_and_go_when_the_session_ends(
+        tiny_model_path: Path) -> None:
+    from app import uploads
+
+    at = open_app()
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("mine.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    assert at.title[0].value == "Model: mine"
+    go(at, "evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", seismic_zip(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    folders, used = uploads.root_usage()
+    assert folders == 1 and used > tiny_model_path.stat().st_size, (folders, used)
+    session = next(p for p in uploads.upload_root().iterdir())
+    assert (session / "models").is_dir() and any(session.glob("zip-*/set/images/*.png"))
+    # A session this server still holds keeps its folder; an ended one loses it.
+    assert uploads.sweep_gone_sessions(live={session.name}, force=True) == 0
+    assert uploads.root_usage()[0] == 1
+    assert uploads.sweep_gone_sessions(live=set(), force=True) == 1
+    assert uploads.root_usage() == (0, 0)
+
+
+def test_session_disk_budget_refuses_before_writing(tiny_model_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from app import uploads
+
+    monkeypatch.setenv("UNET_SESSION_DISK_MB", "0.01")  # 10 kB
+    at = open_app("evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", seismic_zip(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    message = texts(at.error)
+    assert "set.zip: refused" in message and "UNET_SESSION_DISK_MB" in message, message
+    assert uploads.root_usage()[1] < 1000  # nothing but the owner record
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("mine.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    message = texts(at.sidebar.error)
+    assert "mine.keras: refused" in message and "UNET_SESSION_DISK_MB" in message, message
+    assert uploads.root_usage()[1] < 1000
+    assert uploads.sweep_gone_sessions(live=set(), force=True) == 1
+
+
+def test_sweep_at_startup_removes_folders_of_gone_servers(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from app import uploads
+
+    root = tmp_path / "uploads"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (root / "gone").mkdir(parents=True)
+    (root / "gone" / uploads.OWNER_FILE).write_text(f"{dead} 1.0\n")
+    (root / "gone" / "model.keras").write_bytes(b"x" * 100)
+    (root / "live").mkdir()
+    (root / "live" / uploads.OWNER_FILE).write_text(f"{os.getppid()} 1.0\n")  # alive
+    monkeypatch.setitem(uploads._state, "startup_done", False)
+    assert uploads.sweep_at_startup() == 1
+    assert sorted(p.name for p in root.iterdir()) == ["live"]
+    assert uploads.sweep_at_startup() == 0  # once per process
+
+
+class FakeSandbox:
+    """A stand-in for ``unet_core.sandbox`` (the agreed ``vet_model`` API) that refuses files
+    named evil* and counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def vet_model(self, path: Path, *, weights: Path | None = None, card: Any = None,
+                  memory_mb: int | None = None, timeout_s: float | None = None,
+                  name: str | None = None) -> dict:
+        from unet_core.errors import ModelLoadError
+
+        self.calls.append(Path(path).name)
+        if Path(path).name.startswith("evil"):
+            raise ModelLoadError(f"{Path(path).name}: refused: loading it needed more than "
+                                 "3,072 MB (limit UNET_VET_MEMORY_MB)")
+        return {"params": 1, "layers": 1, "seconds": 0.1}
+
+
+@pytest.fixture()
+def sandbox(monkeypatch: pytest.MonkeyPatch) -> FakeSandbox:
+    import sys
+
+    from app import engine
+
+    fake = FakeSandbox()
+    monkeypatch.setitem(sys.modules, "unet_core.sandbox", fake)
+    engine._vet_result.clear()
+    return fake
+
+
+def test_uploaded_models_are_vetted_once_bundled_never(sandbox: FakeSandbox,
+                                                        tiny_model_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unet_core import model as core_model
+
+    loads: list[str] = []
+    original = core_model.load_model
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(Path(path).name)
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr("app.engine.load_model", counting)
+    at = open_app()
+    assert_clean(at)
+    assert sandbox.calls == []  # the bundled model is not vetted
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("evil.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    assert [md(e.value) for e in at.sidebar.error] == [
+        "evil.keras: refused: loading it needed more than 3,072 MB (limit UNET_VET_MEMORY_MB)"]
+    assert "evil.keras" not in loads  # the server never loaded it
+    at.run()
+    assert sandbox.calls == ["evil.keras"]  # the refusal is cached by content
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        ("mine.keras", tiny_model_path.read_bytes(), "application/octet-stream")).run()
+    assert_clean(at)
+    assert at.title[0].value == "Model: mine"
+    at.run()
+    assert sandbox.calls == ["evil.keras", "mine.keras"]
+
+
+def test_error_inside_a_library_shows_no_path_or_source_line(monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from unet_core.inference import Segmenter
+
+    def raising(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError('in user code: File "/work/main/unet_core/introspect.py", line 596, '
+                         "cannot reshape array of size 7688 into shape (2,64,64,newaxis)")
+
+    monkeypatch.setattr(Segmenter, "predict_classes", raising)
+    from app import engine
+
+    engine._class_probabilities.clear()
+    at = open_app("segment")
+    assert not at.exception
+    message = texts(at.error)
+    assert message == ("Unexpected error while running the network; the details are in the "
+                       "server log"), message
+    for leak in ("/work", "introspect.py", "line 596", "reshape", "ValueError"):
+        assert leak not in message
+
+
+def test_evaluation_can_be_cancelled_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlit as st
+
+    from app import engine
+    from app.views import evaluate as page
+
+    def pressed_cancel(seg: Any, pairs: Any, *, progress: Any, **kwargs: Any) -> Any:
+        st.session_state[page._CANCEL_FLAG] = True  # what the Cancel button's callback sets
+        progress(1, len(pairs))
+        raise AssertionError("the evaluation went on after Cancel")
+
+    monkeypatch.setattr(page, "evaluate_pairs", pressed_cancel)
+    engine.evaluation_store.clear()
+    at = open_app("evaluate")
+    at.button(key="eval_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    message = texts(at.error)
+    assert message.startswith("evaluation cancelled after 1 of "), message
+    assert "evaluation" not in at.session_state and not at.dataframe
+    assert not any(b.label == "Cancel" for b in at.button)  # gone with the progress bar

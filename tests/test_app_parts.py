@@ -214,3 +214,27 @@ def test_unknown_domain_models_take_any_image() -> None:
     item = make_item("sample", "s.png", b"x", domain="seismic")
     assert image_fits_model(item, "k", ModelCard(name="m", domain="unknown"))
     assert image_fits_model(item, "k", ModelCard(name="m", domain="seismic"))
+
+
+def test_lru_is_bounded_in_bytes() -> None:
+    from app.engine import LRU, approx_nbytes
+
+    lru = LRU(8, max_bytes=3 * 2**20)
+    for i in range(5):
+        lru.put(i, {"a": np.zeros(2**20 // 8)})  # ~1 MiB each
+    assert lru.get(0) is None and lru.get(1) is None and lru.get(4) is not None
+    assert lru.nbytes <= 3 * 2**20
+    lru.put("big", np.zeros(2**20))  # 8 MiB alone: kept (the newest), the rest evicted
+    assert lru.get("big") is not None and lru.get(4) is None
+    assert approx_nbytes([np.zeros(10, np.uint8), "abc"]) >= 13
+
+
+def test_plain_text_has_no_markdown_and_errors_no_details() -> None:
+    from app.errors import GENERIC, error_message, plain
+    from unet_core.errors import ModelLoadError
+
+    assert plain("a_b.png") == "a\\_b\\.png"
+    assert error_message(ModelLoadError("x*.keras: refused")) == "x\\*\\.keras\\: refused"
+    got = error_message(ValueError("/srv/app/unet_core/x.py line 3"), "loading the model")
+    assert got == plain(GENERIC.format(what="loading the model"))
+    assert "srv" not in got

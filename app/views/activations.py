@@ -19,7 +19,7 @@ import streamlit as st
 
 from app import engine, sources, state, viz, widgets
 from app.context import PageContext
-from app.errors import run_safely
+from app.errors import display_text, plain, run_safely
 from app.settings import activation_max_bytes
 from unet_core.introspect import layer_activation
 from unet_core.metrics import threshold_mask
@@ -45,20 +45,20 @@ def render(ctx: PageContext) -> None:
     if not widgets.domain_gate_ui(item, bundle):
         return
     image = None
-    with run_safely(what="read image"):
+    with run_safely(what="reading the image"):
         image = sources.decode_image(item)
     if image is None:
         return
 
     maps_by_layer = None
-    with run_safely(what="activations"):
+    with run_safely(what="computing the activations"):
         seg = engine.get_segmenter(bundle, False, "tensorflow")  # only its input rules
         padded, box = seg.prepare(image, padding)  # (Hn, Wn, C) as the network sees it
         with st.spinner("Building the activation probe…"):
             probe = engine.get_probe(bundle.network_key, bundle.loaded)
         need, cap = probe.estimate_bytes(*padded.shape[:2]), activation_max_bytes()
         if need > cap:  # refuse before anything is allocated
-            st.error(f"{item.name}: the activation maps of this {image.shape[0]}x"
+            st.error(f"{plain(item.name)}: the activation maps of this {image.shape[0]}x"
                      f"{image.shape[1]} image (padded to {padded.shape[0]}x{padded.shape[1]}) "
                      f"would take about {need / 2**20:,.0f} MiB, over the dashboard's limit of "
                      f"{cap / 2**20:,.0f} MiB per image; accepted: a smaller image or crop "
@@ -105,7 +105,7 @@ def _class_outline(ctx: PageContext, item: sources.ImageItem, image: np.ndarray,
     k = int(st.session_state.get("class_index", card.default_class))
     if k not in range(card.n_classes):
         k = card.default_class
-    with run_safely(what="predicted mask"):
+    with run_safely(what="predicting the mask"):
         prob = engine.probability_map(bundle, item, image, settings.padding, settings.tta,
                                       ctx.backend, class_index=k)
         mask = threshold_mask(prob, float(st.session_state.get("threshold", card.threshold)),
@@ -125,7 +125,7 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
     if hi_all <= lo_all:
         hi_all = lo_all + 1e-6
 
-    st.subheader(f"{layer} · {h}x{w}, {channels} channels")
+    st.subheader(f"{plain(layer)} · {h}x{w}, {channels} channels")
     g1, g2 = st.columns([3, 2])
     with g1:
         start, stop = widgets.pager_ui(channels, key=f"act_page_{layer}", noun="channels")
@@ -139,7 +139,8 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
             zmin = [stats[c].min for c in range(start, stop)]
             zmax = [stats[c].max for c in range(start, stop)]
             note = "Each channel stretched to its own min (black) … max (yellow), inferno."
-        titles = [f"#{c}" + (f" {classes[c]}" if classes else "") for c in range(start, stop)]
+        titles = [f"#{c}" + (f" {display_text(classes[c], 60)}" if classes else "")
+                  for c in range(start, stop)]
         widgets.tile_grid_ui(tiles, titles, zmin=zmin, zmax=zmax, cmap="inferno", tile_px=120)
         st.caption(note + f" Channels #{start}–#{stop - 1}, left to right, top to bottom.")
     with g2:
@@ -148,13 +149,14 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
         if st.session_state.get(key) not in range(start, stop):
             st.session_state[key] = start
         pick = int(st.selectbox("Channel", options, key=key,
-                                format_func=lambda c: f"{c} · {classes[c]}" if classes
+                                format_func=lambda c: f"{c} · {display_text(classes[c], 60)}"
+                                if classes
                                 else str(c)))
         overlay = st.checkbox("Overlay on input", key="act_overlay", persist_state="session")
         one = shown[:, :, pick].astype(np.float32)
         lo, hi = (lo_all, hi_all) if shared else (stats[pick].min, stats[pick].max)
         if overlay:
-            what = (widgets.class_label(card, int(st.session_state.get(
+            what = display_text(widgets.class_label(card, int(st.session_state.get(
                 "class_index", card.default_class))) if card.n_classes >= 2 else
                 card.foreground)
             outline = st.checkbox("Mask outline", key="act_outline",
@@ -167,8 +169,8 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
             img_d, _ = sources.display(image, ONE_MAX_SIDE)
             rgb = viz.colormap_rgb(viz.resize_nearest(one, img_d.shape[:2]), lo, hi, "inferno")
             shown = (0.5 * viz.as_rgb(img_d) * 255 + 0.5 * rgb).astype(np.uint8)
-            caption = f"{layer} #{pick} over the input (50%); nearest-neighbour upsampled to " \
-                "the image"
+            caption = f"{display_text(layer)} #{pick} over the input (50%); nearest-neighbour " \
+                "upsampled to the image"
             if outline:
                 mask = _class_outline(ctx, item, image, img_d.shape)
                 if mask is not None:
@@ -178,7 +180,7 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
             st.image(shown, width="stretch", caption=caption)
         else:
             st.image(viz.upscale_nearest(viz.colormap_rgb(one, lo, hi, "inferno"), 256),
-                     width="stretch", caption=f"{layer} #{pick} ({h}x{w})"
+                     width="stretch", caption=f"{display_text(layer)} #{pick} ({h}x{w})"
                      + (f", shown at every {viz.ordinal(maps.stride)} value"
                         if maps.stride > 1 else ""))
         s = stats[pick]
@@ -194,7 +196,7 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
             (f"; this layer ends with {activation}" if activation else "")
     table = pd.DataFrame([{"channel": s.channel, "mean": s.mean, "std": s.std, "min": s.min,
                            "max": s.max, "zeros": s.zero_fraction} for s in stats])
-    st.markdown(f"**Per-channel statistics of {layer}** · {said}")
+    st.markdown(f"**Per-channel statistics of {plain(layer)}** · {said}")
     config: dict[str, Any] = {c: st.column_config.NumberColumn(format="%.4f", width="small")
                               for c in table.columns if c not in ("channel", "zeros")}
     config["zeros"] = st.column_config.NumberColumn(format="percent", width="small")

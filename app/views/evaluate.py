@@ -13,7 +13,7 @@ import streamlit as st
 
 from app import engine, sources, state, viz, widgets
 from app.context import InferenceSettings, PageContext
-from app.errors import run_safely
+from app.errors import display_text, plain, run_safely
 from app.settings import ASSETS, app_max_pixels, data_root, domain_of_sample_set
 from unet_core.errors import DataSetError, UnetCoreError
 from unet_core.evaluate import Evaluation, evaluate_classes, evaluate_pairs
@@ -70,6 +70,17 @@ def mask_kind(pairs: list[Pair], card: ModelCard, choice: str) -> str:
         else "binary"
 
 
+_CANCEL_FLAG = "eval_cancel_requested"
+
+
+class EvaluationCancelled(UnetCoreError):
+    """The user pressed Cancel during an evaluation."""
+
+
+def _request_cancel() -> None:
+    st.session_state[_CANCEL_FLAG] = True
+
+
 def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: InferenceSettings,
               holder: sources.ExtractedZip | None, class_index: int, masks: str) -> EvalState:
     """Evaluate the pairs of ``folder`` (cached per model and card, data, settings, class and
@@ -85,21 +96,35 @@ def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: 
                  class_index if kind == "binary" else None)
     evaluation = store.get(cache_key)
     if evaluation is None:
-        bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
+        running = st.empty()
+        with running.container():
+            bar = st.progress(0.0, text=f"Evaluating {len(pairs)} images…")
+            # Pressing Cancel makes Streamlit stop this run at its next page update, i.e.
+            # after the batch in progress (and rerun, where the page says so); the flag
+            # covers a run that is not interrupted (checked between batches too).
+            st.button("Cancel", key="eval_cancel", on_click=_request_cancel,
+                      help="Stop after the batch in progress; nothing is kept.")
+        st.session_state.pop(_CANCEL_FLAG, None)
 
         def progress(done: int, total: int) -> None:
+            if st.session_state.get(_CANCEL_FLAG):
+                raise EvaluationCancelled(f"evaluation cancelled after {done} of {total} images")
             bar.progress(done / max(total, 1), text=f"Evaluated {done} / {total} images")
 
-        if kind == "labels":
-            evaluation = evaluate_classes(seg, pairs, padding_mode=settings.padding,
-                                          progress=progress, max_pixels=app_max_pixels())
-        else:
-            evaluation = evaluate_pairs(seg, pairs, padding_mode=settings.padding,
-                                        progress=progress, max_pixels=app_max_pixels(),
-                                        invert_masks=settings.invert_masks,
-                                        select_metric=select_metric_for(bundle.card),
-                                        class_index=class_index)
-        bar.empty()
+        try:
+            if kind == "labels":
+                evaluation = evaluate_classes(seg, pairs, padding_mode=settings.padding,
+                                              progress=progress, max_pixels=app_max_pixels())
+            else:
+                evaluation = evaluate_pairs(seg, pairs, padding_mode=settings.padding,
+                                            progress=progress, max_pixels=app_max_pixels(),
+                                            invert_masks=settings.invert_masks,
+                                            select_metric=select_metric_for(bundle.card),
+                                            class_index=class_index)
+        except Exception:  # failed or cancelled: no progress bar or Cancel button left
+            running.empty()
+            raise
+        running.empty()
         store.put(cache_key, evaluation)
     return EvalState(bundle.key, label, pairs, evaluation, settings, holder, kind, class_index)
 
@@ -120,7 +145,7 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
         if domain and card.domain.lower().strip() not in state.UNKNOWN_DOMAINS \
                 and domain != card.domain.lower().strip():
             st.warning(f"The {chosen} samples are {domain} images; this model segments "
-                       f"{widgets.segments_text(card)} in {card.domain} images.")
+                       f"{widgets.segments_text(card)} in {plain(card.domain)} images.")
         return ASSETS / chosen, f"bundled samples: {chosen}", None
     if source == SOURCES[1]:
         root = data_root()
@@ -129,10 +154,10 @@ def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
                              placeholder=candidates[0] if candidates else str(root),
                              help="A folder holding images/ and masks/ (same file names). "
                              "Relative paths are inside the data root.")
-        st.caption(f"Allowed data root: `{root}`"
-                   + (f" · e.g. {', '.join(candidates[:6])}" if candidates else ""))
+        st.caption(f"Allowed data root: {plain(root)}"
+                   + (f" · e.g. {plain(', '.join(candidates[:6]))}" if candidates else ""))
         if text.strip():
-            with run_safely(what="folder path"):
+            with run_safely(what="opening the folder"):
                 folder = sources.resolve_data_folder(text, root)
                 return folder, f"folder: {folder.relative_to(root.resolve())}", None
         return None, "", None
@@ -147,20 +172,39 @@ def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
          settings: InferenceSettings, class_index: int, masks: str) -> None:
     ss = st.session_state
     old: EvalState | None = ss.get("evaluation")
+    stored = False
+    try:
+        stored = _run_inner(ctx, folder, label, zip_upload, settings, class_index, masks, old)
+    finally:
+        if not stored:  # failed, cancelled or interrupted: nothing of this run is kept
+            ss.pop("evaluation", None)
+            st.session_state.pop(_CANCEL_FLAG, None)
+            for h in (ss.pop("_eval_new_holder", None), old.holder if old is not None else None):
+                if h is not None:
+                    h.close()
+        ss.pop("_eval_new_holder", None)
+
+
+def _run_inner(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
+               settings: InferenceSettings, class_index: int, masks: str,
+               old: EvalState | None) -> bool:
+    """The evaluation of :func:`_run`; True when its result was stored."""
+    ss = st.session_state
     holder = None
     extra = ""
-    with run_safely(what="evaluation"):
+    with run_safely(what="evaluating"):
         if zip_upload is not None:
             data = zip_upload.getvalue()
             if old is not None and old.holder is not None and \
                     old.holder.sha == sources.sha256_bytes(data):
                 holder = old.holder
             else:
-                with st.spinner(f"Extracting {zip_upload.name}…"):
+                with st.spinner(f"Extracting {plain(zip_upload.name)}…"):
                     holder = sources.ExtractedZip(data, zip_upload.name)
+                ss["_eval_new_holder"] = holder
             folder, extra = holder.path, f"zip:{holder.sha}"
         if folder is None:
-            return
+            return True
         suffix = " (masks inverted)" if settings.invert_masks else ""
         try:
             ss["evaluation"] = _evaluate(ctx, folder, label + suffix, extra, settings, holder,
@@ -173,12 +217,9 @@ def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
                                ) from None
         if old is not None and old.holder is not None and old.holder is not holder:
             old.holder.close()
-        return
+        return True
     # Failed: drop the previous results so they are not shown under the new source.
-    ss.pop("evaluation", None)
-    for h in (holder, old.holder if old is not None else None):
-        if h is not None:
-            h.close()
+    return False
 
 
 def render(ctx: PageContext) -> None:
@@ -206,6 +247,9 @@ def render(ctx: PageContext) -> None:
         ready = folder is not None or zip_upload is not None
         clicked = st.button("Run evaluation", type="primary", key="eval_run",
                             disabled=not ready)
+    if ss.get("eval_cancel"):  # pressed during the last run, which stopped there
+        st.info("Evaluation cancelled: nothing was kept. Press **Run evaluation** to start "
+                "again.")
     if clicked:
         _run(ctx, folder, label, zip_upload, settings, class_index, masks)
 
@@ -214,7 +258,7 @@ def render(ctx: PageContext) -> None:
         st.info("Choose a data source and press **Run evaluation**.")
         return
     if result.model_key != bundle.key:
-        st.info(f"The last evaluation ({result.source}) was for another model: press "
+        st.info(f"The last evaluation ({plain(result.source)}) was for another model: press "
                 "**Run evaluation** to score this one.")
         return
     if result.settings != settings:
@@ -226,8 +270,9 @@ def render(ctx: PageContext) -> None:
         _class_results(ctx, result)
         return
     if card.n_classes >= 2 and result.class_index != class_index:
-        st.info(f"This evaluation scored class {widgets.class_label(card, result.class_index)}: "
-                f"press **Run evaluation** to score {widgets.class_label(card, class_index)}.")
+        st.info(f"This evaluation scored class "
+                f"{plain(widgets.class_label(card, result.class_index))}: press **Run "
+                f"evaluation** to score {plain(widgets.class_label(card, class_index))}.")
     _results(ctx, result)
 
 
@@ -236,9 +281,9 @@ def _results(ctx: PageContext, result: EvalState) -> None:
     card = bundle.card
     assert isinstance(result.evaluation, Evaluation)
     n = len(result.evaluation.sweep.names)
-    of = (f" · class {widgets.class_label(card, result.class_index)}"
+    of = (f" · class {plain(widgets.class_label(card, result.class_index))}"
           if card.n_classes >= 2 else "")
-    st.subheader(f"Results · {result.source} · {n} images{of}")
+    st.subheader(f"Results · {plain(result.source)} · {n} images{of}")
     threshold = widgets.threshold_ui(card)
     min_area = ctx.settings.min_area
     # Another minimum area is re-derived from the stored counts: no image is predicted again.
@@ -338,16 +383,16 @@ def _gallery_ui(ctx: PageContext, result: EvalState, names: list[str], order: np
         if pair is None:
             continue
         tile = gallery.container(width=180)
-        with tile, run_safely(what="thumbnail"):
+        with tile, run_safely(what="drawing a thumbnail"):
             st.image(thumbnail(pair), width=160,
-                     caption=f"{viz.fit_title(name, 22)} · {scores[int(idx)]}")
+                     caption=f"{viz.fit_title(display_text(name), 22)} · {scores[int(idx)]}")
         if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
             _open_in_segment(ctx, pair)
 
 
 def _open_in_segment(ctx: PageContext, pair: Pair) -> None:
     """Make ``pair`` (image and mask) the image in use and switch to the Segment page."""
-    with run_safely(what="open in segment"):
+    with run_safely(what="opening the image in Segment"):
         item = sources.item_from_pair(pair, domain=ctx.bundle.card.domain)
         state.use_image(item)
         st.session_state["image_source"] = widgets.RECENT_SOURCE
@@ -361,7 +406,7 @@ def _class_results(ctx: PageContext, result: EvalState) -> None:
     res = result.evaluation
     assert isinstance(res, ClassResult)
     n = len(res.names)
-    st.subheader(f"Results · {result.source} · {n} images · label masks, {res.n_classes} "
+    st.subheader(f"Results · {plain(result.source)} · {n} images · label masks, {res.n_classes} "
                  "classes")
     m1, m2, m3 = st.columns(3)
     m1.metric("Mean IoU over classes", f"{res.mean_iou:.3f}",
@@ -372,7 +417,7 @@ def _class_results(ctx: PageContext, result: EvalState) -> None:
               help="Pixels of the right class / all pixels, pooled over the set.")
     rows = []
     for c in res.per_class():
-        rows.append({"class": c["index"], "name": c["name"],
+        rows.append({"class": c["index"], "name": plain(c["name"], 100),
                      "colour": viz.label_color_name(c["index"]), "IoU": c["iou"],
                      "Dice": c["dice"], "pooled IoU": c["pooled_iou"],
                      "pooled Dice": c["pooled_dice"], "images": c["images"]})

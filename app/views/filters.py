@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ import streamlit as st
 
 from app import engine, viz, widgets
 from app.context import PageContext
-from app.errors import run_safely
+from app.errors import display_text, plain, run_safely
 from unet_core.model import ModelCard
 
 GRID_COLS = 8
@@ -53,7 +54,7 @@ def render(ctx: PageContext) -> None:
     layer = widgets.select_ui("Layer", list(names), "filters_layer", layers[0][0],
                               format_func=names.get)
     kern = None
-    with run_safely(what="kernels"):
+    with run_safely(what="reading the kernels"):
         kern = engine.kernels(bundle.network_key, layer, bundle.loaded)
     if kern is None:
         return
@@ -93,7 +94,7 @@ def render(ctx: PageContext) -> None:
              else f"input channel {labels[rows[0]]}")
     st.caption(f"Filters #{start}–#{stop - 1}, {which}. One colour scale for every tile and "
                f"page: blue −{cmax:.3g} … white 0 … red +{cmax:.3g}, the largest |weight| in "
-               f"{layer} (all filters, all input channels).")
+               f"{plain(layer)} (all filters, all input channels).")
     g2, g3 = st.columns([2, 3])
     with g2:
         key = f"filters_pick_{layer}"
@@ -122,10 +123,10 @@ def render(ctx: PageContext) -> None:
                    f"{stats['mean']:.3g}, std {stats['std']:.3g}, L2 {stats['l2_norm']:.3g}"
                    f"{bias}")
 
-    with g3, run_safely(what="histogram"):
+    with g3, run_safely(what="drawing the histogram"):
         counts, edges = _histogram(bundle.network_key, layer, bundle.loaded)
-        st.plotly_chart(viz.histogram_figure(counts, edges, f"All weights of {layer} "
-                                             f"({weights.size:,})"),
+        title = f"All weights of {html.escape(display_text(layer))} ({weights.size:,})"
+        st.plotly_chart(viz.histogram_figure(counts, edges, title),
                         width="stretch", key="filters_fig_hist")
     table = pd.DataFrame(kern.stats)
     if kern.bias is not None:

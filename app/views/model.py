@@ -19,7 +19,7 @@ import streamlit as st
 
 from app import engine
 from app.context import PageContext
-from app.errors import one_line, run_safely
+from app.errors import display_text, one_line, plain, run_safely
 from unet_core.errors import ModelSpecError, UnetCoreError
 from unet_core.model import ModelCard
 from unet_core.preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
@@ -50,7 +50,7 @@ def dataset_name(value: Any) -> str:
     if not value:
         return "—"
     stem = Path(str(value)).name
-    return DATASET_NAMES.get(stem, stem.replace("_", " "))
+    return DATASET_NAMES.get(stem, plain(stem.replace("_", " ")))
 
 
 def metrics_table(metrics: dict[str, Any]) -> pd.DataFrame | None:
@@ -90,8 +90,8 @@ def training_table(training: dict[str, Any]) -> pd.DataFrame:
             value = f"{value / 60:.0f} min"
         elif isinstance(value, bool):
             value = "yes" if value else "no"
-        rows.append({"field": TRAINING_NAMES.get(key, key.replace("_", " ").capitalize()),
-                     "value": str(value)})
+        rows.append({"field": TRAINING_NAMES.get(key, plain(key.replace("_", " ").capitalize())),
+                     "value": plain(value)})
     return pd.DataFrame(rows, columns=["field", "value"])
 
 
@@ -99,14 +99,14 @@ def architecture_text(arch: dict[str, Any]) -> str:
     """One line: type, size and, for an ensemble, its members."""
     if not arch:
         return "—"
-    parts = [str(arch.get("type", "network"))]
+    parts = [plain(arch.get("type", "network"))]
     if arch.get("base_filters") and arch.get("depth"):
-        parts.append(f"{arch['base_filters']} base filters, depth {arch['depth']}")
+        parts.append(plain(f"{arch['base_filters']} base filters, depth {arch['depth']}"))
     if isinstance(arch.get("parameters"), int):
         parts.append(f"{arch['parameters'] / 1e6:.2f} M parameters")
     members = arch.get("members")
     if isinstance(members, list) and members:
-        parts.append("members " + ", ".join(str(m.get("name", "?")) for m in members
+        parts.append("members " + ", ".join(plain(m.get("name", "?")) for m in members
                                              if isinstance(m, dict)))
     return "; ".join(parts)
 
@@ -162,10 +162,10 @@ def classes_text(card: ModelCard) -> str:
     """'one map: salt (probability > threshold)' or '3: 0 background, 1 liver, 2 tumour;
     default 1 · liver'."""
     if card.n_classes < 2:
-        return f"one map: {card.foreground} (foreground is probability > threshold)"
-    names = ", ".join(f"{i} {n}" for i, n in enumerate(card.classes))
+        return f"one map: {plain(card.foreground)} (foreground is probability > threshold)"
+    names = ", ".join(f"{i} {plain(n)}" for i, n in enumerate(card.classes))
     return (f"{card.n_classes}: {names}; shown by default: {card.default_class} · "
-            f"{card.class_name(card.default_class)} (the label map is the argmax)")
+            f"{plain(card.class_name(card.default_class))} (the label map is the argmax)")
 
 
 def channels_text(card: ModelCard) -> str:
@@ -199,10 +199,12 @@ def render(ctx: PageContext) -> None:
     bundle = ctx.bundle
     loaded = bundle.loaded
     card = loaded.card
-    st.title(f"Model: {card.name}")
-    st.caption(card.description or "No description in the model card.")
+    st.title(f"Model: {plain(card.name)}")
+    st.caption(plain(card.description, 2000) if card.description
+               else "No description in the model card.")
     if bundle.trusted:
-        st.info(f"**Trusted model**: {loaded.path.name if loaded.path else card.name} is in the "
+        st.info(f"**Trusted model**: {plain(loaded.path.name if loaded.path else card.name)} "
+                "is in the "
                 "trusted models folder (UNET_TRUSTED_MODELS_DIR), so it was loaded with Keras "
                 "safe_mode=False: its Lambda layers and custom code ran. Uploads are never "
                 "trusted.")
@@ -212,7 +214,7 @@ def render(ctx: PageContext) -> None:
     elif not loaded.card_found:
         st.warning(
             f"No model card was found next to "
-            f"{loaded.path.name if loaded.path else 'this model'}: the fields "
+            f"{plain(loaded.path.name) if loaded.path else 'this model'}: the fields "
             f"{', '.join(card.inferred)} are *inferred* from the network. Check the "
             "normalisation, fit, classes and threshold (Edit the card, below) before trusting "
             "any number.")
@@ -222,12 +224,13 @@ def render(ctx: PageContext) -> None:
     inferred = set(card.inferred)
     with left:
         st.subheader("Model card")
-        what = (f"{card.n_classes} classes in {card.domain} images" if card.n_classes >= 2
-                else f"{card.foreground} in {card.domain} images")
+        what = (f"{card.n_classes} classes in {plain(card.domain)} images"
+                if card.n_classes >= 2
+                else f"{plain(card.foreground)} in {plain(card.domain)} images")
         fields: list[tuple[str, str, str]] = [("Segments", "", what)]
         fields += spec_rows(card)
         fields += [
-            ("Preprocessing", "", card.preprocessing),
+            ("Preprocessing", "", plain(card.preprocessing, 2000)),
             ("Padding", "padding_mode", card.padding_mode),
             ("Recommended threshold", "threshold", f"{card.threshold:.2f}"),
             ("Minimum area", "", f"{card.min_area} px: smaller predicted masks are emptied"
@@ -237,11 +240,12 @@ def render(ctx: PageContext) -> None:
              if bundle.trusted else "safe_mode=True (no Lambda layers or custom code)"),
             ("Architecture", "", architecture_text(card.architecture or {})),
             ("Training data", "", dataset_name(training.get("data"))),
-            ("Data terms", "", str(training.get("terms") or "—")),
+            ("Data terms", "", plain(training.get("terms") or "—")),
         ]
         if card.truth_inverted:
             fields.insert(-2, ("Ground-truth masks", "", "mark the other class; inverted "
-                               f"before scoring (the model's foreground is {card.foreground})"))
+                               "before scoring (the model's foreground is "
+                               f"{plain(card.foreground)})"))
         table = pd.DataFrame(
             [{"field": label + (" (inferred)" if key and key in inferred else ""),
               "value": str(value)} for label, key, value in fields])
@@ -249,7 +253,8 @@ def render(ctx: PageContext) -> None:
         notes = {k: v for k, v in (card.notes or {}).items() if isinstance(v, str)}
         if notes and inferred:
             st.markdown("**Why the inferred values**\n" + "\n".join(
-                f"- *{field}*: {text}" for field, text in notes.items() if field in inferred))
+                f"- *{plain(field)}*: {plain(text, 1000)}" for field, text in notes.items()
+                if field in inferred))
     with right:
         st.subheader("How to use")
         st.markdown(
@@ -268,7 +273,7 @@ def render(ctx: PageContext) -> None:
         st.download_button("Download card (JSON)", card_json(card),
                            file_name=bundle.card_file_name, mime="application/json",
                            key="model_card_download",
-                           help=f"Save it as {bundle.card_file_name} next to the model file "
+                           help=f"Save it as {plain(bundle.card_file_name)} next to the model file "
                            "and the model loads with it.")
 
     card_editor_ui(bundle)
@@ -296,11 +301,11 @@ def render(ctx: PageContext) -> None:
         st.table(training_table(training).set_index("field"))
 
     st.subheader("Layers")
-    with run_safely(what="layer table"):
+    with run_safely(what="building the layer table"):
         rows, total, trainable = engine.layer_rows(bundle.network_key, loaded)
         fh, fw = card.input_size or (max(card.min_size, 128),) * 2
         flops = ""
-        with run_safely(what="FLOP count"):
+        with run_safely(what="counting FLOPs"):
             flops = (f" · **{engine.gflop(bundle.network_key, loaded, fh, fw):.2f}** GFLOP per "
                      f"{fh}x{fw} image (multiply-add = 2)")
         st.markdown(f"**{total:,}** parameters ({trainable:,} trainable) · **{len(rows):,}** "
@@ -456,7 +461,8 @@ def card_editor_ui(bundle: engine.ModelBundle) -> None:
             if ss.get("ce_class_index") not in range(card.n_classes):
                 ss["ce_class_index"] = int(card.default_class)
             k2.selectbox("Default class", list(range(card.n_classes)), key="ce_class_index",
-                         format_func=lambda i: f"{i} · {names[i]}" if i < len(names) else str(i),
+                         format_func=lambda i: f"{i} · {display_text(names[i])}" if i < len(names)
+                         else str(i),
                          help="The class shown, thresholded and scored by default.")
         else:
             k1.text_input("Foreground name", key="ce_foreground",
@@ -469,4 +475,4 @@ def card_editor_ui(bundle: engine.ModelBundle) -> None:
                    disabled=not bundle.edited)
         error = ss.get(_EDIT_ERROR)
         if error:
-            st.error(error)
+            st.error(plain(error))

@@ -23,7 +23,7 @@ import streamlit as st
 from app import engine, sources, state, viz, widgets
 from app.components.threshold_view import threshold_view
 from app.context import PageContext
-from app.errors import run_safely
+from app.errors import display_text, plain, run_safely
 from unet_core.inference import labels_from_probs
 from unet_core.metrics import ClassAccumulator, threshold_mask
 from unet_core.model import ModelCard
@@ -37,8 +37,9 @@ def render(ctx: PageContext) -> None:
     ss = st.session_state
     bundle = ctx.bundle
     card = bundle.card
-    what = (f"{card.n_classes} classes" if card.n_classes >= 2 else card.foreground)
-    widgets.page_header("Segment", bundle, f"segments {what} in {card.domain} images · input "
+    what = (f"{card.n_classes} classes" if card.n_classes >= 2 else plain(card.foreground))
+    widgets.page_header("Segment", bundle, f"segments {what} in {plain(card.domain)} images · "
+                        "input "
                         f"{card.input_spec}, {card.channels} channel"
                         f"{'s' if card.channels != 1 else ''}")
 
@@ -55,12 +56,12 @@ def render(ctx: PageContext) -> None:
         return
 
     image = probs = None
-    with run_safely(what="read image"):
+    with run_safely(what="reading the image"):
         image = sources.decode_image(item)
     if image is None:
         return
     mask, labels_truth, mask_note = _truth(item, image.shape, card, class_index, invert)
-    with run_safely(what="predict"), st.spinner("Running the network…"):
+    with run_safely(what="running the network"), st.spinner("Running the network…"):
         probs = engine.class_probabilities(bundle, item, image, padding, tta, ctx.backend)
     if probs is None:
         return
@@ -72,13 +73,13 @@ def render(ctx: PageContext) -> None:
     shown, k = sources.display(image, IMAGE_MAX_SIDE)
     f1, f2, f3 = st.columns([1, 1, 2])
     f1.image(viz.to_uint8(shown), width="stretch",
-             caption=viz.fit_title(f"Input · {item.name} ({h}x{w}"
+             caption=viz.fit_title(f"Input · {display_text(item.name)} ({h}x{w}"
                                    + (f", {image.shape[2]} channels" if image.ndim == 3 else "")
                                    + ")", 60))
     f2.image(viz.colormap_rgb(prob[::k, ::k], 0.0, 1.0, "viridis"), width="stretch",
-             caption=f"Probability of {name} (dark 0 … yellow 1, viridis)")
+             caption=f"Probability of {display_text(name)} (dark 0 … yellow 1, viridis)")
     seg = engine.get_segmenter(bundle, tta, ctx.backend)
-    notes = [widgets.backend_caption(seg), f"Input: {card.preprocessing}"]
+    notes = [widgets.backend_caption(seg), f"Input: {plain(card.preprocessing, 1000)}"]
     if k > 1:
         notes.append(f"Display only: this {h}x{w} image is shown at every {viz.ordinal(k)} "
                      "pixel; masks, downloads and metrics use every pixel.")
@@ -97,7 +98,7 @@ def render(ctx: PageContext) -> None:
 
     # ------------------------------------------------------------ threshold (in the browser)
     payload = None
-    with run_safely(what="threshold view"):
+    with run_safely(what="drawing the threshold view"):
         payload = engine.threshold_payload(
             bundle, item, image, prob, mask, padding=padding, tta=tta, backend=ctx.backend,
             min_area=min_area, invert_masks=invert and labels_truth is None,
@@ -105,14 +106,15 @@ def render(ctx: PageContext) -> None:
     if payload is None:
         return
     # The browser owns the threshold while it moves; the released value is the control's.
-    title = item.name if card.n_classes < 2 else f"{name} · {item.name}"
+    stem = sources.safe_filename(item.stem, "image")
+    title = display_text(item.name if card.n_classes < 2 else f"{name} · {item.name}")
     threshold = threshold_view(payload, threshold=float(ss.get("threshold", card.threshold)),
                                min_area=min_area, card_threshold=float(card.threshold),
                                style=style.lower(), opacity=float(opacity),
                                show_truth=bool(show_truth) and mask is not None,
                                title=viz.fit_title(title, 40), key=VIEW_KEY,
                                show_tgs=card.domain.lower() == "seismic",
-                               file_stem=item.stem)
+                               file_stem=stem)
     ss["threshold"] = threshold
     if mask is None:
         st.info("Add a mask (Upload masks, same file name) to score this image: IoU, Dice, "
@@ -128,30 +130,67 @@ def render(ctx: PageContext) -> None:
     # ------------------------------------------------------------ downloads
     # The view saves the mask it shows when it holds every pixel; a larger image's full mask
     # comes from here, at the threshold last released (the file name says which).
-    # Deferred (callables): the files are made when a button is pressed, not on every rerun.
+    # Deferred (callables): the files are made when a button is pressed, not on every rerun,
+    # and the callables hold keys (the item, the settings), not arrays: a session keeps no
+    # copy of the probabilities (they come from the shared cache when a button is pressed).
     row = st.container(horizontal=True)
+    outputs = _Outputs(bundle, item, padding, tta, ctx.backend)
     if payload["stride"] > 1:
         row.download_button(f"Download full mask at {threshold:.2f} (PNG)",
-                            lambda: viz.mask_png_bytes(threshold_mask(prob, threshold, min_area)),
-                            file_name=f"{item.stem}_mask_t{threshold:.2f}.png",
+                            outputs.mask_png(class_index, threshold, min_area),
+                            file_name=f"{stem}_mask_t{threshold:.2f}.png",
                             mime="image/png", key="seg_dl_mask", on_click="ignore",
                             help="At the threshold you released last, with the minimum-area "
                             "rule, at full resolution.")
     suffix = "" if card.n_classes < 2 else f"_class{class_index}"
     row.download_button("Download probabilities (.npy)" if card.n_classes < 2 else
-                        f"Download {name} probabilities (.npy)", lambda: viz.npy_bytes(prob),
-                        file_name=f"{item.stem}_prob{suffix}.npy",
+                        f"Download {plain(name, 60)} probabilities (.npy)",
+                        outputs.npy(class_index),
+                        file_name=f"{stem}_prob{suffix}.npy",
                         mime="application/octet-stream", key="seg_dl_prob", on_click="ignore")
     if labels is not None:
         row.download_button(f"Download all {card.n_classes} classes (.npy, HxWx"
-                            f"{card.n_classes})", lambda: viz.npy_bytes(probs),
-                            file_name=f"{item.stem}_probs.npy", mime="application/octet-stream",
+                            f"{card.n_classes})", outputs.npy(None),
+                            file_name=f"{stem}_probs.npy", mime="application/octet-stream",
                             key="seg_dl_probs", on_click="ignore")
-        row.download_button("Download label map (PNG)", lambda: viz.label_png_bytes(labels),
-                            file_name=f"{item.stem}_labels.png", mime="image/png",
+        row.download_button("Download label map (PNG)", outputs.label_png(card.threshold),
+                            file_name=f"{stem}_labels.png", mime="image/png",
                             key="seg_dl_labels", on_click="ignore",
                             help="A palette PNG: pixel value = class index, coloured as "
                             "the legend.")
+
+
+class _Outputs:
+    """Download builders that hold only keys: each call re-reads the (cached) decoded image and
+    class probabilities, so a session's download buttons keep no arrays alive."""
+
+    def __init__(self, bundle: Any, item: sources.ImageItem, padding: str, tta: bool,
+                 backend: str) -> None:
+        self.bundle, self.item = bundle, item
+        self.padding, self.tta, self.backend = padding, bool(tta), backend
+
+    def _probs(self) -> np.ndarray:
+        image = sources.decode_image(self.item)
+        return engine.class_probabilities(self.bundle, self.item, image, self.padding,
+                                          self.tta, self.backend)
+
+    def npy(self, class_index: int | None) -> Any:
+        def build() -> bytes:
+            probs = self._probs()
+            return viz.npy_bytes(probs if class_index is None
+                                 else engine.class_map(probs, class_index))
+        return build
+
+    def mask_png(self, class_index: int, threshold: float, min_area: int) -> Any:
+        def build() -> bytes:
+            prob = engine.class_map(self._probs(), class_index)
+            return viz.mask_png_bytes(threshold_mask(prob, threshold, min_area))
+        return build
+
+    def label_png(self, threshold: float) -> Any:
+        def build() -> bytes:
+            return viz.label_png_bytes(labels_from_probs(self._probs(), threshold))
+        return build
 
 
 def _truth(item: sources.ImageItem, shape: tuple[int, ...], card: ModelCard,
@@ -166,18 +205,20 @@ def _truth(item: sources.ImageItem, shape: tuple[int, ...], card: ModelCard,
     name = card.class_name(class_index)
     if sources.mask_holds_labels(item.mask_data, card.n_classes):
         labels = None
-        with run_safely(what="read label mask"):
+        with run_safely(what="reading the label mask"):
             labels = sources.decode_labels(item, shape, card.n_classes)
         if labels is None:
             return None, None, ""
-        return labels == class_index, labels, (f"{item.mask_name}: a label mask (class "
-                                               f"indices); scored for {name} and per class")
+        return labels == class_index, labels, (f"{plain(item.mask_name)}: a label mask (class "
+                                               f"indices); scored for {plain(name)} and per "
+                                               "class")
     mask = None
-    with run_safely(what="read mask"):
+    with run_safely(what="reading the mask"):
         mask = sources.decode_mask(item, shape)
         if mask is not None and invert:
             mask = ~mask
-    note = f"{item.mask_name}: a binary mask, scored as {name}" if card.n_classes >= 2 else ""
+    note = (f"{plain(item.mask_name)}: a binary mask, scored as {plain(name)}"
+            if card.n_classes >= 2 else "")
     return mask, None, note if mask is not None else ""
 
 
@@ -189,7 +230,7 @@ def class_table(card: ModelCard, labels: np.ndarray, truth: np.ndarray | None,
     total = max(1, labels.size)
     pred_share = np.bincount(labels.ravel().astype(np.intp), minlength=n)[:n] / total
     rows: list[dict[str, Any]] = [
-        {"class": i, "name": card.class_name(i), "colour": viz.label_color_name(i),
+        {"class": i, "name": plain(card.class_name(i), 100), "colour": viz.label_color_name(i),
          "predicted": float(pred_share[i])} for i in range(n)]
     if truth is not None:
         acc = ClassAccumulator(n, [card.class_name(i) for i in range(n)])
