@@ -23,6 +23,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # ONNX Runtime sessions without a memory arena (see unet_core.backends): memory comes back
 # after each run instead of staying at each session's peak.
 os.environ.setdefault("UNET_ORT_ARENA", "0")
+# ONNX exports run in a child process: the exporter's ~1 GB peak never lands on the server.
+os.environ.setdefault("UNET_EXPORT_IN_CHILD", "1")
 
 import streamlit as st  # noqa: E402
 

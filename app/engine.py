@@ -278,9 +278,14 @@ def with_card(bundle: ModelBundle, data: dict[str, Any] | None) -> ModelBundle:
 @st.cache_resource(max_entries=6, show_spinner=False)
 def _segmenter(model_key: str, tta: bool, backend: str, _loaded: LoadedModel) -> Any:
     LOG.info("segmenter: model %s tta %s backend %s", model_key, tta, backend)
+    from app.settings import app_network_pixels
     from unet_core.inference import Segmenter
 
-    return Segmenter(_loaded, tta=tta, backend=backend)
+    # One tile per forward pass: the engine's default batches up to 4 M pixels (7 tiles of
+    # 768x768 at once, +1 GB for a 2048x2048 image); one at a time keeps the peak ~250 MB.
+    pixels = app_network_pixels()
+    return Segmenter(_loaded, tta=tta, backend=backend, max_network_pixels=pixels,
+                     max_batch_pixels=pixels)
 
 
 def get_segmenter(bundle: ModelBundle, tta: bool, backend: str) -> Any:

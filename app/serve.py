@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see app/Home.py: memory after a probe
 os.environ.setdefault("UNET_ORT_ARENA", "0")  # see app/Home.py: memory after a large image
+os.environ.setdefault("UNET_EXPORT_IN_CHILD", "1")  # see app/Home.py: the exporter's peak
 import streamlit as st  # noqa: E402
 
 from app.security import HostOriginGuard, allowed_hosts  # noqa: E402

@@ -38,9 +38,13 @@ MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
 #: (and, in both cases, an optional model card .json).
 MODEL_UPLOAD_TYPES: list[str] = [*MODEL_TYPES, "json"]
 #: Default pixel limit of the dashboard (4096 x 4096); $UNET_MAX_PIXELS overrides it. Images
-#: whose padded size exceeds the engine's MAX_NETWORK_PIXELS (1024 x 1024) are predicted in
-#: overlapping tiles, so a forward pass stays bounded whatever the image size.
+#: whose padded size exceeds APP_NETWORK_PIXELS are predicted in overlapping tiles, so a
+#: forward pass stays bounded whatever the image size.
 APP_MAX_PIXELS = 4096 * 4096
+#: Largest image a fully convolutional network sees in one pass in the dashboard (768 x 768;
+#: the engine's default is 1024 x 1024): a server holding several models and sessions keeps
+#: its peak under 1.5 GB. $UNET_APP_NETWORK_PIXELS overrides it.
+APP_NETWORK_PIXELS = 768 * 768
 #: The bundled sample set of each model-card domain.
 DOMAIN_SAMPLES: dict[str, str] = {"seismic": "seismic", "microscopy": "nuclei",
                                   "electron microscopy": "membranes"}
@@ -86,6 +90,16 @@ def app_max_pixels() -> int:
     if os.environ.get("UNET_MAX_PIXELS", "").strip():
         return get_max_pixels()
     return APP_MAX_PIXELS
+
+
+def app_network_pixels() -> int:
+    """Pixels of one forward pass in the dashboard (``$UNET_APP_NETWORK_PIXELS`` or
+    :data:`APP_NETWORK_PIXELS`); larger padded images are tiled."""
+    try:
+        value = int(os.environ.get("UNET_APP_NETWORK_PIXELS", "") or APP_NETWORK_PIXELS)
+    except ValueError:
+        value = APP_NETWORK_PIXELS
+    return max(64 * 64, value)
 
 
 def activation_max_bytes() -> int:

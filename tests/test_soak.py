@@ -5,9 +5,8 @@ Two headless chromium sessions against one server make 20 mixed uploads (good im
 that are no image, a name full of markdown; and a .keras that is not a zip). Asserts: every
 hostile upload ends in one error line in our words and every good one in its result, the
 browser never requests the address in the hostile names, and the
-upload folder is back to zero once the sessions are closed. Memory: the server's RSS after
-every upload and at the end is under 1.5 GB; its transient peak is reported (and bounded
-loosely against regressions).
+upload folder is back to zero once the sessions are closed. Memory: the server's RSS, sampled
+throughout, stays under 1.5 GB.
 """
 
 from __future__ import annotations
@@ -29,12 +28,11 @@ def test_short_soak(tmp_path):
     assert result.trap_requests == 0, result.report()
     assert result.by_kind.get("hostile", 0) >= 2 and result.by_kind.get("model", 0) >= 1
     assert result.by_kind.get("large", 0) >= 1 and result.by_kind.get("good", 0) >= 10
-    # The server after every upload (steady state) stays under the 1.5 GB target; the peak
-    # while two sessions predict 2048x2048 images at once is higher (transient activations,
-    # ~1.8 GB measured on 2 cores) and is guarded against regressions only.
+    # The server stays under the 1.5 GB target throughout (1,235 MB peak measured: exports
+    # run in a child process, 2048x2048 images go through one 768x768 tile at a time).
     assert max(rss for _, rss in result.steps) <= 1500, result.report()
     assert result.rss_end_mb <= 1500, result.report()
-    assert result.rss_peak_mb <= 2200, result.report()
+    assert result.rss_peak_mb <= 1500, result.report()
     assert result.temp_peak_bytes > 0, result.report()  # uploads went to the session folders
     assert (result.temp_end_folders, result.temp_end_bytes) == (0, 0), result.report()
     assert any("huge.png" in m and "16,777,216" in m for m in result.messages), \

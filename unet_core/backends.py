@@ -196,6 +196,8 @@ def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, 
     budget.check_forward(budget.model_estimate(loaded.model), sample.shape[1], sample.shape[2],
                          loaded.name, batch=len(sample))
     folder.mkdir(parents=True, exist_ok=True)
+    if loaded.path is not None and export_in_child():
+        return _export_in_child(loaded, folder, path, meta)
     t0 = time.perf_counter()
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=folder)
     os.close(fd)
@@ -222,6 +224,42 @@ def export_onnx(loaded: LoadedModel, folder: Path | None = None) -> tuple[Path, 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path, {**info, "cached": False}
+
+
+def export_in_child() -> bool:
+    """Whether exports run in a child process (``UNET_EXPORT_IN_CHILD=1``; the dashboard sets
+    it): the exporter's peak (about 1 GB for a 2 M-parameter U-Net) then never lands on a
+    long-lived server, which only loads the finished file."""
+    return os.environ.get("UNET_EXPORT_IN_CHILD", "0").strip() == "1"
+
+
+def _export_in_child(loaded: LoadedModel, folder: Path, path: Path, meta: Path
+                     ) -> tuple[Path, dict[str, Any]]:
+    """Run :func:`export_onnx` for a model file in a child process (under the sandbox's memory
+    and time limits) and return the cache entry it wrote."""
+    from .sandbox import run_in_child
+
+    args = (str(loaded.path), None if loaded.weights_path is None else str(loaded.weights_path),
+            loaded.card.to_dict(), str(folder), bool(loaded.trusted))
+    run_in_child(_export_child, args, loaded.name)
+    try:
+        info = json.loads(meta.read_text())
+    except (OSError, ValueError) as exc:
+        raise UnetCoreError(f"{loaded.name}: the ONNX export left no usable cache entry "
+                            f"({type(exc).__name__})") from None
+    return path, {**info, "cached": False}
+
+
+def _export_child(path: str, weights: str | None, card: dict, folder: str,
+                  trusted: bool) -> dict:
+    """Child process: load the model file and export it into ``folder`` (in this process)."""
+    os.environ["UNET_EXPORT_IN_CHILD"] = "0"
+    from .model import ModelCard, load_model
+
+    loaded = load_model(path, safe_mode=not trusted, card=ModelCard.from_dict(card),
+                        weights=weights)
+    _, info = export_onnx(loaded, Path(folder))
+    return {"max_abs_diff": info["max_abs_diff"]}
 
 
 def _session(path: Path) -> Any:

@@ -360,8 +360,10 @@ def _read_pil_once(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fh)
     except Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"declares {int(m.group(1)):,} pixels, " if m else ""
         raise ImageReadError(
-            f"{name}: image is over the limit of {max_pixels:,} pixels ({_short(exc)}) "
+            f"{name}: image {declared}over the limit of {max_pixels:,} pixels "
             f"(accepted: up to {max_pixels:,}; set {MAX_PIXELS_ENV} to raise it)"
         ) from None
     except Exception as exc:
