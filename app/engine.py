@@ -8,7 +8,7 @@ All keyed by content hashes, never by object identity:
   A :class:`ModelBundle`'s ``key`` names the file *and the card in use*: a card edited on the
   Model page (:func:`with_card`) gives every result cache below new entries;
   ``network_key`` (the file only) keys what the card cannot change (layers, kernels, probe).
-* :func:`class_probabilities` (``st.cache_data``, 32 entries / 512 MB): the network's output,
+* :func:`class_probabilities` (``st.cache_data``, 32 entries / 192 MB): the network's output,
   all K classes, per (model key, image sha256, padding mode, TTA, backend). Moving the
   threshold or switching the class never runs the network: the Segment page sends one class's
   map once to the browser, which re-thresholds it.
@@ -304,7 +304,7 @@ LARGE_PASS_PIXELS = 1024 * 1024
 _LARGE_PASS_LOCK = threading.Lock()
 
 
-@st.cache_data(max_entries=32, max_size="512MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="192MB", show_spinner=False)
 def _class_probabilities(model_key: str, image_sha: str, padding: str, tta: bool, backend: str,
                          _segmenter: Any, _image: np.ndarray) -> np.ndarray:
     LOG.info("forward pass: model %s image %s padding %s tta %s backend %s", model_key,
@@ -340,7 +340,7 @@ def probability_map(bundle: ModelBundle, item: ImageItem, image: np.ndarray, pad
     return class_map(class_probabilities(bundle, item, image, padding, tta, backend), k)
 
 
-@st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="96MB", show_spinner=False)
 def _threshold_payload(model_key: str, image_sha: str, truth_key: str, padding: str, tta: bool,
                        backend: str, min_area: int, class_index: int, _image: np.ndarray,
                        _prob: np.ndarray, _truth: np.ndarray | None) -> dict[str, Any]:
@@ -555,15 +555,15 @@ class LRU:
 @st.cache_resource(show_spinner=False)
 def evaluation_store() -> LRU:
     """Process-wide cache of Evaluations by (model key, data fingerprint, padding, TTA, ...):
-    8 entries, 256 MB."""
+    8 entries, 128 MB."""
     return LRU(8, max_bytes=EVALUATION_CACHE_BYTES)
 
 
 #: Byte bound of the evaluation cache.
-EVALUATION_CACHE_BYTES = 256 * 2**20
+EVALUATION_CACHE_BYTES = 128 * 2**20
 
 
-@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="48MB", show_spinner=False)
 def _file_probability(image_path: str, mtime_ns: int, model_key: str, padding: str, tta: bool,
                       backend: str, _bundle: ModelBundle) -> tuple[np.ndarray, np.ndarray]:
     from unet_core.io import read_raw

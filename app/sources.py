@@ -165,17 +165,17 @@ def items_from_uploads(images: Sequence[tuple[str, bytes]],
     return items, notes
 
 
-@st.cache_data(max_entries=32, max_size="256MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="96MB", show_spinner=False)
 def _decode_image(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarray:
     return read_raw(_data, name=name, max_pixels=max_pixels)
 
 
-@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="32MB", show_spinner=False)
 def _decode_mask(sha: str, name: str, max_pixels: int, _data: bytes) -> np.ndarray:
     return read_mask(_data, name=name, max_pixels=max_pixels)
 
 
-@st.cache_data(max_entries=32, max_size="128MB", show_spinner=False)
+@st.cache_data(max_entries=32, max_size="32MB", show_spinner=False)
 def _decode_labels(sha: str, name: str, max_pixels: int, n_classes: int, _data: bytes
                    ) -> np.ndarray:
     return read_label_mask(_data, n_classes, name=name, max_pixels=max_pixels)
