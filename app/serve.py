@@ -24,6 +24,27 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see app/Home.py: memory after a probe
 os.environ.setdefault("UNET_ORT_ARENA", "0")  # see app/Home.py: memory after a large image
 os.environ.setdefault("UNET_EXPORT_IN_CHILD", "1")  # see app/Home.py: the exporter's peak
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``MALLOC_ARENA_MAX``, unless the environment sets it).
+
+    Streamlit runs every session's script in its own thread and glibc gives busy threads
+    their own arenas, whose freed memory rarely goes back to the system: over 200 uploads in 4
+    sessions the server's peak went from 1,658 MB to 1,465 MB and its settled maximum from
+    1,396 MB to 1,235 MB with 2 arenas (bench/soak.md). No effect off glibc.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, int(arenas))  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
+limit_malloc_arenas()
 import streamlit as st  # noqa: E402
 
 from app.security import HostOriginGuard, allowed_hosts  # noqa: E402
