@@ -64,12 +64,8 @@ def time_limit_s() -> float:
 
 def _rss_kb(pid: int) -> int:
     """Resident memory (kB) of ``pid`` and all its descendants (0 once it is gone)."""
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0
+    for p in _descendants(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
@@ -78,12 +74,6 @@ def _rss_kb(pid: int) -> int:
                         break
         except (OSError, ValueError, IndexError):
             continue
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (OSError, ValueError):
-            pass
     return total
 
 
@@ -101,17 +91,19 @@ def _child_entry(fd: int) -> None:
         message = ("error", f"{label}: refused: it ran out of memory while loading")
     except BaseException as exc:  # noqa: BLE001 - anything else: one line, details to the log
         logging.getLogger(__name__).exception("vetting %s failed", label)
-        text = " ".join(str(exc).split())[:200] or type(exc).__name__
         message = ("error", f"{label}: could not load and run this model "
-                            f"({type(exc).__name__}: {text})")
+                            f"({type(exc).__name__}; the details are in the server log)")
     with os.fdopen(fd, "wb") as out:
         out.write(pickle.dumps(message))
 
 
 def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc/PID/task/*/children)."""
     pids, todo = [], [pid]
     while todo:
         p = todo.pop()
+        if p in pids:
+            continue
         pids.append(p)
         try:
             for task in os.listdir(f"/proc/{p}/task"):
