@@ -592,16 +592,28 @@ def worst_case_thumbnail(image_path: Path, mask_path: Path | None, bundle: Model
     """uint8 RGB thumbnail of an evaluated image (in colour when it has colour) with the
     prediction of class ``class_index`` (default: the card's) and its truth outlined.
 
-    The class probabilities are cached per (file, model and card, padding, TTA, backend), so
-    moving the threshold or switching the class only re-thresholds them."""
+    Thumbnails are cached per (files and their times, model and card, settings, threshold,
+    class); the class probabilities under them per (file, model and card, padding, TTA,
+    backend), so moving the threshold or switching the class only re-thresholds them."""
+    k = bundle.card.default_class if class_index is None else int(class_index)
+    mask_key = (str(mask_path), mask_path.stat().st_mtime_ns) if mask_path else None
+    return _worst_case_thumbnail(str(image_path), image_path.stat().st_mtime_ns, mask_key,
+                                 bundle.key, padding, bool(tta), backend, float(threshold),
+                                 int(min_area), bool(invert_masks), k, bundle)
+
+
+@st.cache_data(max_entries=64, max_size="16MB", show_spinner=False)
+def _worst_case_thumbnail(image_path: str, mtime_ns: int, mask_key: tuple[str, int] | None,
+                          model_key: str, padding: str, tta: bool, backend: str,
+                          threshold: float, min_area: int, invert_masks: bool, k: int,
+                          _bundle: ModelBundle) -> np.ndarray:
     from app import viz
     from unet_core.metrics import threshold_mask
 
-    image, probs = _file_probability(str(image_path), image_path.stat().st_mtime_ns,
-                                     bundle.key, padding, bool(tta), backend, bundle)
-    k = bundle.card.default_class if class_index is None else int(class_index)
+    image, probs = _file_probability(image_path, mtime_ns, model_key, padding, tta, backend,
+                                     _bundle)
     pred = threshold_mask(class_map(probs, k), threshold, min_area)
-    truth = _truth_of(mask_path, None)
+    truth = _truth_of(Path(mask_key[0]) if mask_key else None, None)
     if truth is not None and invert_masks:
         truth = ~truth
     if truth is not None and truth.shape != image.shape[:2]:
@@ -612,14 +624,25 @@ def worst_case_thumbnail(image_path: Path, mask_path: Path | None, bundle: Model
 def label_thumbnail(image_path: Path, mask_path: Path | None, bundle: ModelBundle, *,
                     padding: str, tta: bool, backend: str, max_side: int = 160) -> np.ndarray:
     """uint8 RGB thumbnail of an image with its predicted label map (argmax) blended over it
-    and the edges between the true classes outlined in white (for label-mask evaluations)."""
+    and the edges between the true classes outlined in white (for label-mask evaluations);
+    cached like :func:`worst_case_thumbnail`."""
+    mask_key = (str(mask_path), mask_path.stat().st_mtime_ns) if mask_path else None
+    return _label_thumbnail(str(image_path), image_path.stat().st_mtime_ns, mask_key,
+                            bundle.key, padding, bool(tta), backend, int(max_side), bundle)
+
+
+@st.cache_data(max_entries=64, max_size="16MB", show_spinner=False)
+def _label_thumbnail(image_path: str, mtime_ns: int, mask_key: tuple[str, int] | None,
+                     model_key: str, padding: str, tta: bool, backend: str, max_side: int,
+                     _bundle: ModelBundle) -> np.ndarray:
     from app import viz
     from unet_core.inference import labels_from_probs
 
-    image, probs = _file_probability(str(image_path), image_path.stat().st_mtime_ns,
-                                     bundle.key, padding, bool(tta), backend, bundle)
+    bundle = _bundle
+    image, probs = _file_probability(image_path, mtime_ns, model_key, padding, tta, backend,
+                                     bundle)
     labels = labels_from_probs(probs, bundle.card.threshold)
-    truth = _truth_of(mask_path, max(2, bundle.card.n_classes))
+    truth = _truth_of(Path(mask_key[0]) if mask_key else None, max(2, bundle.card.n_classes))
     if truth is not None and truth.shape != image.shape[:2]:
         truth = None
     return viz.label_thumbnail_rgb(image, labels, truth, max(2, bundle.card.n_classes),

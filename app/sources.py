@@ -219,6 +219,19 @@ def decode_mask(item: ImageItem, shape: tuple[int, ...]) -> np.ndarray | None:
     return _check_mask_size(mask, name, item, shape)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _item_mask_holds_labels(mask_sha: str, n_classes: int, _data: bytes) -> bool:
+    return mask_holds_labels(_data, n_classes)
+
+
+def item_mask_holds_labels(item: ImageItem, n_classes: int) -> bool:
+    """:func:`mask_holds_labels` of an item's mask, cached by the mask's content hash (the
+    Segment page asks on every rerun)."""
+    if item.mask_data is None or item.mask_sha is None:
+        return False
+    return _item_mask_holds_labels(item.mask_sha, int(n_classes), item.mask_data)
+
+
 def mask_holds_labels(data: bytes, n_classes: int) -> bool:
     """Whether a mask file of a K-class model (K >= 2) is a *label* mask (pixel values or
     palette indices = class indices) rather than a binary mask of one class.

@@ -63,8 +63,7 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
     if bundle is not None:
         bundle = _with_card_edits(bundle, sb)
         card = bundle.card
-        if state.sync_model(bundle.key, card):
-            st.session_state["model_changed"] = True
+        state.sync_model(bundle.key, card)
         what = (segments_text(card) if card.n_classes >= 2 else f"**{plain(card.foreground)}**")
         notes = []
         if bundle.trusted:

@@ -203,7 +203,7 @@ def _truth(item: sources.ImageItem, shape: tuple[int, ...], card: ModelCard,
     if item.mask_data is None:
         return None, None, ""
     name = card.class_name(class_index)
-    if sources.mask_holds_labels(item.mask_data, card.n_classes):
+    if sources.item_mask_holds_labels(item, card.n_classes):
         labels = None
         with run_safely(what="reading the label mask"):
             labels = sources.decode_labels(item, shape, card.n_classes)
