@@ -329,13 +329,50 @@ class OnnxBackend(Backend):
         return _run(self._session, x, self._logits)
 
 
+class OnnxGraphBackend(Backend):
+    """An ONNX model file run as it is by ONNX Runtime (:mod:`unet_core.onnx_graph`): the
+    (N, H, W, C) batch is put in the graph's layout and dtype, padded to a fixed batch, and the
+    output brought back to (N, H, W, K) probabilities."""
+
+    name = "onnxruntime"
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        from .onnx_graph import as_graph
+
+        self.graph = as_graph(loaded)
+        try:
+            self._session = _session(self.graph.path)
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime refuses the graph
+            raise UnetCoreError(
+                f"{loaded.name}: ONNX Runtime cannot load this graph ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''})"
+            ) from None
+        self._logits = loaded.card.output == "logits"
+        batch = f"fixed batch {self.graph.batch}" if self.graph.batch else "dynamic batch"
+        self.note = f"the ONNX file itself ({self.graph.layout.upper()}, {batch})"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = self.graph.output_nhwk(self.graph.run(self._session, x)[0])
+        y = as_nhwk(y, x.shape)
+        return to_probabilities(y) if self._logits else y
+
+
 def make_backend(loaded: LoadedModel, name: str | None = None) -> Backend:
     """The backend ``name`` (None: :func:`default_backend`) for a loaded model.
 
     ``auto`` falls back to TensorFlow (reason in ``.note``) when ONNX Runtime is missing, the
     export fails or its output differs from Keras by more than :data:`MAX_ABS_DIFF`. An explicit
-    ``onnxruntime`` raises :class:`UnetCoreError` in those cases instead.
+    ``onnxruntime`` raises :class:`UnetCoreError` in those cases instead. An ONNX model file
+    always runs as it is on ONNX Runtime (:class:`OnnxGraphBackend`; ``tensorflow`` is refused).
     """
+    from .onnx_graph import is_onnx
+
+    if is_onnx(loaded):
+        if name == "tensorflow":
+            raise UnetCoreError(f"{loaded.name} is an ONNX model: it runs on ONNX Runtime; "
+                                "accepted: --backend auto or onnxruntime")
+        return OnnxGraphBackend(loaded)
     name = check_backend(name or default_backend())
     if name == "tensorflow":
         return TensorFlowBackend(loaded)

@@ -408,7 +408,11 @@ def h5_weight_count(path: str | os.PathLike) -> int:
 
 
 def model_estimate(model: Any) -> Estimate | None:
-    """The estimate of an in-memory Keras model (from its config), or None if unreadable."""
+    """The estimate of an in-memory Keras model (from its config) or of an ONNX graph (from
+    its inferred shapes), or None if unreadable."""
+    estimate = getattr(model, "estimate", None)
+    if callable(estimate):  # an unet_core.onnx_graph.OnnxGraph
+        return estimate()
     try:
         return estimate_config({"class_name": "Functional", "config": model.get_config()})
     except Exception:  # noqa: BLE001 - subclassed or odd models: no estimate

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import budget
 from .errors import ModelLoadError, ModelSpecError
+from .onnx_graph import ONNX_EXTENSIONS, OnnxGraph, onnx_card_notes, read_graph
 from .padding import PAD_MODES
 from .preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
 
@@ -32,7 +33,9 @@ __all__ = ["CHANNEL_ORDERS", "FITS", "NORMALISATIONS", "LoadedModel", "ModelCard
 MAX_INPUT_CHANNELS = 64
 MAX_CLASSES = 256
 
-MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
+MODEL_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5", ".onnx")
+KERAS_EXTENSIONS: tuple[str, ...] = (".keras", ".h5", ".hdf5")
+_ACCEPTED_FILES = ".keras (Keras 3), .h5 (legacy Keras), arch .json + weights .h5, or .onnx"
 
 
 @dataclass
@@ -74,6 +77,8 @@ class ModelCard:
         select_metric: metric that picks the best threshold in evaluation ("tgs_metric",
             "mean_iou", "mean_dice"; None: the one training used, else TGS for seismic and
             mean IoU otherwise, see :attr:`selection_metric`).
+        layout: ``nchw`` or ``nhwc``: the axis order of an ONNX graph's image input (None:
+            read from the graph, see :mod:`unet_core.onnx_graph`; Keras models are NHWC).
         tta: average the prediction with that of the horizontally flipped image.
         truth_inverted: the model's training data marks the *other* class in its masks (e.g. ISBI
             2012 EM masks mark cell interiors, the model segments membranes); evaluation then
@@ -104,6 +109,7 @@ class ModelCard:
     classes: list[str] = field(default_factory=list)
     class_index: int | None = None
     select_metric: str | None = None
+    layout: str | None = None
     tta: bool = False
     truth_inverted: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)
@@ -182,13 +188,15 @@ class ModelCard:
 
     @property
     def input_spec(self) -> str:
-        """Human-readable input spec, e.g. '128x128' or 'any multiple of 16'."""
+        """Human-readable input spec, e.g. '128x128', 'any multiple of 16' or '256x256 (NCHW)'
+        (the axis order is named for ONNX graphs)."""
+        tail = f" ({self.layout.upper()})" if isinstance(self.layout, str) else ""
         if self.input_size:
-            return f"{self.input_size[0]}x{self.input_size[1]}"
+            return f"{self.input_size[0]}x{self.input_size[1]}{tail}"
         spec = f"any multiple of {self.multiple_of}"
         if self.min_size:
             spec += f" (smaller images padded to {self.min_size})"
-        return spec
+        return spec + tail
 
 
 def card_path_for(model_path: str | os.PathLike) -> Path:
@@ -273,9 +281,9 @@ def build_unet(
 
 @dataclass
 class LoadedModel:
-    """A loaded Keras model with its card and where it came from."""
+    """A loaded model (Keras, or an ONNX graph) with its card and where it came from."""
 
-    model: Any
+    model: Any  # keras.Model, or an unet_core.onnx_graph.OnnxGraph for a .onnx file
     card: ModelCard
     path: Path | None = None
     card_found: bool = False
@@ -529,7 +537,10 @@ def _downsampling_stride(model: Any) -> int:
     """Total stride of the network (x axis): the largest product of downsampling factors along
     any path from the input, so parallel branches (e.g. the members of an ensemble) are not
     multiplied together. Falls back to the product over all layers if the graph is unreadable.
+    An ONNX graph's stride comes from its inferred shapes.
     """
+    if isinstance(model, OnnxGraph):
+        return model.stride()
     reached: dict[int, int] = {}
     try:
         for layer in model.layers:
@@ -573,6 +584,9 @@ def _layer_activation(layer: Any, depth: int = 0) -> str:
 
 def _last_activation(model: Any) -> str:
     """Name of the final activation ("sigmoid", "softmax", "linear", ...) or ""."""
+    if isinstance(model, OnnxGraph):
+        return {"Sigmoid": "sigmoid", "Softmax": "softmax"}.get(model.last_op,
+                                                                model.last_op.lower())
     try:
         return _layer_activation(model.layers[-1])
     except (AttributeError, IndexError, TypeError):
@@ -581,7 +595,9 @@ def _last_activation(model: Any) -> str:
 
 def network_io(model: Any) -> tuple[tuple, tuple]:
     """(input shape, output shape) of a validated model, e.g. ((None, 128, 128, 3),
-    (None, 128, 128, 6))."""
+    (None, 128, 128, 6)); NHWC terms for an ONNX graph whatever its layout."""
+    if isinstance(model, OnnxGraph):
+        return model.network_io()
     return tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
 
 
@@ -614,6 +630,9 @@ def infer_card(model: Any, name: str) -> ModelCard:
         card.classes = [f"class {i}" for i in range(k)]
     card.inferred = ["input_size", "multiple_of", "channels", "channel_order", "normalisation",
                      "fit", "padding_mode", "threshold", "output", "classes"]
+    if isinstance(model, OnnxGraph):
+        card.layout = model.layout
+        card.inferred.append("layout")
     card.notes = {
         "channels": f"the network's input has {channels} channel{'s' if channels != 1 else ''}",
         "channel_order": "RGB assumed; set bgr for a model trained on OpenCV (cv2.imread) images",
@@ -626,6 +645,7 @@ def infer_card(model: Any, name: str) -> ModelCard:
         "output": (f"the last layer applies {act}" if act in ("sigmoid", "softmax") else
                    f"the last layer has no sigmoid or softmax ({act or 'unknown'}): its outputs "
                    f"are logits, the engine applies {'sigmoid' if k == 1 else 'softmax'}"),
+        **(onnx_card_notes(model) if isinstance(model, OnnxGraph) else {}),
         "classes": ("one output channel: a binary map" if k == 1 else
                     f"{k} output channels; class names unknown, name them in the card"),
     }
@@ -676,7 +696,7 @@ def validate_model(model: Any, name: str) -> None:
             "accepted: an output of the input's height and width (a segmentation network)")
 
 
-_NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output", "fit")
+_NETWORK_FIELDS = ("channels", "input_size", "multiple_of", "output", "fit", "layout")
 
 
 def stated_fields(card: ModelCard) -> set[str]:
@@ -684,7 +704,8 @@ def stated_fields(card: ModelCard) -> set[str]:
     multiple_of, fit) it leaves at their defaults, which the network then fills."""
     defaults = ModelCard().to_dict()
     return {k for k, v in card.to_dict().items()
-            if k not in ("channels", "input_size", "multiple_of", "fit") or v != defaults.get(k)}
+            if k not in ("channels", "input_size", "multiple_of", "fit", "layout")
+            or v != defaults.get(k)}
 
 
 def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | None = None,
@@ -700,7 +721,7 @@ def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | Non
     inferred = infer_card(model, card.name if isinstance(card.name, str) else "model")
     given = set(card.to_dict()) if given is None else given
     for key in _NETWORK_FIELDS:
-        if key not in given or (key == "fit" and card.fit is None):
+        if key not in given or (key in ("fit", "layout") and getattr(card, key) is None):
             setattr(card, key, getattr(inferred, key))
             if key in inferred.notes and isinstance(card.notes, dict):
                 card.notes.setdefault(key, inferred.notes[key])
@@ -849,6 +870,8 @@ def check_card(card: ModelCard, name: str, error: type[Exception] = ModelLoadErr
     ci = card.class_index
     if ci is not None and (not is_int(ci) or not 0 <= ci < card.n_classes):
         raise bad("class_index", f"null or an integer 0..{card.n_classes - 1}")
+    if card.layout is not None and card.layout not in ("nchw", "nhwc"):
+        raise bad("layout", "null (from the graph), nchw or nhwc")
     if card.select_metric is not None and card.select_metric not in (
             "tgs_metric", "mean_iou", "mean_dice"):
         raise bad("select_metric", "null, tgs_metric, mean_iou or mean_dice")
@@ -960,7 +983,8 @@ def _model_from_json(p: Path, weights: Path, label: str, safe_mode: bool) -> Any
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
                card: ModelCard | None = None, name: str | None = None,
                weights: str | os.PathLike | None = None) -> LoadedModel:
-    """Load a Keras 3 ``.keras``, a legacy ``.h5`` or an architecture ``.json`` + weights.
+    """Load a Keras 3 ``.keras``, a legacy ``.h5``, an architecture ``.json`` + weights, or an
+    ONNX graph ``.onnx`` (:mod:`unet_core.onnx_graph`; ``model`` is then an OnnxGraph).
 
     Args:
         path: the model file, or ``model.to_json()`` text saved as ``.json`` (then ``weights``).
@@ -982,7 +1006,12 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     if kind == "pickle" or suffix in (".pkl", ".pickle"):
         raise ModelLoadError(
             f"{label}: pickle files are refused (they run code when loaded); accepted: "
-            ".keras (Keras 3), .h5 (legacy Keras), or arch .json + weights .h5")
+            f"{_ACCEPTED_FILES}")
+    if suffix in ONNX_EXTENSIONS:
+        if weights is not None:
+            raise ModelLoadError(f"{label}: an ONNX file holds its weights; --weights goes with "
+                                 "an architecture .json")
+        return _load_onnx(p, label, card)
     if suffix in ARCH_EXTENSIONS and weights is None:
         raise ModelLoadError(
             f"{label}: an architecture JSON needs its weights: --model {p.name} --weights W.h5")
@@ -991,9 +1020,7 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
             f"{label}: --weights goes with an architecture .json (model.to_json()); accepted: "
             "--model arch.json --weights weights.h5")
     if suffix not in (*MODEL_EXTENSIONS, *ARCH_EXTENSIONS):
-        raise ModelLoadError(
-            f"{label}: not a Keras model file; accepted: .keras (Keras 3), .h5 (legacy Keras), "
-            "or arch .json + weights .h5")
+        raise ModelLoadError(f"{label}: not a model file; accepted: {_ACCEPTED_FILES}")
     if suffix == ".keras":
         if kind != "zip" or not zipfile.is_zipfile(p):
             raise ModelLoadError(f"{label}: not a Keras 3 model (a .keras file is a zip archive)")
@@ -1034,11 +1061,28 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{label}: file holds a {type(model).__name__}, not a Keras model")
     validate_model(model, label)
+    return _with_card(model, p, label, card, weights=weights, trusted=not safe_mode)
+
+
+def _load_onnx(p: Path, label: str, card: ModelCard | None) -> LoadedModel:
+    """An ONNX graph (:mod:`unet_core.onnx_graph`) with its card; a card's ``layout`` is used
+    to read the graph."""
+    data = None if card is not None else _read_card_dict(p)
+    stated = card.layout if card is not None else (data or {}).get("layout")
+    graph = read_graph(p, label, stated if stated in ("nchw", "nhwc") else None)
+    return _with_card(graph, p, label, card, data=data)
+
+
+def _with_card(model: Any, p: Path, label: str, card: ModelCard | None, *,
+               data: dict[str, Any] | None = None, weights: Any = None,
+               trusted: bool = False) -> LoadedModel:
+    """A loaded network with the given card, else the one next to the file (``data`` when
+    already read), else one inferred; reconciled with the network."""
     found = card is not None
     given = None if card is None else stated_fields(card)
     card_label = label
     if card is None:
-        data = _read_card_dict(p)
+        data = data if data is not None else _read_card_dict(p)
         if data is not None:
             card_label = card_path_for(p).name
             try:
@@ -1055,7 +1099,7 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True,
         card = reconcile_card(card, model, card_label, given)
     return LoadedModel(model=model, card=card, path=p, card_found=found,
                        weights_path=Path(weights) if weights is not None else None,
-                       trusted=not safe_mode)
+                       trusted=trusted)
 
 
 def from_keras(model: Any, card: ModelCard | None = None, name: str = "model") -> LoadedModel:

@@ -240,7 +240,9 @@ def _vet_child(path: str, weights: str | None, card: dict | None, label: str) ->
             f"{label}: the model's output holds NaN or infinite values on a sample (its weights "
             "may be NaN); accepted: a model with finite weights")
     model = loaded.model
-    return {"params": int(model.count_params()), "layers": len(model.layers),
+    layers = getattr(model, "n_layers", None)  # an ONNX graph's nodes
+    return {"params": int(model.count_params()),
+            "layers": len(model.layers) if layers is None else int(layers),
             "seconds": round(time.monotonic() - t0, 2), "backend": backend.name}
 
 
