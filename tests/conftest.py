@@ -73,6 +73,34 @@ def own_models(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx_models(tmp_path_factory) -> Path:
+    """A folder of tiny ONNX U-Nets as PyTorch and tf2onnx write them (tests/onnx_zoo.py):
+
+    * ``nchw_logits.onnx``: NCHW, 3 channels, dynamic batch and size, logits (1 map);
+    * ``nchw_gray.onnx``: NCHW, 1 channel, dynamic, sigmoid in the graph;
+    * ``nchw_softmax_b4.onnx``: NCHW, 1 channel, 4-class softmax, fixed batch 4, fixed 64x64;
+    * ``nhwc_sigmoid4.onnx``: NHWC (Transpose in and out), 4 channels, dynamic, sigmoid;
+    * ``nhwc_logits3_b2.onnx``: NHWC, 3 channels, 3-class logits, fixed batch 2, fixed 32x32,
+      with a card naming its classes (:data:`OWN_CLASSES`).
+    """
+    from onnx_zoo import nchw_unet, nhwc_wrap, save
+
+    from unet_core.model import ModelCard
+
+    folder = tmp_path_factory.mktemp("onnx_models")
+    save(nchw_unet(3, 1, "logits", seed=1), folder / "nchw_logits.onnx")
+    save(nchw_unet(1, 1, "sigmoid", seed=2), folder / "nchw_gray.onnx")
+    save(nchw_unet(1, 4, "softmax", batch=4, size=64, seed=3), folder / "nchw_softmax_b4.onnx")
+    save(nhwc_wrap(nchw_unet(4, 1, "sigmoid", seed=4)), folder / "nhwc_sigmoid4.onnx")
+    save(nhwc_wrap(nchw_unet(3, 3, "logits", batch=2, size=32, seed=5)),
+         folder / "nhwc_logits3_b2.onnx")
+    ModelCard(name="nhwc_logits3_b2", classes=OWN_CLASSES, channels=3, fit="resize",
+              input_size=[32, 32], description="tiny untrained 3-class NHWC ONNX U-Net"
+              ).save(folder / "nhwc_logits3_b2.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def seismic_pairs(tmp_path_factory) -> Path:
     """12 synthetic seismic pairs (101x101) in DIR/images + DIR/masks."""
     from unet_core.synthetic import make_pairs
