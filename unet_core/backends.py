@@ -340,6 +340,11 @@ class OnnxGraphBackend(Backend):
         from .onnx_graph import as_graph
 
         self.graph = as_graph(loaded)
+        # ONNX Runtime builds the graph's constant tensors when it loads it: refuse a graph
+        # whose smallest forward pass (constants included) is over UNET_MAX_FORWARD_MB first
+        side = max(1, loaded.card.multiple_of)
+        budget.check_forward(self.graph.estimate(), self.graph.height or side,
+                             self.graph.width or side, loaded.name)
         try:
             self._session = _session(self.graph.path)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime refuses the graph

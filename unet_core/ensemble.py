@@ -111,6 +111,10 @@ def build_ensemble(member_paths: Sequence[str | Path], out: str | Path, data: st
         raise UnetCoreError(f"{out}: the ensemble is written as a .keras file")
     if any(Path(p).resolve() == out.resolve() for p in member_paths):
         raise UnetCoreError(f"{out}: the output would overwrite a member; choose another path")
+    onnx = [Path(p).name for p in member_paths if Path(p).suffix.lower() == ".onnx"]
+    if onnx:
+        raise UnetCoreError(f"{', '.join(onnx)}: an ensemble is built as one Keras model; "
+                            "accepted: .keras or .h5 members")
     members = [load_model(p) for p in member_paths]
     labels = [Path(p).name for p in member_paths]
     check_members([m.card for m in members], labels)

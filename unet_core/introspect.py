@@ -1,7 +1,10 @@
 """Look inside a U-Net: its layers, its convolution filters and its activation maps.
 
 Everything here takes a ``keras.Model`` (or anything with a ``.model`` attribute holding one,
-such as :class:`unet_core.model.LoadedModel` or :class:`unet_core.inference.Segmenter`).
+such as :class:`unet_core.model.LoadedModel` or :class:`unet_core.inference.Segmenter`), or an
+ONNX model (:class:`unet_core.onnx_graph.OnnxGraph`, or a LoadedModel / Segmenter holding one),
+whose nodes are its layers: the ONNX work is done by :mod:`unet_core.onnx_introspect`, with the
+same return types.
 
 * :func:`layer_table` / :func:`format_layer_table`: one row per layer (type, output shape,
   parameters, kernel shape).
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UnetCoreError
+from .onnx_graph import is_onnx
 from .padding import PadBox
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -201,6 +205,9 @@ class LayerInfo:
         resolution: (h / H, w / W) of a 4-D output relative to the network input (0.25 after
             two 2x poolings), None when unknown or not a 4-D map. Lets a fully convolutional
             model's shapes read '(H/4, W/4, 32)' instead of '(?, ?, 32)'.
+        spatial_axes: the (height, width) axes of ``output_shape`` when they are not (1, 2):
+            an ONNX node's NCHW output has (2, 3) and reads '(16, H/2, W/2)'. None: (1, 2)
+            for a Keras layer's (N, H, W, C) output.
     """
 
     index: int
@@ -213,19 +220,23 @@ class LayerInfo:
     is_conv: bool
     kernel_shape: tuple[int, ...] | None = None
     resolution: tuple[float, float] | None = None
+    spatial_axes: tuple[int, int] | None = None
 
     @property
     def shape_str(self) -> str:
         """Output shape without the batch axis: '(128, 128, 16)' for a fixed-size network;
-        unknown spatial dims relative to the input size H x W, '(H/4, W/4, 32)'; '?' if unknown.
+        unknown spatial dims relative to the input size H x W, '(H/4, W/4, 32)' ('(32, H/4,
+        W/4)' for an NCHW ONNX node); '?' if unknown.
         """
         dims = self.output_shape[1:] if self.output_shape else ()
         if not dims:
             return "-"
         text = ["?" if d is None else str(d) for d in dims]
-        if self.resolution is not None and len(dims) == 3:
-            for j, (sym, r) in enumerate(zip("HW", self.resolution, strict=True)):
-                if dims[j] is None:
+        if self.resolution is not None and (len(dims) == 3 or self.spatial_axes is not None):
+            axes = self.spatial_axes or (1, 2)
+            for sym, r, axis in zip("HW", self.resolution, axes, strict=True):
+                j = axis - 1
+                if 0 <= j < len(dims) and dims[j] is None:
                     text[j] = _relative(sym, r)
         return "(" + ", ".join(text) + ")"
 
@@ -285,8 +296,13 @@ def _table_resolutions(model: Any) -> dict[str, tuple[float, float]]:
 def layer_table(model: Any) -> list[LayerInfo]:
     """One :class:`LayerInfo` per entry of ``model.layers`` (the InputLayer included if listed).
 
-    The ``params`` column sums to ``model.count_params()``.
+    The ``params`` column sums to ``model.count_params()``. An ONNX model gets one row per
+    node (:func:`unet_core.onnx_introspect.layer_table`).
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.layer_table(model)
     model = _keras_model(model)
     try:
         return _layer_table(model)
@@ -347,14 +363,24 @@ def format_layer_table(model: Any) -> str:
 def conv_layers(model: Any) -> list[str]:
     """Names of layers with 2-D spatial kernels, in model order.
 
-    Conv2D, Conv2DTranspose, DepthwiseConv2D and SeparableConv2D (its depthwise part).
+    Conv2D, Conv2DTranspose, DepthwiseConv2D and SeparableConv2D (its depthwise part); for an
+    ONNX model, Conv and ConvTranspose nodes with a stored (initializer) weight.
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.conv_layers(model)
     model = _keras_model(model)
     return [layer.name for layer in model.layers if _is_conv(layer)]
 
 
 def activation_layers(model: Any) -> list[str]:
-    """Names of layers whose output is a 4-D (N, H, W, C) map, in model order (no InputLayer)."""
+    """Names of layers whose output is a 4-D (N, H, W, C) map, in model order (no InputLayer);
+    for an ONNX model, the nodes with a 4-D float output (either layout)."""
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.activation_layers(model)
     model = _keras_model(model)
     names = []
     for layer in model.layers:
@@ -453,8 +479,12 @@ def get_kernels(model: Any, layer_name: str) -> Kernels:
     """The kernels of conv layer ``layer_name`` as :class:`Kernels` (float32, (kh, kw, in, out)).
 
     Raises UnetCoreError for an unknown name or a layer without a 2-D spatial kernel, listing
-    the conv layers that are accepted.
+    the conv layers that are accepted. ONNX: :func:`unet_core.onnx_introspect.get_kernels`.
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.get_kernels(model, layer_name)
     model = _keras_model(model)
     convs = conv_layers(model)
     layer = _resolve_layer(model, layer_name, convs, "conv layers")
@@ -487,6 +517,10 @@ def weight_histogram(model: Any, layer_name: str, bins: int = 50
     Any layer with a kernel is accepted (Conv*, Dense). Non-finite weights are left out.
     Returns counts int64 (bins,) and edges float64 (bins + 1,).
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.weight_histogram(model, layer_name, bins)
     model = _keras_model(model)
     with_kernel = [layer.name for layer in model.layers if _kernel_vars(layer)]
     layer = _resolve_layer(model, layer_name, with_kernel, "layers with kernels")
@@ -550,8 +584,12 @@ def layer_activation(model: Any, layer_name: str) -> str:
 
     Read from the layer's ``activation`` setting (Conv2D, Dense, Activation) or its class
     (ReLU, LeakyReLU, Softmax, ...); 'linear' when it applies none, '' when unknown (e.g.
-    a name that is not a layer of the model).
+    a name that is not a layer of the model). ONNX: 'relu' for a Relu node, and so on.
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.layer_activation(model, layer_name)
     layer = _find_layer(_keras_model(model), layer_name)
     if layer is None:
         return ""
@@ -565,6 +603,31 @@ def layer_activation(model: Any, layer_name: str) -> str:
         return "linear"
     name = getattr(act, "__name__", "") or str(act)
     return str(name).lower()
+
+
+def select_layers(accepted: list[str], layers: Sequence[str] | str | None, model_name: str,
+                  what: str) -> list[str]:
+    """The layers a probe takes: all ``accepted`` for None, else ``layers`` in model order
+    without duplicates; UnetCoreError for a name not accepted or none at all (``what``
+    describes the accepted ones, e.g. "layers with (N, H, W, C) outputs")."""
+    if layers is None:
+        names = list(accepted)
+    else:
+        if isinstance(layers, str):
+            layers = [layers]
+        wanted = list(dict.fromkeys(layers))
+        bad = [n for n in wanted if n not in accepted]
+        if bad:
+            raise UnetCoreError(
+                f"cannot probe layer(s) {', '.join(repr(b) for b in bad)}; accepted: {what} "
+                f"{_name_list(accepted)}")
+        keep = set(wanted)
+        names = [n for n in accepted if n in keep]
+    if not names:
+        raise UnetCoreError(
+            f"no layers to probe in model {model_name!r}; accepted: {what} "
+            f"{_name_list(accepted)}")
+    return names
 
 
 class ActivationProbe:
@@ -584,7 +647,20 @@ class ActivationProbe:
 
     Attributes:
         forward_passes: number of network passes run so far (one per :meth:`run`).
+
+    For an ONNX model the constructor returns an
+    :class:`~unet_core.onnx_introspect.OnnxActivationProbe` (a subclass, same interface) whose
+    ONNX Runtime session over the graph and the chosen outputs is cached per model and set of
+    layers.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ActivationProbe:
+        model = args[0] if args else kwargs.get("model")
+        if cls is ActivationProbe and is_onnx(model):
+            from .onnx_introspect import OnnxActivationProbe
+
+            return super().__new__(OnnxActivationProbe)  # its __init__ runs next
+        return super().__new__(cls)
 
     def __init__(self, model: Any, layers: Sequence[str] | None = None,
                  max_bytes: int | None = DEFAULT_MAX_BYTES) -> None:
@@ -598,23 +674,8 @@ class ActivationProbe:
                 f"model {self.model.name!r} cannot be probed: accepted: a built model with one "
                 "image input (N, H, W, C)")
         accepted = activation_layers(self.model)
-        if layers is None:
-            names = accepted
-        else:
-            if isinstance(layers, str):
-                layers = [layers]
-            wanted = list(dict.fromkeys(layers))
-            bad = [n for n in wanted if n not in accepted]
-            if bad:
-                raise UnetCoreError(
-                    f"cannot probe layer(s) {', '.join(repr(b) for b in bad)}; accepted: layers "
-                    f"with (N, H, W, C) outputs {_name_list(accepted)}")
-            keep = set(wanted)
-            names = [n for n in accepted if n in keep]
-        if not names:
-            raise UnetCoreError(
-                f"no layers to probe in model {self.model.name!r}; accepted: layers with "
-                f"(N, H, W, C) outputs {_name_list(accepted)}")
+        names = select_layers(accepted, layers, self.model.name,
+                              "layers with (N, H, W, C) outputs")
         self._names = names
         self.max_bytes = max_bytes
         self.forward_passes = 0
@@ -666,6 +727,18 @@ class ActivationProbe:
                 f"size {fh}x{fw} (pad it with Segmenter.prepare)")
         return np.ascontiguousarray(arr, dtype=np.float32)
 
+    def _check_budget(self, arr: np.ndarray) -> None:
+        """Refuse (UnetCoreError) an input whose maps would exceed ``max_bytes``."""
+        if self.max_bytes is None:
+            return
+        need = self.estimate_bytes(arr.shape[0], arr.shape[1])
+        if need > self.max_bytes:
+            raise UnetCoreError(
+                f"activation maps of {len(self._names)} layers for a {arr.shape[0]}x"
+                f"{arr.shape[1]} input would take about {need / 2**20:,.0f} MiB, over the "
+                f"{self.max_bytes / 2**20:,.0f} MiB limit; accepted: a smaller image or "
+                "fewer layers (ActivationProbe(model, layers=[...]))")
+
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """One forward pass: a prepared input float32 (Hp, Wp, C) as
         :meth:`Segmenter.prepare <unet_core.inference.Segmenter.prepare>` returns it (C the
@@ -677,14 +750,7 @@ class ActivationProbe:
         exceed ``max_bytes``.
         """
         arr = self._check_input(x)
-        if self.max_bytes is not None:
-            need = self.estimate_bytes(arr.shape[0], arr.shape[1])
-            if need > self.max_bytes:
-                raise UnetCoreError(
-                    f"activation maps of {len(self._names)} layers for a {arr.shape[0]}x"
-                    f"{arr.shape[1]} input would take about {need / 2**20:,.0f} MiB, over the "
-                    f"{self.max_bytes / 2**20:,.0f} MiB limit; accepted: a smaller image or "
-                    "fewer layers (ActivationProbe(model, layers=[...]))")
+        self._check_budget(arr)
         try:
             outs = self._forward(arr[None])
         except Exception:  # noqa: BLE001 - e.g. layer names a TF graph refuses: run eagerly
@@ -757,8 +823,13 @@ def model_flops(model: Any, height: int, width: int) -> int:
     A model over :data:`MAX_PROFILED_LAYERS` layers or over ``UNET_MAX_PARAMS`` parameters,
     or one whose graph the profiler cannot build (e.g. layer names a TF graph refuses), is
     counted from its config instead (:meth:`unet_core.budget.Estimate.flops`: convolutions
-    and dense layers), so the count never builds a huge graph.
+    and dense layers), so the count never builds a huge graph. An ONNX model is counted from
+    its graph's convolutions (:meth:`unet_core.onnx_graph.OnnxGraph.estimate`).
     """
+    if is_onnx(model):
+        from . import onnx_introspect
+
+        return onnx_introspect.model_flops(model, height, width)
     from . import budget
 
     keras_model = _keras_model(model)

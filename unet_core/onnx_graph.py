@@ -150,6 +150,7 @@ class OnnxGraph:
     shapes: dict[str, tuple] = field(default_factory=dict)
     types: dict[str, int] = field(default_factory=dict)
     _key: str | None = None
+    _live: frozenset[str] | None = None
 
     @property
     def name(self) -> str:
@@ -189,24 +190,65 @@ class OnnxGraph:
     def stride(self) -> int:
         """Total downsampling: network input side / smallest 4-D tensor side (a power of two
         when the pools halve), 1 when unknown."""
-        smallest = min((min(f.scale) for f in self.tensors.values()), default=1.0)
+        live = self.input_dependent()
+        smallest = min((min(f.scale) for f in self.tensors.values() if f.name in live),
+                       default=1.0)
         if smallest <= 0 or smallest >= 1:
             return 1
         return max(1, int(round(1.0 / smallest)))
 
+    def input_dependent(self) -> frozenset[str]:
+        """Names of the tensors computed from the image input (the others are constants that
+        ONNX Runtime may fold when it loads the graph)."""
+        if self._live is None:
+            live = {self.input_name}
+            for n in self.proto.graph.node:
+                if any(i in live for i in n.input):
+                    live.update(o for o in n.output if o)
+            self._live = frozenset(live)
+        return self._live
+
     def estimate(self) -> budget.Estimate:
-        """Parameters, nodes and every 4-D node output's maps (scales relative to the input),
-        with convolution operations per output pixel (a multiply-add counts 2)."""
+        """Parameters, nodes and the size of every node output, with convolution operations per
+        output pixel (a multiply-add counts 2).
+
+        A 4-D image tensor computed from the input has its maps relative to the input (scales);
+        any other tensor whose shape inference gave a size counts too, so a graph that makes a
+        huge tensor (ConstantOfShape, Expand, Tile, a 1000x Resize) is refused before it runs:
+        one that does not depend on the input at its absolute size (ONNX Runtime may build it
+        when it loads the graph), one that does in proportion to the input's area (its size at
+        :data:`PROBE_SIZE` or the fixed size)."""
         producers = {o: n for n in self.proto.graph.node for o in n.output}
         inits = {t.name: t for t in self.proto.graph.initializer}
+        live = self.input_dependent()
         maps: list[tuple[float, float, int]] = []
         ops: list[int] = []
         for facts in self.tensors.values():
             if facts.name == self.input_name:
                 continue
-            maps.append((facts.scale[0], facts.scale[1], facts.channels))
+            if facts.name in live:
+                maps.append((facts.scale[0], facts.scale[1], facts.channels))
+            else:
+                maps.append((-float(facts.shape[0] * facts.shape[1]),
+                             -float(facts.shape[2] * facts.shape[3]), 1))
             node = producers.get(facts.name)
             ops.append(_conv_ops(node, inits) if node is not None else 0)
+        hh, ww = (self.height, self.width) if self.height and self.width else PROBE_SIZE
+        per = max(1, self.batch or 1)
+        for name, shape in self.shapes.items():
+            if (name in self.tensors or name == self.input_name or name in inits
+                    or not shape or any(d is None for d in shape)):
+                continue
+            numel = int(np.prod([int(d) for d in shape], dtype=np.float64))
+            # float32-sized elements: int64 / float64 tensors count double
+            numel *= 2 if self.types.get(name) in (7, 11) else 1
+            if numel < 4096:
+                continue
+            if name in live:
+                maps.append((1.0, numel / per / (hh * ww), 1))
+            else:
+                maps.append((-float(numel), -1.0, 1))
+            ops.append(0)
         return budget.Estimate(params=self.count_params(), layers=self.n_layers, maps=maps,
                                ops=ops)
 
@@ -580,6 +622,17 @@ def read_graph(path: Path, label: str, card_layout: str | None = None) -> OnnxGr
         raise ModelSpecError(
             f"{label}: the graph's output has shape {_shape_text(oshape)}; accepted: one map or "
             f"K <= {MAX_CLASSES} class maps the size of the input ((N, K, H, W) or (N, H, W, K))")
+    spatial = (oshape[1:3] if len(oshape) == 3 else
+               oshape[2:4] if out_layout == "nchw" else oshape[1:3])
+    if all(v is not None for v in spatial) and tuple(spatial) != tuple(concrete):
+        at = "" if h is not None else " (shape inference at that size)"
+        hint = (f"; if the input is not {layout.upper()}, state \"layout\": "
+                f"\"{'nhwc' if layout == 'nchw' else 'nchw'}\" in the model card"
+                if card_layout is None else "")
+        raise ModelSpecError(
+            f"{label}: the graph's output is {spatial[0]}x{spatial[1]} for a "
+            f"{concrete[0]}x{concrete[1]} input{at} read as {layout.upper()}; accepted: an "
+            f"output of the input's height and width (a segmentation network){hint}")
     tensors = _tensor_layouts(proto, (inp.name, layout), (out.name, out_layout), shapes,
                               types, concrete)
     return OnnxGraph(proto=proto, path=path, input_name=inp.name, output_name=out.name,
@@ -628,10 +681,23 @@ def onnx_card_notes(graph: OnnxGraph) -> dict[str, str]:
 
 
 def session_for(path: Path | str | bytes) -> Any:
-    """An ONNX Runtime session with the engine's options (see :mod:`unet_core.backends`)."""
+    """An ONNX Runtime session with the engine's options (see :mod:`unet_core.backends`) on a
+    file, or on a serialised graph (e.g. :func:`model_bytes_with_outputs`)."""
+    import onnxruntime as ort
+
     from .backends import _session
 
-    return _session(path)  # type: ignore[arg-type]
+    if not isinstance(path, bytes):
+        return _session(Path(path))
+    # the same options as backends._session, on bytes (it takes a path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(0, int(os.environ.get("UNET_THREADS", "0") or 0))
+    opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = False
+    opts.enable_cpu_mem_arena = os.environ.get("UNET_ORT_ARENA", "1").strip() != "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def model_bytes_with_outputs(graph: OnnxGraph, outputs: list[str]) -> bytes:

@@ -584,6 +584,9 @@ def load_init_weights(model: Any, path: str) -> None:
     UnetCoreError saying what differs."""
     from .model import load_model
 
+    if Path(path).suffix.lower() == ".onnx":
+        raise UnetCoreError(f"init_from {path}: training starts from Keras weights; accepted: "
+                            "a .keras or .h5 model of the same architecture")
     src = load_model(path).model
     theirs, ours = src.get_weights(), model.get_weights()
     shapes = [w.shape for w in theirs]
