@@ -95,7 +95,8 @@ def onnx_models(tmp_path_factory) -> Path:
     save(nhwc_wrap(nchw_unet(3, 3, "logits", batch=2, size=32, seed=5)),
          folder / "nhwc_logits3_b2.onnx")
     ModelCard(name="nhwc_logits3_b2", classes=OWN_CLASSES, channels=3, fit="resize",
-              input_size=[32, 32], description="tiny untrained 3-class NHWC ONNX U-Net"
+              input_size=[32, 32], multiple_of=4, output="logits", layout="nhwc",
+              description="tiny untrained 3-class NHWC ONNX U-Net"
               ).save(folder / "nhwc_logits3_b2.json")
     return folder
 

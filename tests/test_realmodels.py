@@ -256,3 +256,138 @@ def test_cli_predict_fit_resize_on_the_lane_model(tmp_path):
     err = mae(prob, lane_reference(image)[..., 0])
     print(f"CLI lane frame 150x203: MAE {err:.2e}")
     assert err <= BAR
+
+
+# -- ONNX models (issue 17): the CLI against plain ONNX Runtime --------------------------------
+ONNX_FILES = {"apple_unet_256": ("apple_unet_256.onnx", "nchw", True),  # (file, layout, logits)
+              "disaster_nhwc_unet": ("disaster_nhwc_unet.onnx", "nhwc", False)}
+
+
+def real_onnx(name: str) -> Path:
+    path = REAL / ONNX_FILES[name][0]
+    if not path.is_file():
+        pytest.skip(f"real model {path} is absent (only on the project's own machines)")
+    return path
+
+
+def onnx_reference(name: str, image_rgb: np.ndarray, pil_resize: bool = False) -> np.ndarray:
+    """Plain ONNX Runtime with the pipeline written out: RGB /255, resized to 256x256
+    (tf.image.resize bilinear, half-pixel, no antialiasing; or the authors' PIL bilinear on the
+    uint8 image), the graph's own layout, sigmoid for logits, the probabilities resized back
+    with tf.image.resize. -> float32 (H, W, 1)."""
+    from onnx_zoo import ort_forward
+
+    _, layout, logits = ONNX_FILES[name]
+    h, w = image_rgb.shape[:2]
+    if pil_resize:
+        small = Image.fromarray(image_rgb).resize((256, 256), Image.BILINEAR)
+        x = np.asarray(small, np.float32) / 255.0
+    else:
+        x = tf_resize(image_rgb.astype(np.float32) / 255.0, (256, 256))
+    batch = x[None].transpose(0, 3, 1, 2) if layout == "nchw" else x[None]
+    y = ort_forward(real_onnx(name), batch)[0]
+    y = y.transpose(1, 2, 0) if layout == "nchw" else y
+    if logits:
+        y = 1.0 / (1.0 + np.exp(-y.astype(np.float64)))
+    return tf_resize(y.astype(np.float32), (h, w))
+
+
+def onnx_images() -> dict[str, np.ndarray]:
+    if not APPLE.is_file():
+        pytest.skip(f"sample photo {APPLE} is absent")
+    photo = rgb(APPLE)  # 1104x736 (H x W)
+    images = {"apple_photo": photo, "apple_crop_600x450": photo[200:800, 100:550]}
+    lanes = sorted((LANE_SAMPLES / "images").glob("*.jpg"))
+    if lanes:
+        images["lane_at_150x203"] = resized_u8(rgb(lanes[0]), (150, 203))
+    return {k: np.ascontiguousarray(v) for k, v in images.items()}
+
+
+def test_onnx_cards_load():
+    for name, (_, layout, logits) in ONNX_FILES.items():
+        data = card_dict(name)
+        card = card_from_dict(data, f"{name}.json")
+        assert (card.channels, card.channel_order, card.normalisation, card.fit) == (
+            3, "rgb", "unit", "resize")
+        assert "none stated; test use only" in data["training"]["licence"]
+        assert card.output == ("logits" if logits else "probability")
+        assert "layout" not in data  # read from the graph
+        path = REAL / ONNX_FILES[name][0]
+        if path.is_file():
+            loaded = load_model(path, card=card_from_dict(data, f"{name}.json"))
+            assert loaded.card.layout == layout and loaded.card.input_size == [256, 256]
+            assert loaded.model.last_op == ("Conv" if logits else "Sigmoid")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", sorted(ONNX_FILES))
+def test_cli_predict_fit_resize_onnx_reproduces_onnxruntime(name, tmp_path, capsys):
+    """`predict --fit resize [--class 0] --model M.onnx` (no card: everything read from the
+    graph) against plain ONNX Runtime with the same resize and scaling; the bar is 0.04 mean
+    absolute probability. The authors' PIL resize is measured too (printed, not the bar)."""
+    from unet_core.cli import main
+
+    model = real_onnx(name)
+    images = onnx_images()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for stem, image in images.items():
+        Image.fromarray(image).save(folder / f"{stem}.png")
+    out = tmp_path / "out"
+    code = main(["predict", "--fit", "resize", "--class", "0", "--model", str(model),
+                 str(folder), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "backend onnxruntime" in err and "resized to 256x256" in err
+    for stem, image in images.items():
+        prob = np.load(out / f"{stem}_prob.npy")
+        assert prob.shape == image.shape[:2] and prob.dtype == np.float32
+        ref = onnx_reference(name, image)[..., 0]
+        err = mae(prob, ref)
+        authors = mae(prob, onnx_reference(name, image, pil_resize=True)[..., 0])
+        fg = float((prob > 0.5).mean())
+        print(f"{name} {stem} {image.shape[:2]}: MAE {err:.2e} (max "
+              f"{np.abs(prob - ref).max():.2e}); vs PIL-resize pipeline {authors:.2e}; "
+              f"foreground {fg:.3f}")
+        assert err <= BAR, (stem, err)
+        np.testing.assert_array_equal(read_raw(out / f"{stem}_mask.png") > 0, prob > 0.5)
+
+
+@pytest.mark.realdata
+def test_cli_evaluate_onnx_self_consistency(tmp_path, capsys):
+    """`evaluate` on the apple model with masks made by thresholding plain ONNX Runtime's
+    probabilities at 0.5 (a self-consistency run: there is no ground truth for these images);
+    the engine's masks should agree with them almost everywhere."""
+    from unet_core.cli import main
+
+    model = real_onnx("apple_unet_256")
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for stem, image in onnx_images().items():
+        Image.fromarray(image).save(data / "images" / f"{stem}.png")
+        ref = onnx_reference("apple_unet_256", image)[..., 0]
+        Image.fromarray(((ref > 0.5) * 255).astype(np.uint8)).save(data / "masks" / f"{stem}.png")
+    code = main(["evaluate", "--model", str(model), "--data", str(data), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    res = json.loads(captured.out)
+    print(f"apple self-consistency: n {res['n']}, IoU {res['iou']:.4f}, Dice {res['dice']:.4f} "
+          f"at threshold {res['threshold']}")
+    assert res["n"] == len(onnx_images()) and res["backend"] == "onnxruntime"
+    assert res["iou"] >= 0.95 and res["dice"] >= 0.97
+
+
+@pytest.mark.realdata
+def test_apple_fit_pad_tiles_the_full_resolution_photo():
+    """fit pad on the fixed 256x256 graph tiles the 1104x736 photo at full resolution (fixed
+    batch 1: one tile per run); the README of ../shared/realmodels saw ~15 % apple pixels."""
+    model = real_onnx("apple_unet_256")
+    onnx_images()  # skips without the photo
+    seg = Segmenter(load_model(model), fit="pad")
+    photo = rgb(APPLE)
+    assert seg.network_size(*photo.shape[:2]) is None  # tiled
+    prob = seg.predict_proba(photo)
+    fg = float((prob > 0.5).mean())
+    print(f"apple photo, fit pad (tiled): foreground {fg:.3f}")
+    assert prob.shape == photo.shape[:2] and 0.08 <= fg <= 0.25

@@ -262,7 +262,8 @@ def _export_child(path: str, weights: str | None, card: dict, folder: str,
     return {"max_abs_diff": info["max_abs_diff"]}
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path | bytes) -> Any:
+    """An ONNX Runtime session (CPU) with the engine's options on a file or serialised bytes."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -278,7 +279,7 @@ def _session(path: Path) -> Any:
     # many sessions, training next to it) spinning threads steal the cores that do the work.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts,
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=opts,
                                 providers=["CPUExecutionProvider"])
 
 
@@ -343,8 +344,10 @@ class OnnxGraphBackend(Backend):
         # ONNX Runtime builds the graph's constant tensors when it loads it: refuse a graph
         # whose smallest forward pass (constants included) is over UNET_MAX_FORWARD_MB first
         side = max(1, loaded.card.multiple_of)
-        budget.check_forward(self.graph.estimate(), self.graph.height or side,
-                             self.graph.width or side, loaded.name)
+        self._estimate = self.graph.estimate()
+        self._label = loaded.name
+        budget.check_forward(self._estimate, self.graph.height or side,
+                             self.graph.width or side, loaded.name, batch=self.graph.batch or 1)
         try:
             self._session = _session(self.graph.path)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime refuses the graph
@@ -358,6 +361,9 @@ class OnnxGraphBackend(Backend):
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if (self.graph.batch or 1) > 1:  # every run holds a whole fixed batch, padded
+            budget.check_forward(self._estimate, x.shape[1], x.shape[2], self._label,
+                                 batch=self.graph.batch)
         y = self.graph.output_nhwk(self.graph.run(self._session, x)[0])
         y = as_nhwk(y, x.shape)
         return to_probabilities(y) if self._logits else y

@@ -3,9 +3,10 @@
 Every command has ``--help``. User errors (bad file, bad folder, bad model, bad option) print one
 line ``error: ...`` on stderr and exit with status 2; nothing is written over an input file.
 
-``predict``, ``evaluate`` and ``inspect`` share the model options: ``--model`` (.keras, .h5, or
-an architecture .json with ``--weights W.h5``), ``--card CARD.json`` (a card kept apart from the
-model), ``--trust-model`` (Keras safe_mode off) and the card overrides ``--fit``,
+``predict``, ``evaluate`` and ``inspect`` share the model options: ``--model`` (.keras, .h5, an
+architecture .json with ``--weights W.h5``, or an ONNX graph .onnx, e.g. from
+``torch.onnx.export``, run as it is on ONNX Runtime), ``--card CARD.json`` (a card kept apart
+from the model), ``--trust-model`` (Keras safe_mode off) and the card overrides ``--fit``,
 ``--normalisation``, ``--channel-order``, ``--mean``/``--std`` and ``--class``, applied to the
 model card and checked like a card file.
 """
@@ -35,7 +36,7 @@ EXIT_USER_ERROR = 2
 MAX_NAME_BYTES = 255
 BACKEND_HELP = ("inference backend: auto (default: ONNX Runtime on a cached export, checked "
                 "against Keras; TensorFlow if that is unavailable), onnxruntime or tensorflow; "
-                "env UNET_BACKEND sets the default")
+                "env UNET_BACKEND sets the default. A .onnx model always runs on ONNX Runtime")
 
 
 def _threshold(text: str) -> float:
@@ -90,7 +91,7 @@ SELECT_MIN_AREA_HELP = ("also pick a minimum-area rule on validation, 0 unless i
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The model options shared by predict, evaluate and inspect."""
     p.add_argument("--model", required=True,
-                   help=".keras or .h5 model (its card: NAME.json next to it), or an "
+                   help=".keras, .h5 or .onnx model (its card: NAME.json next to it), or an "
                    "architecture .json (model.to_json()) with --weights")
     p.add_argument("--weights", metavar="W.h5",
                    help="the weights of an architecture --model arch.json (Keras 2 "
@@ -100,7 +101,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
                    "leaves out come from the network")
     p.add_argument("--trust-model", action="store_true",
                    help="load with Keras safe_mode off, allowing Lambda layers and custom "
-                   "classes: Python code in the file may run. Only for files you trust")
+                   "classes: Python code in the file may run. Only for files you trust (no "
+                   "effect on a .onnx model, which holds no code)")
     g = p.add_argument_group("card overrides (applied to the model card, then checked)")
     g.add_argument("--fit", choices=FITS,
                    help="pad: pad to the stride (tile a fixed-size network); resize: resize the "
@@ -332,10 +334,25 @@ def _load(args: argparse.Namespace):
     from .model import load_model
 
     name = Path(args.model).name
-    if args.trust_model:
+    onnx_file = Path(args.model).suffix.lower() == ".onnx"
+    if args.trust_model and onnx_file:
+        print(f"--trust-model: no effect on {_dn(name)} (an ONNX graph holds no Python code; "
+              "its checks still apply)", file=sys.stderr)
+    elif args.trust_model:
         print(f"trusting {_dn(name)}: loaded with Keras safe_mode off, so Python code in the file "
               "(Lambda layers, custom classes) may run", file=sys.stderr)
-    loaded = load_model(args.model, safe_mode=not args.trust_model, weights=args.weights)
+    stated = (_read_card_file(args.card).get("layout") if args.card and onnx_file
+              and args.weights is None else None)
+    if stated in ("nchw", "nhwc"):  # the --card's layout is how the graph is read
+        from .model import LoadedModel, infer_card
+        from .onnx_graph import read_graph
+
+        graph = read_graph(Path(args.model), name, stated)
+        loaded = LoadedModel(model=graph, card=infer_card(graph, Path(args.model).stem),
+                             path=Path(args.model))
+    else:
+        loaded = load_model(args.model, safe_mode=not args.trust_model or onnx_file,
+                            weights=args.weights)
     if args.card:
         loaded.card = _card_from_file(args.card, loaded.model, name)
         loaded.card_found = True
@@ -631,14 +648,52 @@ def _output_line(card) -> str:
     return f"output: probabilities ({act})"
 
 
+def _onnx_facts(graph) -> dict[str, Any]:
+    """What an ONNX graph says about itself (for inspect)."""
+    import numpy as np
+
+    proto = graph.proto
+    opset = next((int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                 None)
+    return {"input": graph.input_name, "output": graph.output_name, "layout": graph.layout,
+            "layout_reason": graph.layout_reason, "output_layout": graph.output_layout,
+            "batch": graph.batch, "height": graph.height, "width": graph.width,
+            "dtype": np.dtype(graph.input_dtype).name, "last_op": graph.last_op,
+            "output_kind": "probabilities" if graph.last_op in ("Sigmoid", "Softmax")
+            else "logits", "opset": opset,
+            "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+            "nodes": graph.n_layers, "params": graph.count_params()}
+
+
+def _onnx_lines(graph) -> list[str]:
+    f = _onnx_facts(graph)
+    batch = ("dynamic batch" if f["batch"] is None else "fixed batch 1 (one image per run)"
+             if f["batch"] == 1 else f"fixed batch {f['batch']} (a shorter batch is padded "
+             "with zeros)")
+    size = ("dynamic height and width" if f["height"] is None else
+            f"fixed {f['height']}x{f['width']}")
+    kind = ("probabilities" if f["output_kind"] == "probabilities" else
+            "logits (the engine applies the activation)")
+    return [f"graph: ONNX opset {f['opset']}, from {f['producer'] or 'an unnamed producer'}; "
+            f"{f['nodes']:,} nodes, {f['params']:,} weights; runs as it is on ONNX Runtime",
+            f"layout: {f['layout'].upper()}: {f['layout_reason']}; {batch}; {size}; input "
+            f"{f['input']!r} {f['dtype']}",
+            f"graph output {f['output']!r} ({f['output_layout'].upper()}): last op "
+            f"{f['last_op'] or 'unknown'}, so {kind}"]
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .introspect import format_layer_table, layer_table
+    from .onnx_graph import is_onnx
 
     loaded = _load(args)
     card = loaded.card
+    graph = loaded.model if is_onnx(loaded) else None
     if args.json:
+        extra = {"onnx": _onnx_facts(graph)} if graph is not None else {}
         print(json.dumps({"card": card.to_dict(), "card_found": loaded.card_found,
                           "trusted": loaded.trusted, "preprocessing": card.preprocessing,
+                          **extra,
                           "layers": [r.as_row() for r in layer_table(loaded.model)]},
                          default=str))
         return 0
@@ -648,6 +703,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if card.channels >= 3:
         ch += f", order {card.channel_order.upper()}"
     print(f"input {card.input_spec}, {ch}  [{src}]")
+    if graph is not None:
+        for line in _onnx_lines(graph):
+            print(line)
     print(f"preprocessing: {card.preprocessing}")
     print(f"fit: {card.fit}, padding {card.padding_mode}")
     print(_output_line(card))

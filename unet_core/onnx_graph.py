@@ -23,8 +23,13 @@ What is read from the graph (never guessed when the graph says it):
 Safety (ONNX holds no Python, but a file can point elsewhere): :func:`check_onnx` refuses, each
 with one line, tensors whose data lie in external files outside the model's own folder (or
 missing), operators of custom domains ONNX Runtime would need a plug-in library for, graphs over
-``UNET_MAX_ONNX_NODES`` nodes (default 20,000) or ``UNET_MAX_PARAMS`` weights, more than one
-image input or output, and non-float image inputs.
+``UNET_MAX_ONNX_NODES`` nodes (default 20,000) or ``UNET_MAX_PARAMS`` weights, tensors with
+negative dimensions, more than one image input or output, non-float image inputs or outputs,
+and outputs not the size of the input. :meth:`OnnxGraph.estimate` counts every tensor shape
+inference sizes (constants at their absolute size, since ONNX Runtime may build them when it
+loads the graph), so :func:`unet_core.budget.check_forward` refuses a graph that makes a huge
+tensor (ConstantOfShape, Expand, a 1000x Resize) before it runs; a size that depends on the
+data is left to :func:`unet_core.sandbox.vet_model`'s memory limit.
 """
 
 from __future__ import annotations
@@ -239,7 +244,7 @@ class OnnxGraph:
             if (name in self.tensors or name == self.input_name or name in inits
                     or not shape or any(d is None for d in shape)):
                 continue
-            numel = int(np.prod([int(d) for d in shape], dtype=np.float64))
+            numel = math.prod(int(d) for d in shape)
             # float32-sized elements: int64 / float64 tensors count double
             numel *= 2 if self.types.get(name) in (7, 11) else 1
             if numel < 4096:
@@ -289,7 +294,8 @@ class OnnxGraph:
 
 
 def _numel(t: Any) -> int:
-    return int(np.prod([int(d) for d in t.dims], dtype=np.int64)) if len(t.dims) else 1
+    """Elements of a TensorProto by its dims (exact, no int64 overflow)."""
+    return math.prod(int(d) for d in t.dims)
 
 
 def _conv_ops(node: Any, inits: dict[str, Any]) -> int:
@@ -377,7 +383,7 @@ def _check_external(proto: Any, folder: Path, label: str) -> None:
         except ValueError:
             raise ModelLoadError(f"{label}: tensor {t.name!r} has a malformed external data "
                                  "offset or length") from None
-        need = 4 * int(np.prod([int(d) for d in t.dims], dtype=np.int64))
+        need = 4 * _numel(t)
         if offset < 0 or length < 0 or offset + (length or 0) > size or (
                 length == 0 and offset + need > size and int(t.data_type) == 1):
             raise ModelLoadError(
@@ -423,7 +429,13 @@ def check_onnx(proto: Any, folder: Path, label: str) -> None:
                 f"{label}: refused: node {name or op!r} uses operator {op!r} of the custom "
                 f"domain {domain!r}, which needs a plug-in library; accepted: standard ONNX "
                 f"operators ({', '.join(sorted(d or 'ai.onnx' for d in KNOWN_DOMAINS if d))})")
-    params = sum(_numel(t) for t in _tensors_with_data(proto))
+    tensors = _tensors_with_data(proto)
+    bad = next((t for t in tensors if any(int(d) < 0 for d in t.dims)), None)
+    if bad is not None:
+        raise ModelLoadError(
+            f"{label}: refused: tensor {bad.name!r} has a negative dimension "
+            f"{tuple(int(d) for d in bad.dims)} (a malformed or crafted file)")
+    params = sum(_numel(t) for t in tensors)
     if params > budget.max_params():
         raise ModelLoadError(
             f"{label}: refused: the graph holds {params:,} weights (limit "
@@ -683,21 +695,9 @@ def onnx_card_notes(graph: OnnxGraph) -> dict[str, str]:
 def session_for(path: Path | str | bytes) -> Any:
     """An ONNX Runtime session with the engine's options (see :mod:`unet_core.backends`) on a
     file, or on a serialised graph (e.g. :func:`model_bytes_with_outputs`)."""
-    import onnxruntime as ort
-
     from .backends import _session
 
-    if not isinstance(path, bytes):
-        return _session(Path(path))
-    # the same options as backends._session, on bytes (it takes a path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(0, int(os.environ.get("UNET_THREADS", "0") or 0))
-    opts.inter_op_num_threads = 1
-    opts.enable_mem_pattern = False
-    opts.enable_cpu_mem_arena = os.environ.get("UNET_ORT_ARENA", "1").strip() != "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return _session(path if isinstance(path, bytes) else Path(path))
 
 
 def model_bytes_with_outputs(graph: OnnxGraph, outputs: list[str]) -> bytes:

@@ -5,7 +5,10 @@ state with the caller; unlike multiprocessing's "spawn" it never re-runs the cal
 script), which imports the engine, loads the model with
 :func:`unet_core.model.load_model` (safe mode), builds the inference backend the server will
 use (:func:`unet_core.backends.make_backend`; the ONNX export is cached on disk, so the server
-reuses it) and runs one forward pass on a small sample of the network's size. The parent polls
+reuses it; an ``.onnx`` model runs as it is) and runs one forward pass on a small sample of the
+network's size, after checking the pass's memory estimate (for an ONNX graph this counts every
+tensor shape inference sizes, so a graph that builds a huge tensor is refused before it runs;
+one whose sizes depend on the data is stopped by the memory limit). The parent polls
 the child's resident memory (``VmRSS`` in ``/proc/PID/status``, the child and its descendants)
 every 50 ms and kills it over the limit or past the timeout; the caller gets one line saying
 why. A model that passes is then loaded in the server knowing that loading and one pass fit.
@@ -252,7 +255,8 @@ def vet_model(path: str | os.PathLike, *, weights: str | os.PathLike | None = No
     """Load ``path`` and run it once in a child process under a memory limit and a timeout.
 
     Args:
-        path: the model file (``.keras``, ``.h5``, or an architecture ``.json`` with weights).
+        path: the model file (``.keras``, ``.h5``, an architecture ``.json`` with weights, or
+            an ONNX graph ``.onnx``, whose external data files, if any, lie next to it).
         weights: the weights of an architecture ``.json``.
         card: a :class:`unet_core.model.ModelCard` (or its dict) to load with; None: the card
             next to the file, else inferred.
