@@ -231,3 +231,25 @@ def test_card_option_layout_reads_the_graph(capsys, tmp_path):
     code, out_text, err = run(capsys, "inspect", "--model", str(model), "--card", str(card))
     assert code == 0, err
     assert "layout: NHWC: stated in the model card" in out_text
+
+
+def test_calibrate_onnx_rewrites_its_card(capsys, onnx_models, tmp_path):
+    """calibrate re-picks an ONNX model's threshold on the validation names of a split (the
+    masks are the model's own at a threshold t: the pick must land on it, IoU 1)."""
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(onnx_models / "nchw_logits.onnx", model)
+    (tmp_path / "m.json").write_text(json.dumps({"name": "m", "threshold": 0.9}))
+    t = _pairs(tmp_path / "data", model, 3, label=False)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [], "val": ["img0.png", "img1.png"],
+                                 "test": ["img2.png"]}))
+    code, out, err = run(capsys, "calibrate", "--model", str(model), "--data",
+                         str(tmp_path / "data"), "--split", str(split), "--select", "mean_iou",
+                         "--no-select-min-area")
+    assert code == 0, err
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["metrics"]["validation"]["iou"] == pytest.approx(1.0)
+    assert abs(card["threshold"] - t) <= 0.011  # the grid's neighbour of t
+    assert card["output"] == "logits" and card["layout"] == "nchw"

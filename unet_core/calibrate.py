@@ -25,6 +25,7 @@ from .inference import Segmenter
 from .io import find_pairs
 from .metrics import MIN_AREA_CANDIDATES, SweepResult, check_select_metric, select_threshold
 from .model import LoadedModel, ModelCard, card_path_for, load_model
+from .onnx_graph import is_onnx
 
 
 def read_split(path: str | Path) -> dict[str, list[str]]:
@@ -121,7 +122,7 @@ def calibrate_model(model_path: str | Path, data: str | Path,
     score its test images at them, and rewrite the model's card. Returns (old, new) cards.
 
     Args:
-        model_path: a ``.keras``/``.h5`` model with its card (``NAME.json``).
+        model_path: a ``.keras``/``.h5``/``.onnx`` model with its card (``NAME.json``).
         data: the images/ + masks/ folder it trained on.
         split_path: the training split (``NAME.split.json`` next to the model, the default,
             or the run's ``RUN_DIR/split.json``).
@@ -148,7 +149,9 @@ def calibrate_model(model_path: str | Path, data: str | Path,
     split = read_split(split_path)
     check_held_out([loaded], split)
     old = loaded.card
-    seg = Segmenter(loaded, batch_size=32, backend="tensorflow")
+    # a Keras model runs in TensorFlow (no export for one sweep); an ONNX file as it is
+    seg = Segmenter(loaded, batch_size=32,
+                    backend="onnxruntime" if is_onnx(loaded) else "tensorflow")
     val, test = split_sweeps(seg, data, split, invert=bool(old.truth_inverted),
                              select_metric=select_metric)
     new = ModelCard.from_dict(old.to_dict())
