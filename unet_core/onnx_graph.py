@@ -584,7 +584,7 @@ def read_graph(path: Path, label: str, card_layout: str | None = None) -> OnnxGr
     if size > max_unpacked_bytes():
         raise ModelLoadError(
             f"{label}: refused: the ONNX file is {size / 2**20:,.0f} MB (limit "
-            f"{max_unpacked_bytes() / 2**20:,.0f} MB, UNET_MAX_UNPACKED_MB)")
+            f"{max_unpacked_bytes() / 2**20:,.0f} MB, UNET_MAX_MODEL_UNPACKED_MB)")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf decode errors of all kinds
