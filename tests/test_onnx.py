@@ -434,20 +434,14 @@ def test_custom_domain_refused(tmp_path):
     assert "com.example.evil" in one_line(exc) and "refused" in str(exc.value)
 
 
-def test_node_cap(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("var", "value", "said"), [("UNET_MAX_ONNX_NODES", "5", "18 nodes"),
+                                                     ("UNET_MAX_PARAMS", "1000", "weights")])
+def test_node_and_weight_caps(tmp_path, monkeypatch, var, value, said):
     path = save(nchw_unet(1, 1, "sigmoid"), tmp_path / "m.onnx")
-    monkeypatch.setenv("UNET_MAX_ONNX_NODES", "5")
+    monkeypatch.setenv(var, value)
     with pytest.raises(ModelLoadError) as exc:
         load_model(path)
-    assert "UNET_MAX_ONNX_NODES" in one_line(exc) and "18 nodes" in str(exc.value)
-
-
-def test_weight_cap(tmp_path, monkeypatch):
-    path = save(nchw_unet(1, 1, "sigmoid"), tmp_path / "m.onnx")
-    monkeypatch.setenv("UNET_MAX_PARAMS", "1000")
-    with pytest.raises(ModelLoadError) as exc:
-        load_model(path)
-    assert "UNET_MAX_PARAMS" in one_line(exc) and "weights" in str(exc.value)
+    assert var in one_line(exc) and said in str(exc.value)
 
 
 def test_negative_dimension_refused(tmp_path):

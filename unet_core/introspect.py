@@ -466,12 +466,17 @@ def filter_stats(weights: np.ndarray) -> list[dict[str, float]]:
     ]
 
 
+def unknown_layer(layer_name: str, model_name: str, accepted: list[str], what: str
+                  ) -> UnetCoreError:
+    """The one-line error for a layer name the model does not have, listing ``accepted``."""
+    return UnetCoreError(f"no layer named {layer_name!r} in model {model_name!r}; accepted: "
+                         f"{what} {_name_list(accepted)}")
+
+
 def _resolve_layer(model: Any, layer_name: str, accepted: list[str], what: str) -> Any:
     layer = _find_layer(model, layer_name)
     if layer is None:
-        raise UnetCoreError(
-            f"no layer named {layer_name!r} in model {model.name!r}; accepted: {what} "
-            f"{_name_list(accepted)}")
+        raise unknown_layer(layer_name, model.name, accepted, what)
     return layer
 
 

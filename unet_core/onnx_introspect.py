@@ -42,6 +42,7 @@ from .introspect import (
     _name_list,
     filter_stats,
     select_layers,
+    unknown_layer,
 )
 from .onnx_graph import _FLOAT_TYPES, OnnxGraph, _concrete_shapes, as_graph
 
@@ -261,9 +262,7 @@ def activation_layers(model: Any) -> list[str]:
 def _resolve(idx: _Index, name: str, accepted: list[str], what: str) -> _Node:
     node = idx.find(name)
     if node is None:
-        raise UnetCoreError(
-            f"no layer named {name!r} in model {idx.graph.name!r}; accepted: {what} "
-            f"{_name_list(accepted)}")
+        raise unknown_layer(name, idx.graph.name, accepted, what)
     return node
 
 
