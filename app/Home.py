@@ -32,6 +32,7 @@ from app import uploads, widgets  # noqa: E402
 from app.context import PageContext  # noqa: E402
 from app.errors import run_safely  # noqa: E402
 from app.views import activations, evaluate, filters, model, segment  # noqa: E402
+from unet_core.onnx_graph import is_onnx  # noqa: E402
 
 st.set_page_config(page_title="U-Net Explorer", layout="wide")
 # Upload folders: leftovers of gone servers once per process, those of ended sessions at most
@@ -54,7 +55,7 @@ def _page(title: str, url_path: str, render: object) -> st.Page:
         if ctx is None:
             st.title(title)
             st.info("No model loaded: pick one in the sidebar, or upload one there (a .keras / "
-                    ".h5 model, or an architecture .json with its weights .h5).")
+                    ".h5 / .onnx model, or an architecture .json with its weights .h5).")
             return
         with run_safely(what=f"showing the {title} page"):
             render(ctx)  # type: ignore[operator]
@@ -71,7 +72,7 @@ fresh_visit = st.session_state.get("_page") != nav.url_path
 st.session_state["_page"] = nav.url_path
 if bundle is not None:
     settings = widgets.sidebar_settings_ui(bundle.card)
-    backend = widgets.sidebar_backend_ui()
+    backend = widgets.sidebar_backend_ui(onnx=is_onnx(bundle.loaded))
     context["ctx"] = PageContext(bundle=bundle, backend=backend, settings=settings,
                                  fresh_visit=fresh_visit, pages=pages)
 nav.run()

@@ -126,9 +126,9 @@ class ModelBundle:
 
 
 def discover_models(folder: Path, trusted: bool = False) -> list[ModelEntry]:
-    """``*.keras`` / ``*.h5`` files of ``folder``, labelled by their card's name: the default
-    model (:func:`~app.settings.default_model`) first, then models with a card, then by file
-    name. ``trusted``: the folder is ``UNET_TRUSTED_MODELS_DIR`` (its models load with
+    """``*.keras`` / ``*.h5`` / ``*.onnx`` files of ``folder``, labelled by their card's name:
+    the default model (:func:`~app.settings.default_model`) first, then models with a card,
+    then by file name. ``trusted``: the folder is ``UNET_TRUSTED_MODELS_DIR`` (its models load with
     ``safe_mode=False``)."""
     if not folder.is_dir():
         return []
@@ -370,7 +370,8 @@ def threshold_payload(bundle: ModelBundle, item: ImageItem, image: np.ndarray,
 @st.cache_resource(max_entries=1, show_spinner=False)
 def get_probe(model_key: str, _loaded: LoadedModel) -> Any:
     """One :class:`~unet_core.introspect.ActivationProbe` over every 4-D layer of the model
-    (one model at a time: a probe is a second Keras model over the same weights)."""
+    (one model at a time: a probe is a second Keras model over the same weights, or for an
+    ONNX model a session over the graph with every probed output added)."""
     from unet_core.introspect import ActivationProbe
 
     return ActivationProbe(_loaded, max_bytes=activation_max_bytes())

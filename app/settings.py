@@ -6,7 +6,8 @@ every run. Environment variables (all optional):
 * ``UNET_MODELS_DIR``: folder of the bundled models (default ``<repo>/models``);
 * ``UNET_TRUSTED_MODELS_DIR``: a folder of *trusted* models, listed with the bundled ones and
   loaded with Keras ``safe_mode=False`` (Lambda layers allowed; their code runs on load). Only
-  files an administrator put there: uploads are never trusted;
+  files an administrator put there: uploads are never trusted. (``.onnx`` files in either
+  folder load like uploaded ones: an ONNX graph holds no code to trust.);
 * ``UNET_DEFAULT_MODEL``: file stem of the model selected first (default ``salt``);
 * ``UNET_DATA_ROOT``: folder that server-side data sets must lie in;
 * ``UNET_MAX_PIXELS``: pixel limit of one image (default 4096 x 4096 in the dashboard);

@@ -301,7 +301,7 @@ class ModelUpload:
     has_card: bool = False
 
 
-UPLOAD_ACCEPTED = ("accepted: one .keras or .h5 model, or an architecture .json "
+UPLOAD_ACCEPTED = ("accepted: one .keras, .h5 or .onnx model, or an architecture .json "
                    "(model.to_json()) with its weights .h5; plus, optionally, a model card .json")
 
 
@@ -327,9 +327,9 @@ def model_upload_dir(files: Sequence[tuple[str, bytes]], folder: Path) -> Path:
 def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> ModelUpload:
     """Sort the files of one model upload and write them under ``folder/<sha>/``.
 
-    Accepted: one ``.keras`` / ``.h5`` model, or an architecture ``.json`` (the text of
-    ``model.to_json()``) with its weights ``.h5``; a ``.json`` that is not an architecture is
-    the model card, written where :func:`unet_core.model.load_model` looks for it
+    Accepted: one ``.keras`` / ``.h5`` / ``.onnx`` model, or an architecture ``.json`` (the
+    text of ``model.to_json()``) with its weights ``.h5``; a ``.json`` that is not an
+    architecture is the model card, written where :func:`unet_core.model.load_model` looks for it
     (:func:`unet_core.model.card_path_for`: ``NAME.json`` next to a model, ``NAME.card.json``
     next to an architecture ``NAME.json``). Raises UnetCoreError (one line) otherwise.
     """
@@ -350,14 +350,17 @@ def save_model_upload(files: Sequence[tuple[str, bytes]], folder: Path) -> Model
         what = ("an architecture .json needs exactly one weights .h5" if archs and not models
                 else f"got {listed}")
         raise UnetCoreError(f"upload one model: {what}; {UPLOAD_ACCEPTED}")
-    if archs and Path(models[0][0]).suffix.lower() == ".keras":
+    if archs and Path(models[0][0]).suffix.lower() not in (".h5", ".hdf5"):
         raise UnetCoreError(f"{models[0][0]}: the weights of an architecture .json must be an "
                             f".h5 file (from save_weights); {UPLOAD_ACCEPTED}")
     card = cards[0][1] if cards else None
     target = model_upload_dir(files, folder)
     target.mkdir(parents=True, exist_ok=True)
     mname, mdata = models[0]
-    mfile = target / safe_filename(mname, "model.h5" if archs else "model.keras")
+    ext = Path(mname).suffix.lower()
+    mfile = target / safe_filename(mname, f"model{ext}")
+    if mfile.suffix.lower() != ext:  # e.g. 'é.onnx' -> 'onnx': keep what the file is
+        mfile = mfile.with_name(f"{mfile.name}{ext}")
     if not mfile.exists():
         mfile.write_bytes(mdata)
     if not archs:

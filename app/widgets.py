@@ -26,6 +26,7 @@ from app.settings import (
 )
 from unet_core.backends import BACKENDS, default_backend
 from unet_core.model import ModelCard
+from unet_core.onnx_graph import is_onnx
 from unet_core.padding import PAD_MODES
 
 UPLOAD_OPTION = "Upload a model…"
@@ -41,15 +42,16 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
     """The sidebar model picker; returns the model in use (None if there is none).
 
     Offers the bundled models, those of ``UNET_TRUSTED_MODELS_DIR`` (labelled '(trusted)',
-    loaded with ``safe_mode=False``) and an upload. The card edits applied on the Model page
-    (:func:`card_edits`) replace the file's card. A new model (or card) applies its card's
-    defaults to the controls (:func:`app.state.sync_model`)."""
+    loaded with ``safe_mode=False``) and an upload (Keras or ONNX). The card edits applied on
+    the Model page (:func:`card_edits`) replace the file's card. A new model (or card) applies
+    its card's defaults to the controls (:func:`app.state.sync_model`)."""
     sb = st.sidebar
     folder = models_dir()
     entries = engine.model_entries()
     labels = [e.label for e in entries] + [UPLOAD_OPTION]
     if not entries:
-        sb.warning(f"No models found in {plain(folder)} (\\*.keras, \\*.h5). Upload one below.")
+        sb.warning(f"No models found in {plain(folder)} (\\*.keras, \\*.h5, \\*.onnx). Upload "
+                   "one below.")
     choice = sb.selectbox("Model", labels, key="model_choice")
     bundle: engine.ModelBundle | None = None
     if choice == UPLOAD_OPTION:
@@ -66,6 +68,8 @@ def sidebar_model_ui() -> engine.ModelBundle | None:
         state.sync_model(bundle.key, card)
         what = (segments_text(card) if card.n_classes >= 2 else f"**{plain(card.foreground)}**")
         notes = []
+        if is_onnx(bundle.loaded):
+            notes.append("*ONNX graph, run as it is*")
         if bundle.trusted:
             notes.append("*trusted: loaded with safe_mode=False*")
         if bundle.edited:
@@ -97,18 +101,20 @@ def _with_card_edits(bundle: engine.ModelBundle, sb: Any) -> engine.ModelBundle:
 
 def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
     ups = sb.file_uploader(
-        "Upload a model (.keras or .h5; or architecture .json + weights .h5)",
+        "Upload a model (.keras, .h5 or .onnx; or architecture .json + weights .h5)",
         type=MODEL_UPLOAD_TYPES, key="model_upload", accept_multiple_files=True,
-        help="One .keras / .h5 model, or the two files of model.to_json() and "
-        "model.save_weights(); add the model card .json here too if you have one. Uploads are "
-        f"loaded with safe_mode=True (no Lambda layers, never trusted). Max "
+        help="One .keras / .h5 model, an .onnx model (e.g. from torch.onnx.export, with its "
+        "weights inside the file), or the two files of model.to_json() and "
+        "model.save_weights(); add the model card .json here too if you have one. Keras uploads "
+        "are loaded with safe_mode=True (no Lambda layers, never trusted); ONNX files hold no "
+        "code and are checked (no external data, no custom operators) before they run. Max "
         f"{max_upload_mb()} MB each.")
     card_up = sb.file_uploader("Model card (.json, optional)", type=["json"],
                                key="model_card_upload")
     files = [(f.name, f.getvalue()) for f in (ups or [])]
     if not files:
-        sb.info(f"Upload a Keras model (.keras or .h5, or architecture .json + weights .h5; "
-                f"up to {max_upload_mb()} MB each).")
+        sb.info(f"Upload a Keras model (.keras or .h5, or architecture .json + weights .h5) "
+                f"or an ONNX model (.onnx); up to {max_upload_mb()} MB each.")
         return None
     if card_up is not None:
         files.append((card_up.name, card_up.getvalue()))
@@ -127,13 +133,24 @@ def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
     return None
 
 
-def sidebar_backend_ui() -> str:
-    """Sidebar select box of inference backends; returns the chosen name."""
+ONNX_BACKEND_HELP = ("An ONNX model runs as it is on ONNX Runtime: the file itself, in its own "
+                     "layout (NCHW or NHWC), no export and no TensorFlow.")
+
+
+def sidebar_backend_ui(onnx: bool = False) -> str:
+    """Sidebar select box of inference backends; returns the chosen name. An ONNX model
+    (``onnx``) runs on ONNX Runtime only: the box shows that, disabled, and the Keras models'
+    choice is kept for when one is picked again."""
     ss = st.session_state
     if ss.get("backend") not in BACKENDS:
         ss["backend"] = default_backend()
+    if onnx:
+        st.sidebar.selectbox("Inference backend", ["onnxruntime"], key="backend_onnx",
+                             format_func=lambda b: BACKEND_LABELS.get(b, b), disabled=True,
+                             help=ONNX_BACKEND_HELP)
+        return "onnxruntime"
     return str(st.sidebar.selectbox(
-        "Inference backend", list(BACKENDS), key="backend",
+        "Inference backend", list(BACKENDS), key="backend", persist_state="session",
         format_func=lambda b: BACKEND_LABELS.get(b, b),
         help="Auto runs ONNX Runtime on an export of the model (built once, cached on disk, "
              "checked against Keras) and falls back to TensorFlow when that is unavailable. "

@@ -1419,3 +1419,228 @@ def test_evaluation_can_be_cancelled_between_batches(monkeypatch: pytest.MonkeyP
     assert message.startswith("evaluation cancelled after 1 of "), message
     assert "evaluation" not in at.session_state and not at.dataframe
     assert not any(b.label == "Cancel" for b in at.button)  # gone with the progress bar
+
+
+# --------------------------------------------------------------------------- ONNX models
+
+
+def upload_model(at: AppTest, *paths: Path) -> AppTest:
+    """In the sidebar: pick 'Upload a model…' and upload the files at ``paths`` together."""
+    at.sidebar.selectbox(key="model_choice").set_value("Upload a model…").run()
+    at.sidebar.file_uploader(key="model_upload").set_value(
+        [(p.name, p.read_bytes(), "application/octet-stream") for p in paths]).run()
+    return at
+
+
+def onnx_table(at: AppTest) -> Any:
+    """The Model page's 'ONNX graph' table (field -> value), escapes removed."""
+    frames = [t.value for t in at.table if "Runs on" in t.value.index]
+    assert len(frames) == 1, "no 'ONNX graph' table on the Model page"
+    return frames[0]["value"].map(md)
+
+
+@pytest.mark.slow  # ~6-8 s: every page, an upload vetted in a child
+def test_uploaded_onnx_model_opens_every_page_with_the_engines_numbers(
+        onnx_models: Path, calls: list[int]) -> None:
+    from unet_core.inference import Segmenter
+    from unet_core.introspect import activation_layers, conv_layers
+    from unet_core.io import read_mask, read_raw
+    from unet_core.metrics import segmentation_metrics, threshold_mask
+    from unet_core.model import load_model
+
+    path = onnx_models / "nchw_logits.onnx"
+    loaded = load_model(path)
+    at = upload_model(open_app(), path)
+    assert_clean(at)
+    assert md(at.title[0].value) == "Model: nchw_logits"
+    card = at.table[0].value["value"].map(md)
+    assert card["Layout (inferred)"].startswith("NCHW")
+    assert card["Input size (inferred)"] == "any multiple of 4 (NCHW)"
+    assert card["Output (inferred)"].startswith("logits")
+    assert card["Loaded"].startswith("ONNX graph, checked")
+    why = texts(at.markdown)
+    assert "*layout*: NCHW: a convolution reads the input directly" in why
+    graph = onnx_table(at)
+    assert graph["Layout"].startswith("NCHW: a convolution reads the input directly")
+    assert graph["Batch"].startswith("dynamic")
+    assert graph["Input size"] == "dynamic height and width: images are padded to a multiple " \
+        "of its stride (4)"
+    assert graph["Input"] == "input [batch, 3, height, width], float32, 3 channels"
+    assert graph["Output kind"].startswith("logits: the graph ends with Conv")
+    assert not at.warning or "The card says" not in texts(at.warning)
+    assert "Layers (graph nodes)" in texts(at.subheader)
+    assert len(at.dataframe[0].value) == loaded.model.n_layers  # one row per node
+    backend = at.sidebar.selectbox(key="backend_onnx")
+    assert backend.value == "onnxruntime" and backend.disabled
+    assert "ONNX graph, run as it is" in texts(at.sidebar.caption)
+
+    truth = (RGB_IMAGE[..., 0] > 128).astype(np.uint8) * 255
+    go(at, "segment")
+    upload_image(at, png(RGB_IMAGE), png(truth))
+    assert_clean(at)
+    prob = Segmenter(loaded).predict_proba(read_raw(png(RGB_IMAGE)))
+    payload = view(at)["payload"]
+    for t in (30, 50, 70):
+        want = segmentation_metrics(threshold_mask(prob, t / 100), read_mask(png(truth)))
+        assert payload["metrics"]["iou"][t] == pytest.approx(want["iou"], abs=1e-6)
+        assert payload["metrics"]["dice"][t] == pytest.approx(want["dice"], abs=1e-6)
+    assert shown(at)["threshold"] == pytest.approx(loaded.card.threshold)
+    assert "Backend: ONNX Runtime · the ONNX file itself (NCHW, dynamic batch)" \
+        in texts(at.caption)
+
+    go(at, "evaluate")
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert at.metric, "no evaluation figures"
+
+    go(at, "filters")
+    assert_clean(at)
+    convs = conv_layers(loaded)
+    assert at.selectbox(key="filters_layer").options[0].startswith(f"{convs[0]} · 3x3, 3→")
+    assert at.selectbox(key=f"filters_in_{convs[0]}").options == [
+        "all 3 (one row each)", "0 · R", "1 · G", "2 · B"]
+    up = next(c for c in convs if "ConvTranspose" in c)
+    at.selectbox(key="filters_layer").set_value(up).run()
+    assert_clean(at)
+
+    go(at, "activations")  # the upload, now a recent image: every node's maps, one pass
+    assert_clean(at)
+    layers = activation_layers(loaded)
+    box = at.selectbox(key="act_layer")
+    assert [o.split(" · ")[0] for o in box.options] == layers
+    before = len(calls)
+    for name in (layers[0], layers[-1]):
+        at.selectbox(key="act_layer").set_value(name).run()
+        assert_clean(at)
+    assert "Forward passes for this image: 1 ·" in texts(at.caption)
+    at.checkbox(key="act_overlay").check().run()
+    at.checkbox(key="act_outline").check().run()
+    assert_clean(at)
+    assert "sky blue = the predicted foreground mask's edge" in image_captions(at)
+    assert len(calls) == before  # the outline is Segment's cached prediction
+
+    go(at, "model")  # an edited card is checked against the graph and used
+    at.selectbox(key="ce_normalisation").set_value("minmax").run()
+    at.button(key="ce_apply").click().run()
+    assert_clean(at)
+    assert not at.error, texts(at.error)
+    card = at.table[0].value["value"].map(md)
+    assert card["Normalisation"].startswith("minmax") and card["Layout (inferred)"]
+    go(at, "segment")
+    assert_clean(at)
+    assert len(calls) == before + 1  # new card, new pass
+
+
+@pytest.mark.slow  # ~6-8 s: every page, an upload vetted in a child
+def test_onnx_nhwc_fixed_batch_model_with_its_card_names_classes_and_scores_them(
+        onnx_models: Path, tmp_path: Path) -> None:
+    import zipfile
+
+    from unet_core.evaluate import evaluate_classes
+    from unet_core.inference import Segmenter
+    from unet_core.io import find_pairs, read_raw
+    from unet_core.metrics import ClassAccumulator
+    from unet_core.model import load_model
+
+    path = onnx_models / "nhwc_logits3_b2.onnx"
+    loaded = load_model(path)
+    at = upload_model(open_app(), path, onnx_models / "nhwc_logits3_b2.json")
+    assert_clean(at)
+    assert at.table[0].value["value"].map(md)["Classes"].startswith(
+        "3: 0 background, 1 road, 2 car")
+    graph = onnx_table(at)
+    assert graph["Layout"].startswith("NHWC: ")  # the card's, or why the graph reads so
+    assert graph["Batch"].startswith("fixed at 2: 2 images (or tiles) per run")
+    assert graph["Input size"] == "fixed 32x32"
+    assert graph["Input"] == "args_0 [2, 32, 32, 3], float32, 3 channels"
+    contradicts = loaded.card.output == "probability"  # the graph ends with a Conv: logits
+    assert ("The card says the output is" in texts(at.warning)) == contradicts
+
+    go(at, "segment")  # a label mask: scored per class, like the engine
+    upload_image(at, png(RGB_IMAGE), label_png(LABELS))
+    assert_clean(at)
+    assert at.selectbox(key="class_index").options == ["0 · background", "1 · road", "2 · car"]
+    probs = Segmenter(loaded).predict_classes(read_raw(png(RGB_IMAGE)))
+    acc = ClassAccumulator(3, CLASSES)
+    acc.add(np.argmax(probs, axis=-1), LABELS, "road.png")
+    legend = [t.value for t in at.table if "colour" in t.value.columns][0]
+    assert legend["IoU"].tolist() == pytest.approx(
+        [c["iou"] for c in acc.result().per_class()], abs=1e-9)
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, shift in enumerate((0, 5, 11)):  # 3 images: a batch of 2, then 1 padded
+            zf.writestr(f"images/r{i}.png", png(np.roll(RGB_IMAGE, shift, axis=1)))
+            zf.writestr(f"masks/r{i}.png", label_png(np.roll(LABELS, shift, axis=1)))
+    with zipfile.ZipFile(buf) as zf:
+        zf.extractall(tmp_path / "set")
+    want = evaluate_classes(Segmenter(loaded), find_pairs(tmp_path / "set"))
+    go(at, "evaluate")
+    at.radio(key="eval_source").set_value("Upload a .zip").run()
+    at.file_uploader(key="eval_zip").set_value(("set.zip", buf.getvalue(), "application/zip"))
+    at.run()
+    at.button(key="eval_run").click().run()
+    assert_clean(at)
+    assert metric(at, "Mean IoU over classes") == f"{want.mean_iou:.3f}"
+
+    for page in ("filters", "activations"):
+        go(at, page)
+        assert_clean(at)
+    box = at.selectbox(key="act_layer")
+    assert len(box.options) > 5
+
+
+@pytest.mark.slow  # ~6-8 s: every page, an upload vetted in a child
+def test_onnx_models_in_the_trusted_folder_open_and_keep_the_keras_backend_choice(
+        onnx_models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNET_TRUSTED_MODELS_DIR", str(onnx_models))
+    at = open_app()
+    box = at.sidebar.selectbox(key="model_choice")
+    onnx_labels = [o for o in box.options if o.endswith("(trusted)")]
+    assert sorted(onnx_labels) == sorted(f"{p.stem} (trusted)"
+                                         for p in onnx_models.glob("*.onnx"))
+    at.sidebar.selectbox(key="backend").set_value("tensorflow").run()
+    for label in onnx_labels:  # gray, 4-channel, NCHW / NHWC, fixed / dynamic, every head
+        at.sidebar.selectbox(key="model_choice").set_value(label).run()
+        assert_clean(at)
+        assert not any(i.value.startswith("**Trusted model**") for i in at.info)
+        assert onnx_table(at)["Runs on"].startswith("ONNX Runtime")
+        go(at, "segment")
+        assert_clean(at)
+        assert view(at)["payload"]["metrics"]
+        go(at, "model")
+    at.sidebar.selectbox(key="model_choice").set_value("tiny").run()
+    assert_clean(at)
+    assert at.sidebar.selectbox(key="backend").value == "tensorflow"
+
+
+@pytest.mark.slow  # two uploads vetted in a child process, ~7 s
+def test_crafted_onnx_uploads_are_refused_in_one_line(tmp_path: Path) -> None:
+    """An uploaded graph that reads weights from outside its folder, or runs a custom
+    operator, is refused by the vetting child with one line; the server never loads it."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx_zoo import nchw_unet, save
+
+    escape = nchw_unet(1, 1, "sigmoid", seed=2)
+    t = next(i for i in escape.graph.initializer if i.name == "enc1.weight")
+    size = len(numpy_helper.to_array(t).tobytes())
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../../../../etc/hostname"), ("offset", "0"),
+                 ("length", str(size))):
+        t.external_data.add(key=k, value=v)
+    custom = nchw_unet(1, 1, "logits", seed=3)
+    custom.graph.node.append(helper.make_node("Backdoor", ["output"], ["evil"],
+                                              domain="com.example.evil", name="evil"))
+    custom.opset_import.append(helper.make_opsetid("com.example.evil", 1))
+    at = open_app()
+    for model, words in ((escape, "outside the model's own folder"),
+                         (custom, "com.example.evil")):
+        path = save(model, tmp_path / f"crafted_{words.split()[0]}.onnx")
+        upload_model(at, path)
+        assert_clean(at)
+        errors = [md(e.value) for e in at.sidebar.error]
+        assert len(errors) == 1 and "\n" not in errors[0], errors
+        assert errors[0].startswith(path.name) and "refused" in errors[0], errors
+        assert words in errors[0], errors
+        assert at.title[0].value == "Model"  # no model loaded: the page asks for one

@@ -196,6 +196,56 @@ def test_model_upload_sorts_model_weights_and_card(tmp_path) -> None:
             save_model_upload(files, tmp_path)
 
 
+def test_onnx_model_upload_keeps_its_card_and_suffix_and_is_no_weights_file(tmp_path) -> None:
+    import json
+
+    from app.sources import UPLOAD_ACCEPTED, save_model_upload
+    from unet_core.errors import UnetCoreError
+
+    card = json.dumps({"name": "net", "layout": "nchw"}).encode()
+    up = save_model_upload([("unet.onnx", b"O"), ("card.json", card)], tmp_path)
+    assert up.path.name == "unet.onnx" and up.weights is None and up.has_card
+    assert (up.path.parent / "unet.json").read_bytes() == card
+    odd = save_model_upload([("é.onnx", b"P")], tmp_path)  # the name cleans to 'onnx'
+    assert odd.path.suffix == ".onnx" and odd.path.read_bytes() == b"P"
+    arch = json.dumps({"class_name": "Functional", "config": {}}).encode()
+    with pytest.raises(UnetCoreError, match=r"^w\.onnx: the weights of an architecture"):
+        save_model_upload([("net.json", arch), ("w.onnx", b"O")], tmp_path)
+    assert ".onnx" in UPLOAD_ACCEPTED
+
+
+def test_onnx_graph_facts_say_why(onnx_models) -> None:
+    import re
+
+    from app.views.model import card_contradicts_graph, layout_text, onnx_rows
+    from unet_core.model import load_model
+
+    def shown(graph, card):  # as the page shows them: escapes of file strings removed
+        return {k: re.sub(r"\\(.)", r"\1", v) for k, v in onnx_rows(graph, card)}
+
+    loaded = load_model(onnx_models / "nchw_softmax_b4.onnx")
+    rows = shown(loaded.model, loaded.card)
+    assert rows["Batch"].startswith("fixed at 4: 4 images (or tiles) per run, a shorter batch "
+                                    "padded")
+    assert rows["Input size"] == "fixed 64x64"
+    assert rows["Output kind"] == "probabilities: the graph ends with Softmax; used as they " \
+        "are (the card says probability)"
+    assert rows["Format"].startswith("ONNX IR ") and "opset ai.onnx 17" in rows["Format"]
+    assert not card_contradicts_graph(loaded.model, loaded.card)
+    loaded.card.output = "logits"  # a card that says otherwise is called out
+    assert card_contradicts_graph(loaded.model, loaded.card)
+    assert "the engine applies softmax" in shown(loaded.model, loaded.card)["Output kind"]
+    assert layout_text(loaded.card).startswith("NCHW (batch, channels, height, width)")
+    assert layout_text(ModelCard(name="keras")) == ""  # no layout row for a Keras model
+
+    hostile = "![x](http://127.0.0.1:9/a.png) **b** <b>h</b>"  # names come from the file
+    graph = load_model(onnx_models / "nchw_logits.onnx").model
+    graph.proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = hostile
+    graph.proto.producer_name = hostile
+    for value in dict(onnx_rows(graph, loaded.card)).values():
+        assert "![" not in value and "**" not in value and "<b>" not in value, value
+
+
 def test_filters_name_the_first_layers_input_channels() -> None:
     from app.views.filters import channel_names
 

@@ -20,6 +20,12 @@ the fly, and one headless Debian chromium (Playwright) with one browser context 
   binary or label mask), without an error; the Segment page shows the colour image and, for
   the 3-class model, the class picker and the legend of the label map. Screenshots
   ``own_<model>_<page>_<width>.png`` (``$UNET_SCREENSHOTS_DIR`` moves them).
+* ONNX models (served next to the others, linked, never copied): a suite-built NCHW graph with
+  a dynamic size and logits, and the two real ONNX U-Nets of ``../shared/realmodels`` (a
+  PyTorch NCHW export and a tf2onnx NHWC one; skipped when absent) open every page at both
+  widths: the Model page states the graph (layout, batch, size, output kind) and its nodes,
+  Segment runs on ONNX Runtime (the apple photo for the apple model), Evaluate, Filters and
+  Activations (with the overlay) draw. Screenshots ``onnx_<model>_<page>_<width>.png``.
 
 Needs ``/usr/bin/chromium`` (``make browser-deps``) and the ``playwright`` pip package
 (``requirements-dev.txt``); ``playwright install`` is never used. Run alone with
@@ -91,6 +97,15 @@ SAMPLE = {"seismic": "seismic/images/seismic_000.png", "microscopy": "nuclei/ima
 
 #: The user's own models served next to the others: file stem -> what a test expects.
 OWN = {"rgb": "an RGB model fed raw BGR 0..255", "three": "a 3-class softmax model"}
+#: Real ONNX U-Nets (test use only; never copied into the repository).
+REAL_MODELS = ROOT.parent / "shared" / "realmodels"
+#: ONNX models served next to the others: file stem -> what it is. The first is built by the
+#: suite (``onnx_models`` in conftest.py), the others are real files, linked when present.
+ONNX = {"nchw_logits": "a suite-built NCHW graph, dynamic batch and size, logits",
+        "apple_unet_256": "a PyTorch export: NCHW, fixed 1x3x256x256, logits",
+        "disaster_nhwc_unet": "a tf2onnx export: NHWC, fixed 1x256x256x3, sigmoid"}
+APPLE_PHOTO = REAL_MODELS / "samples" / "apple" / "images" / \
+    "bd193a193fa400756ae0fdfa0efda2c7.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +128,12 @@ def models_dir(request, tmp_path_factory) -> Path:
                   ).save(folder / "salt.json")
     for path in request.getfixturevalue("own_models").iterdir():  # session fixture, conftest
         (folder / path.name).symlink_to(path)
+    onnx_models = request.getfixturevalue("onnx_models")  # session fixture, conftest
+    for stem in ONNX:
+        path = onnx_models / f"{stem}.onnx"
+        path = path if path.is_file() else REAL_MODELS / f"{stem}.onnx"
+        if path.is_file():
+            (folder / path.name).symlink_to(path.resolve())
     return folder
 
 
@@ -548,6 +569,60 @@ def test_own_models_open_every_page(server, open_at, colour_upload, model, width
             page.get_by_text("Edit the card", exact=True).first.click()
             page.get_by_role("button", name="Apply").wait_for(timeout=30_000)
         screenshot(page, f"own_{model}_{title.lower()}_{width}")
+        assert_no_exception(page, f"{model}: {title} at {width} px")
+        cuts = cut_labels(page)
+        problems += [f"{model}: {title} at {width} px: {cut}" for cut in dict.fromkeys(cuts)]
+    assert not problems, "labels cut or spilling:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------
+# ONNX models: suite-built and real
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apple_photo(tmp_path_factory) -> Path:
+    """The apple sample under a short name (the uploader shortens long names), linked."""
+    link = tmp_path_factory.mktemp("apple") / "apple.jpg"
+    link.symlink_to(APPLE_PHOTO)
+    return link
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("model", list(ONNX))
+def test_onnx_models_open_every_page(server, open_at, models_dir, apple_photo, model, width):
+    """Every page for an ONNX model: the graph's facts and nodes, a prediction on ONNX Runtime,
+    an evaluation, its Conv/ConvTranspose filters and its nodes' activations."""
+    if not (models_dir / f"{model}.onnx").exists():
+        pytest.skip(f"{model}.onnx is not in {REAL_MODELS}")
+    page, _ = open_at(width)
+    goto(page, server, "")
+    assert pick_model(page, rf"^{model}$") == model, f"no {ONNX[model]} in the Model select"
+    main = page.locator('[data-testid="stMain"]')
+    problems: list[str] = []
+    for title, path in PAGES.items():
+        if path:
+            open_page(page, title)
+        if title == "Model":  # no card: the editor is open; the graph and its nodes below it
+            page.get_by_role("button", name="Apply").wait_for(timeout=30_000)
+            heads = main.locator("h3").all_inner_texts()
+            assert "ONNX graph" in heads and "Layers (graph nodes)" in heads, heads
+        if title == "Segment":
+            if model == "apple_unet_256" and APPLE_PHOTO.is_file():  # its authors' photo
+                upload(page, "Upload images", [apple_photo])
+            wait_threshold_view(page)
+            assert "Backend: ONNX Runtime" in main.inner_text(), "not run on ONNX Runtime"
+        if title == "Evaluate":
+            page.get_by_role("button", name="Run evaluation").click()
+            page.locator('[data-testid="stMetric"]').first.wait_for(timeout=120_000)
+            wait_idle(page, timeout=120)
+        if title in ("Filters", "Activations"):
+            main.locator('[data-testid="stImage"]').first.wait_for(timeout=60_000)
+        if title == "Activations":
+            for label in ("Overlay on input", "Mask outline"):
+                widget(page, "stCheckbox", label).locator("label").first.click()
+                wait_idle(page)
+        screenshot(page, f"onnx_{model}_{title.lower()}_{width}")
         assert_no_exception(page, f"{model}: {title} at {width} px")
         cuts = cut_labels(page)
         problems += [f"{model}: {title} at {width} px: {cut}" for cut in dict.fromkeys(cuts)]

@@ -23,6 +23,7 @@ from app.errors import display_text, plain, run_safely
 from app.settings import activation_max_bytes
 from unet_core.introspect import layer_activation
 from unet_core.metrics import threshold_mask
+from unet_core.onnx_graph import is_onnx
 
 ONE_MAX_SIDE = 400  # the enlarged channel / overlay
 
@@ -52,7 +53,10 @@ def render(ctx: PageContext) -> None:
 
     maps_by_layer = None
     with run_safely(what="computing the activations"):
-        seg = engine.get_segmenter(bundle, False, "tensorflow")  # only its input rules
+        # Only its input rules: Keras models on TensorFlow (no export built for this), an ONNX
+        # model on its own backend (it has no other).
+        seg = engine.get_segmenter(bundle, False, "onnxruntime" if is_onnx(bundle.loaded)
+                                   else "tensorflow")
         padded, box = seg.prepare(image, padding)  # (Hn, Wn, C) as the network sees it
         with st.spinner("Building the activation probe…"):
             probe = engine.get_probe(bundle.network_key, bundle.loaded)
@@ -192,8 +196,9 @@ def _layer_view(layer: str, maps: engine.LayerMaps, image: np.ndarray, shared: b
     if activation == "relu":
         said = f"{zero} channel(s) zero everywhere on this image (dead ReLUs here)"
     else:
-        said = f"{zero} channel(s) zero everywhere on this image" + \
-            (f"; this layer ends with {activation}" if activation else "")
+        said = f"{zero} channel(s) zero everywhere on this image" + (
+            "; no activation function at the end of this layer" if activation == "linear"
+            else f"; this layer ends with {activation}" if activation else "")
     table = pd.DataFrame([{"channel": s.channel, "mean": s.mean, "std": s.std, "min": s.min,
                            "max": s.max, "zeros": s.zero_fraction} for s in stats])
     st.markdown(f"**Per-channel statistics of {plain(layer)}** · {said}")

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -22,6 +23,7 @@ from app.context import PageContext
 from app.errors import display_text, one_line, plain, run_safely
 from unet_core.errors import ModelSpecError, UnetCoreError
 from unet_core.model import ModelCard
+from unet_core.onnx_graph import as_graph, is_onnx
 from unet_core.preprocess import CHANNEL_ORDERS, FITS, NORMALISATIONS
 
 #: Card metric keys -> the names a person reads.
@@ -180,18 +182,129 @@ def channels_text(card: ModelCard) -> str:
     return f"{c} (grayscale images are replicated)"
 
 
+def layout_text(card: ModelCard) -> str:
+    """The axis order of an ONNX model's input in words ('NCHW (batch, channels, height,
+    width): images are transposed to it'); '' for a Keras model's card (no ``layout``)."""
+    if card.layout == "nchw":
+        return "NCHW (batch, channels, height, width): images are transposed to it"
+    if card.layout == "nhwc":
+        return "NHWC (batch, height, width, channels): images go in as they are"
+    return ""
+
+
 def spec_rows(card: ModelCard) -> list[tuple[str, str, str]]:
-    """(field label, card field, value) of the input and output spec, in reading order."""
+    """(field label, card field, value) of the input and output spec, in reading order (the
+    axis order only for an ONNX model, whose card has a ``layout``)."""
     size = (f"{card.input_size[0]}x{card.input_size[1]} (fixed)" if card.input_size
             else card.input_spec)
+    layout = [("Layout", "layout", layout_text(card))] if layout_text(card) else []
     return [
         ("Input size", "input_size", size),
+        *layout,
         ("Channels", "channels", channels_text(card)),
         ("Normalisation", "normalisation", normalisation_text(card)),
         ("Fit", "fit", fit_text(card)),
         ("Output", "output", output_text(card)),
         ("Classes", "classes", classes_text(card)),
     ]
+
+
+def _dims_text(value_info: Any) -> str:
+    """'[1, 3, 256, 256]' or '[batch, 3, height, width]' (named dims by name, unknown '?'),
+    as plain text (dim names come from the file)."""
+    dims = [d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+            for d in value_info.type.tensor_type.shape.dim]
+    return plain("[" + ", ".join(dims) + "]", 300)
+
+
+def _tensor_text(graph: Any, name: str) -> str:
+    """'input [1, 3, 256, 256]' of a graph input or output named ``name``."""
+    for vi in [*graph.proto.graph.input, *graph.proto.graph.output]:
+        if vi.name == name:
+            return f"{plain(name, 100)} {_dims_text(vi)}"
+    return plain(name, 100)
+
+
+ENDS_WITH_PROBABILITY = ("Sigmoid", "Softmax")
+
+
+def output_kind_text(graph: Any, card: ModelCard) -> str:
+    """What the graph's last op makes (logits or probabilities), why, and what the engine
+    does with it (per the card)."""
+    act = "sigmoid" if card.n_classes == 1 else "softmax"
+    last = plain(graph.last_op or "?", 60)
+    if graph.last_op in ENDS_WITH_PROBABILITY:
+        said = f"probabilities: the graph ends with {last}"
+    else:
+        said = f"logits: the graph ends with {last}, no Sigmoid or Softmax"
+    said += (f"; the engine applies {act}" if card.output == "logits"
+             else "; used as they are (the card says probability)")
+    return said
+
+
+def card_contradicts_graph(graph: Any, card: ModelCard) -> bool:
+    """True when the card says probability but the graph ends in logits (or the reverse):
+    the maps shown would not be probabilities."""
+    ends_prob = graph.last_op in ENDS_WITH_PROBABILITY
+    return (card.output == "probability") != ends_prob
+
+
+def onnx_rows(graph: Any, card: ModelCard) -> list[tuple[str, str]]:
+    """(field, value) rows of what an ONNX graph says: format, layout and why, batch, size,
+    input and output tensors, output kind and why, how it runs."""
+    proto = graph.proto
+    opsets = plain(", ".join(f"{o.domain or 'ai.onnx'} {o.version}"
+                             for o in proto.opset_import), 300)
+    producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
+    fmt = f"ONNX IR {proto.ir_version}, opset {opsets}" + (
+        f", written by {plain(producer, 100)}" if producer else "")
+    layout = graph.layout.upper() + f": {plain(graph.layout_reason, 400)}"
+    if graph.output_layout != graph.layout:
+        layout += f"; the output is {graph.output_layout.upper()}"
+    if graph.batch is None:
+        batch = "dynamic: any number of images per run"
+    elif graph.batch == 1:
+        batch = "fixed at 1: one image (or tile) per run"
+    else:
+        batch = (f"fixed at {graph.batch}: {graph.batch} images (or tiles) per run, a shorter "
+                 "batch padded with empty images")
+    if graph.height and graph.width:
+        size = f"fixed {graph.height}x{graph.width}"
+    else:
+        size = (f"dynamic height and width: images are padded to a multiple of its stride "
+                f"({graph.stride()})")
+    return [
+        ("Format", fmt),
+        ("Layout", layout),
+        ("Batch", batch),
+        ("Input size", size),
+        ("Input", _tensor_text(graph, graph.input_name)
+         + f", {np.dtype(graph.input_dtype).name}, {graph.channels} channel"
+         + ("s" if graph.channels != 1 else "")),
+        ("Output", _tensor_text(graph, graph.output_name)
+         + f", {graph.classes} channel" + ("s" if graph.classes != 1 else "")),
+        ("Output kind", output_kind_text(graph, card)),
+        ("Runs on", "ONNX Runtime: the file as it is (no export, no TensorFlow)"),
+    ]
+
+
+def onnx_section(loaded: Any, card: ModelCard) -> None:
+    """The 'ONNX graph' table of an ONNX model (nothing for a Keras one), with a warning when
+    the card's output kind contradicts the graph's last op."""
+    if not is_onnx(loaded):
+        return
+    graph = as_graph(loaded)
+    st.subheader("ONNX graph")
+    st.table(pd.DataFrame([{"field": f, "value": v} for f, v in onnx_rows(graph, card)]
+                          ).set_index("field"))
+    if card_contradicts_graph(graph, card):
+        st.warning(
+            f"The card says the output is **{card.output}** but the graph ends with "
+            f"{plain(graph.last_op or '?', 60)}: "
+            + ("if that makes logits, the maps shown are not probabilities (set output to "
+               "logits in the card file)" if card.output == "probability" else
+               "the engine applies sigmoid or softmax a second time (set output to "
+               "probability in the card file)") + ".")
 
 
 def render(ctx: PageContext) -> None:
@@ -236,8 +349,7 @@ def render(ctx: PageContext) -> None:
             ("Minimum area", "", f"{card.min_area} px: smaller predicted masks are emptied"
              if card.min_area else "off (any predicted mask is kept)"),
             ("Test-time augmentation", "", "yes (flip)" if card.tta else "no"),
-            ("Loaded", "", "trusted: safe_mode=False (UNET_TRUSTED_MODELS_DIR)"
-             if bundle.trusted else "safe_mode=True (no Lambda layers or custom code)"),
+            ("Loaded", "", loaded_text(bundle)),
             ("Architecture", "", architecture_text(card.architecture or {})),
             ("Training data", "", dataset_name(training.get("data"))),
             ("Data terms", "", plain(training.get("terms") or "—")),
@@ -255,11 +367,13 @@ def render(ctx: PageContext) -> None:
             st.markdown("**Why the inferred values**\n" + "\n".join(
                 f"- *{plain(field)}*: {plain(text, 1000)}" for field, text in notes.items()
                 if field in inferred))
+        onnx_section(loaded, card)
     with right:
         st.subheader("How to use")
         st.markdown(
-            "1. Pick a model in the sidebar (or upload a `.keras` / `.h5`, or an architecture "
-            "`.json` with its weights `.h5`).\n"
+            "1. Pick a model in the sidebar (or upload a `.keras` / `.h5`, an `.onnx` "
+            "(e.g. from `torch.onnx.export`), or an architecture `.json` with its weights "
+            "`.h5`).\n"
             "2. Check its card here (input channels, normalisation, fit, classes) and edit it "
             "if it is wrong.\n"
             "3. **Segment**: run it on a bundled sample or your own images; move the threshold "
@@ -300,7 +414,8 @@ def render(ctx: PageContext) -> None:
         st.subheader("Training record")
         st.table(training_table(training).set_index("field"))
 
-    st.subheader("Layers")
+    onnx = is_onnx(loaded)
+    st.subheader("Layers (graph nodes)" if onnx else "Layers")
     with run_safely(what="building the layer table"):
         rows, total, trainable = engine.layer_rows(bundle.network_key, loaded)
         fh, fw = card.input_size or (max(card.min_size, 128),) * 2
@@ -309,10 +424,24 @@ def render(ctx: PageContext) -> None:
             flops = (f" · **{engine.gflop(bundle.network_key, loaded, fh, fw):.2f}** GFLOP per "
                      f"{fh}x{fw} image (multiply-add = 2)")
         st.markdown(f"**{total:,}** parameters ({trainable:,} trainable) · **{len(rows):,}** "
-                    f"layers{flops}")
+                    f"{'nodes' if onnx else 'layers'}{flops}")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=360)
         st.caption("Output shapes read H x W relative to the input (a fully convolutional "
-                   "network accepts any size that pads to its stride).")
+                   "network accepts any size that pads to its stride)."
+                   + (" One row per node of the ONNX graph: output shapes from ONNX shape "
+                      "inference in the graph's own axis order (channels first for an NCHW "
+                      "node), parameters from its weight initializers." if onnx else ""))
+
+
+def loaded_text(bundle: engine.ModelBundle) -> str:
+    """How the model file was loaded, in words (the 'Loaded' row of the card table)."""
+    if is_onnx(bundle.loaded):
+        return ("ONNX graph, checked (external data only from its own folder, no custom "
+                "operator domains, node and weight caps) and run as it is on ONNX Runtime: "
+                "an ONNX file holds no Python code")
+    if bundle.trusted:
+        return "trusted: safe_mode=False (UNET_TRUSTED_MODELS_DIR)"
+    return "safe_mode=True (no Lambda layers or custom code)"
 
 
 def card_json(card: ModelCard) -> str:
