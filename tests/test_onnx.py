@@ -322,12 +322,41 @@ def test_card_layout_overrides_detection(tmp_path):
     (tmp_path / "mul_first.json").write_text(json.dumps({"name": "mul_first", "layout": "nhwc"}))
     loaded = load_model(path)
     g = loaded.model
-    assert (g.layout, g.layout_reason, g.channels, g.classes) == (
-        "nhwc", "stated in the model card", 3, 1)
+    assert (g.layout, g.channels, g.classes) == ("nhwc", 3, 1)
+    assert g.layout_reason.startswith("stated in the model card (the graph alone reads NCHW")
     assert loaded.card.layout == "nhwc" and loaded.card.input_size == [32, 32]
     img = image(32, 32, 3, seed=9)
     got = Segmenter(loaded).predict_classes(img)
     np.testing.assert_allclose(got, ref_net(path, unit(img), False), atol=2e-5)
+
+
+def test_card_layout_that_leaves_no_channel_axis_says_so(onnx_models, tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes((onnx_models / "nchw_logits.onnx").read_bytes())  # (?, 3, ?, ?)
+    (tmp_path / "m.json").write_text(json.dumps({"name": "m", "layout": "nhwc"}))
+    with pytest.raises(ModelSpecError) as exc:
+        load_model(model)
+    msg = one_line(exc)
+    assert "read as NHWC" in msg and "a dynamic number of channels" in msg
+    assert "the card states layout nhwc: remove it" in msg
+
+
+@pytest.mark.parametrize(("name", "output", "note"), [
+    ("nchw_logits.onnx", "probability", "it says probability, but the network's last op is conv"),
+    ("nchw_gray.onnx", "logits", "already ends in sigmoid, so the engine applies it a second"),
+    ("nchw_gray.onnx", "probability", None),
+])
+def test_card_output_kind_checked_against_the_last_op(onnx_models, tmp_path, name, output,
+                                                      note):
+    model = tmp_path / name
+    model.write_bytes((onnx_models / name).read_bytes())
+    (tmp_path / name).with_suffix(".json").write_text(json.dumps({"name": "m", "output": output}))
+    card = load_model(model).card
+    assert card.output == output  # the card is used as written, and flagged
+    if note is None:
+        assert "output" not in card.notes
+    else:
+        assert note in card.notes["output"] and card.notes["output"].startswith("check the card")
 
 
 @pytest.mark.parametrize("card,words", [

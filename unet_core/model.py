@@ -731,6 +731,7 @@ def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | Non
         card.classes = ["background", card.foreground if isinstance(card.foreground, str)
                         else "foreground"]
     check_card(card, name, error)
+    _note_output_kind(card, model)
     if card.channels != c:
         raise ModelSpecError(
             f"{name}: the card says channels = {card.channels} but the network takes {c}; "
@@ -748,6 +749,23 @@ def reconcile_card(card: ModelCard, model: Any, name: str, given: set[str] | Non
             f"{name}: the card names {len(card.classes)} classes but the network outputs {k}; "
             f"accepted: {k} class names in output order")
     return card
+
+
+def _note_output_kind(card: ModelCard, model: Any) -> None:
+    """When the card's ``output`` contradicts the network's last activation, say so in
+    ``card.notes["output"]`` (shown by ``inspect`` and the Model page): a sigmoid applied twice,
+    or logits read as probabilities, skews every threshold."""
+    act = _last_activation(model)
+    if not act or not isinstance(card.notes, dict):
+        return
+    ends = act in ("sigmoid", "softmax")
+    if card.output == "logits" and ends:
+        card.notes["output"] = (f"check the card: it says logits, but the network already ends "
+                                f"in {act}, so the engine applies it a second time")
+    elif card.output == "probability" and not ends:
+        card.notes["output"] = (f"check the card: it says probability, but the network's last "
+                                f"op is {act} (no sigmoid or softmax), so its outputs are "
+                                "probably logits")
 
 
 def _read_card_dict(model_path: Path) -> dict[str, Any] | None:

@@ -458,9 +458,12 @@ def _image_input(proto: Any, label: str) -> Any:
 
 def _input_layout(proto: Any, name: str, dims: list[int | None], card_layout: str | None
                   ) -> tuple[str, str]:
-    """(layout, reason) of the image input ``name`` of shape ``dims``."""
+    """(layout, reason) of the image input ``name`` of shape ``dims``; a layout the card
+    states wins, and the reason then also says what the graph alone reads."""
     if card_layout in LAYOUTS:
-        return card_layout, "stated in the model card"
+        detected, why = _input_layout(proto, name, dims, None)
+        return card_layout, (f"stated in the model card (the graph alone reads "
+                             f"{detected.upper()}: {why})")
     readers = [n for n in proto.graph.node if name in n.input]
     for n in readers:
         if n.op_type == "Transpose" and list(_attr(n, "perm", []) or []) == [0, 3, 1, 2]:
@@ -616,9 +619,12 @@ def read_graph(path: Path, label: str, card_layout: str | None = None) -> OnnxGr
     batch = dims[0]
     h, w, c = (dims[2], dims[3], dims[1]) if layout == "nchw" else (dims[1], dims[2], dims[3])
     if c is None or not 1 <= c <= MAX_INPUT_CHANNELS:
+        count = "a dynamic number of" if c is None else str(c)
+        hint = (f"; the card states layout {layout}: remove it or state the other one"
+                if card_layout in LAYOUTS else "")
         raise ModelSpecError(
-            f"{label}: the graph's input {_shape_text(dims)} ({layout.upper()}) has {c} channels; "
-            f"accepted: 1 to {MAX_INPUT_CHANNELS} channels")
+            f"{label}: read as {layout.upper()}, the graph's input {_shape_text(dims)} has "
+            f"{count} channels; accepted: 1 to {MAX_INPUT_CHANNELS} channels{hint}")
     if (h is None) != (w is None):
         raise ModelSpecError(
             f"{label}: the graph's input fixes one side only ({_shape_text(dims)}); accepted: "
