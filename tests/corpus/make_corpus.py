@@ -637,8 +637,13 @@ def _models(w: _Writer, keras_models: bool) -> None:
             note="protocol-0 pickle (no magic) named .keras")
     w.model("pickle_p0.h5", p0, "error", r"not an HDF5 file", note="protocol-0 pickle named .h5")
     w.model("text.h5", b"this is not hdf5\n", "error", r"not an HDF5 file")
-    w.model("model.onnx", b"\x08\x07\x12\x04onnx", "error", r"not a Keras model file; accepted",
-            note="unsupported extension")
+    w.model("model.onnx", b"\x08\x07\x12\x04onnx", "error",
+            r"not an ONNX model \(the graph has no nodes\); accepted: a \.onnx file",
+            note="a protobuf header (IR 7, producer 'onnx') with no graph")
+    w.model("noise.onnx", bytes(range(256)) * 4, "error", r"not an ONNX model",
+            note="bytes that are no protobuf")
+    w.model("model.pt", b"PK\x03\x04torch", "error",
+            r"not a model file; accepted: .*\.onnx", note="a PyTorch checkpoint: unsupported")
     w.model("not_a_model.keras", zip_bytes([("hello.txt", b"hi")]), "error",
             r"not a Keras 3 model: the archive has no config\.json",
             note="a zip without config.json")
