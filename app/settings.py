@@ -38,6 +38,8 @@ MODEL_TYPES: list[str] = [ext.lstrip(".") for ext in MODEL_EXTENSIONS]
 #: What the model uploader takes: a model file, or an architecture .json with its weights .h5
 #: (and, in both cases, an optional model card .json).
 MODEL_UPLOAD_TYPES: list[str] = [*MODEL_TYPES, "json"]
+#: The sidebar's model uploader label (scripts and browser tests find the widget by it).
+MODEL_UPLOAD_LABEL = "Upload a model (.keras, .h5 or .onnx; or architecture .json + weights .h5)"
 #: Default pixel limit of the dashboard (4096 x 4096); $UNET_MAX_PIXELS overrides it. Images
 #: whose padded size exceeds APP_NETWORK_PIXELS are predicted in overlapping tiles, so a
 #: forward pass stays bounded whatever the image size.

@@ -19,6 +19,7 @@ from app.settings import (
     BACKEND_LABELS,
     DOMAIN_SAMPLES,
     IMAGE_TYPES,
+    MODEL_UPLOAD_LABEL,
     MODEL_UPLOAD_TYPES,
     PER_PAGE,
     max_upload_mb,
@@ -101,8 +102,8 @@ def _with_card_edits(bundle: engine.ModelBundle, sb: Any) -> engine.ModelBundle:
 
 def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
     ups = sb.file_uploader(
-        "Upload a model (.keras, .h5 or .onnx; or architecture .json + weights .h5)",
-        type=MODEL_UPLOAD_TYPES, key="model_upload", accept_multiple_files=True,
+        MODEL_UPLOAD_LABEL, type=MODEL_UPLOAD_TYPES, key="model_upload",
+        accept_multiple_files=True,
         help="One .keras / .h5 model, an .onnx model (e.g. from torch.onnx.export, with its "
         "weights inside the file), or the two files of model.to_json() and "
         "model.save_weights(); add the model card .json here too if you have one. Keras uploads "

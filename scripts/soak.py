@@ -54,6 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from app.settings import MODEL_UPLOAD_LABEL  # noqa: E402
 from tools.browser import (  # noqa: E402
     WIDE,
     async_choose_option,
@@ -72,7 +73,7 @@ TRAP = "127.0.0.1:9"
 HOSTILE_NAME = (f"![x](http://{TRAP}/a.png) **b** :red[c] <b>h</b> "
                 f"[l](http://{TRAP}/l)\nerror: forged")
 IMAGE_LABEL = "Upload images"
-MODEL_LABEL = "Upload a model (.keras or .h5; or architecture .json + weights .h5)"
+MODEL_LABEL = MODEL_UPLOAD_LABEL
 DISCONNECTED_TTL_S = 3
 
 
