@@ -534,14 +534,20 @@ def weight_histogram(model: Any, layer_name: str, bins: int = 50
         raise UnetCoreError(
             f"layer {layer_name!r} ({type(layer).__name__}) has no kernel weights; accepted: "
             f"layers with kernels {_name_list(with_kernel)}")
+    return histogram_of([v.numpy() for v in kernels.values()], bins)
+
+
+def histogram_of(arrays: Sequence[np.ndarray], bins: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of the finite values of ``arrays`` (any shapes, flattened together) ->
+    counts int64 (bins,), edges float64 (bins + 1,); all-NaN or empty input gives zero counts
+    over [0, 1]. ``bins`` must be an integer >= 1."""
     try:
         nbins = operator.index(bins)
     except TypeError:
         nbins = 0
     if nbins < 1:
         raise UnetCoreError(f"bins={bins!r} is not valid; accepted: an integer >= 1")
-    values = np.concatenate(
-        [np.asarray(v.numpy(), dtype=np.float32).reshape(-1) for v in kernels.values()])
+    values = np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays])
     values = values[np.isfinite(values)]
     if values.size == 0:
         counts, edges = np.histogram(values, bins=nbins, range=(0.0, 1.0))

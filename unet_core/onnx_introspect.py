@@ -41,6 +41,7 @@ from .introspect import (
     LayerInfo,
     _name_list,
     filter_stats,
+    histogram_of,
     select_layers,
     unknown_layer,
 )
@@ -297,7 +298,6 @@ def get_kernels(model: Any, layer_name: str) -> Kernels:
 def weight_histogram(model: Any, layer_name: str, bins: int = 50
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Histogram of a node's weights (its constant inputs of 2+ dims; biases excluded)."""
-    import operator
 
     idx = _index(model)
     with_kernel = [n.name for n in idx.nodes if idx.kernels(n)]
@@ -307,20 +307,7 @@ def weight_histogram(model: Any, layer_name: str, bins: int = 50
         raise UnetCoreError(
             f"layer {layer_name!r} ({node.op}) has no kernel weights; accepted: layers with "
             f"kernels {_name_list(with_kernel)}")
-    try:
-        nbins = operator.index(bins)
-    except TypeError:
-        nbins = 0
-    if nbins < 1:
-        raise UnetCoreError(f"bins={bins!r} is not valid; accepted: an integer >= 1")
-    values = np.concatenate(
-        [np.asarray(idx.array(t), dtype=np.float32).reshape(-1) for t in kernels])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        counts, edges = np.histogram(values, bins=nbins, range=(0.0, 1.0))
-    else:
-        counts, edges = np.histogram(values, bins=nbins)
-    return counts.astype(np.int64), edges.astype(np.float64)
+    return histogram_of([idx.array(t) for t in kernels], bins)
 
 
 def layer_activation(model: Any, layer_name: str) -> str:
