@@ -772,16 +772,21 @@ class ActivationProbe:
             except RecursionError:
                 raise UnetCoreError("the model is nested too deeply to probe") from None
             except Exception as exc:  # noqa: BLE001 - one line; details in the log
-                log.exception("probe of %s failed", self.model.name)
-                raise UnetCoreError(
-                    f"the activation probe could not run this model on a {arr.shape[0]}x"
-                    f"{arr.shape[1]} input ({type(exc).__name__}; details in the server "
-                    "log)") from None
+                raise probe_failure(self.model.name, arr.shape, exc) from None
         self.forward_passes += 1
         if not isinstance(outs, (list, tuple)):
             outs = [outs]
         return {name: np.asarray(o.numpy()[0]).astype(np.float32, copy=False)
                 for name, o in zip(self._names, outs, strict=True)}
+
+
+def probe_failure(model_name: str, shape: tuple[int, ...], exc: BaseException
+                  ) -> UnetCoreError:
+    """Log a failed probe pass (with its traceback) and return its one-line error."""
+    log.error("probe of %s failed", model_name, exc_info=exc)
+    return UnetCoreError(
+        f"the activation probe could not run this model on a {shape[0]}x{shape[1]} input "
+        f"({type(exc).__name__}; details in the server log)")
 
 
 def crop_activation(maps: np.ndarray, box: PadBox, padded_shape: tuple[int, int]

@@ -42,6 +42,7 @@ from .introspect import (
     _name_list,
     filter_stats,
     histogram_of,
+    probe_failure,
     select_layers,
     unknown_layer,
 )
@@ -436,11 +437,7 @@ class OnnxActivationProbe(ActivationProbe):
         try:
             outs = graph.run(session, arr[None], list(self._tensors))
         except Exception as exc:  # noqa: BLE001 - one line; details in the log
-            log.exception("probe of %s failed", graph.path.name)
-            raise UnetCoreError(
-                f"the activation probe could not run this model on a {arr.shape[0]}x"
-                f"{arr.shape[1]} input ({type(exc).__name__}; details in the server "
-                "log)") from None
+            raise probe_failure(graph.path.name, arr.shape, exc) from None
         self.forward_passes += 1
         maps: dict[str, np.ndarray] = {}
         for i, (name, layout) in enumerate(zip(self._names, self._layouts, strict=True)):
