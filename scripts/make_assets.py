@@ -2,10 +2,10 @@
 
 Usage, from the repository root::
 
-    python scripts/make_assets.py            # rewrites ./assets/{seismic,nuclei,membranes}, README
+    python scripts/make_assets.py            # rewrites ./assets/{seismic,nuclei,membranes,volumes}
     python scripts/make_assets.py OUT_DIR    # writes the same files under OUT_DIR instead
 
-Only ``OUT_DIR/seismic``, ``OUT_DIR/nuclei``, ``OUT_DIR/membranes`` and ``OUT_DIR/README.md``
+Only ``OUT_DIR/{seismic,nuclei,membranes,volumes}`` and ``OUT_DIR/README.md``
 are deleted and rewritten; anything else in ``OUT_DIR`` is left alone.
 """
 
@@ -51,7 +51,7 @@ MEMBRANES: list[tuple[int, tuple[int, int]]] = [
     (5, (320, 256)),
 ]
 # The folders build() owns: deleted and rewritten on every run.
-SETS: tuple[str, ...] = ("seismic", "nuclei", "membranes")
+SETS: tuple[str, ...] = ("seismic", "nuclei", "membranes", "volumes")
 
 README = """\
 # Demo assets (synthetic)
@@ -71,6 +71,11 @@ real data set. Each mask is the exact shape its image was drawn from.
   the ISBI data, the mask marks cell interiors white and membranes black; the `em_membrane`
   model segments the membranes, and its card (`truth_inverted`) makes the dashboard and
   `evaluate` invert these masks before scoring.
+
+- `volumes/salt_cube.sgy`, `volumes/salt_cube_mask.sgy`: a 24 x 24 x 101 post-stack SEG-Y
+  cube (inlines 1000-1023, crosslines 2000-2023, 4 ms samples, IEEE float32 amplitudes)
+  cut from one wide synthetic section, so the salt flank moves smoothly from inline to
+  inline, and its 0/1 salt mask cube (`unet_core/synthetic_cube.py`).
 
 Images are 8-bit grayscale PNGs; masks are 8-bit PNGs with values 0 and 255. Image and
 mask of a pair have the same file name.
@@ -98,8 +103,12 @@ def build(out_dir: Path) -> list[Path]:
         image, membrane = em_membranes(shape, seed=seed)
         # ISBI 2012 convention: the mask marks cell interiors (the model inverts it).
         write_pair(out_dir / "membranes", f"membranes_{i:03d}.png", image, ~membrane)
+    from unet_core.synthetic_cube import write_salt_cube
+
+    (out_dir / "volumes").mkdir(parents=True)
+    write_salt_cube(out_dir / "volumes" / "salt_cube.sgy", 24, 24, 101, seed=4)
     (out_dir / "README.md").write_text(README, encoding="utf-8", newline="\n")
-    written = [p for sub in SETS for p in (out_dir / sub).rglob("*.png")]
+    written = [p for sub in SETS for p in (out_dir / sub).rglob("*") if p.is_file()]
     return sorted([*written, out_dir / "README.md"])
 
 
