@@ -82,6 +82,54 @@ def _batch_size(text: str) -> int:
     return n
 
 
+def _window(text: str) -> tuple[float, float]:
+    try:
+        c, w = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: accepted: CENTRE,WIDTH, e.g. 40,400 (a CT soft-tissue window)") from None
+    if not (math.isfinite(c) and math.isfinite(w)) or w <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted: finite CENTRE and WIDTH > 0")
+    return c, w
+
+
+def _byte(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 237:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: accepted: a trace-header byte position 1..237 (e.g. 189, 193)")
+    return n
+
+
+def _index(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: accepted: a whole number >= 0")
+    return n
+
+
+def _volume_options(p: argparse.ArgumentParser) -> None:
+    """Options of a volume input (SEG-Y, NIfTI, DICOM), shared by predict and evaluate."""
+    g = p.add_argument_group("volume input (.sgy/.segy, .nii/.nii.gz, .dcm or a DICOM folder)")
+    g.add_argument("--axis", help="slice along this axis: inline, crossline or depth (SEG-Y; "
+                   "default inline), axial, coronal or sagittal (NIfTI; default axial), slice, "
+                   "row or column (DICOM; default slice)")
+    g.add_argument("--inline-byte", type=_byte, default=189,
+                   help="SEG-Y trace-header byte of the inline number (default 189)")
+    g.add_argument("--crossline-byte", type=_byte, default=193,
+                   help="SEG-Y trace-header byte of the crossline number (default 193)")
+    g.add_argument("--time-index", type=_index,
+                   help="the volume of a 4-D NIfTI to segment (default: the only one)")
+    g.add_argument("--window", type=_window, metavar="C,W",
+                   help="DICOM display window centre,width (default: the file's VOI LUT)")
+
+
 MIN_AREA_HELP = ("minimum-area rule: a mask with fewer foreground pixels is emptied (0 = off; "
                  "default: the model card's)")
 SELECT_MIN_AREA_HELP = ("also pick a minimum-area rule on validation, 0 unless it helps "
@@ -135,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "PNG whose pixel indices are class indices). Prints the preprocessing used "
                         "(and, for a model without a card, why each inferred setting was "
                         "chosen). Never overwrites an input file. Exit status 1 when an input "
-                        "failed (each failure is reported and the others go on).")
+                        "failed (each failure is reported and the others go on). A volume "
+                        "(SEG-Y, NIfTI, DICOM) is segmented slice by slice along --axis and "
+                        "written back in its own format and geometry: OUT/NAME_prob.sgy + "
+                        "OUT/NAME_mask.sgy for SEG-Y, OUT/NAME_prob.nii.gz + "
+                        "OUT/NAME_mask.nii.gz for NIfTI and DICOM.")
     _model_options(pr)
     pr.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     pr.add_argument("--out", required=True, help="output folder (created if missing)")
@@ -147,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="flip test-time augmentation (default: the model card's)")
     pr.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
+    _volume_options(pr)
 
     ev = sub.add_parser("evaluate", help="score a model on a folder (or .zip) of pairs",
                         description="Score a model on DIR/images/NAME + DIR/masks/NAME pairs (or a "
@@ -156,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "class indices, or a palette PNG): per-class IoU and Dice of the argmax "
                         "label map, their mean over all classes, and pixel accuracy.")
     _model_options(ev)
-    ev.add_argument("--data", required=True, help="folder with images/ and masks/, or a .zip")
+    ev.add_argument("--data", required=True, help="folder with images/ and masks/, or a .zip; "
+                    "or a volume (with --labels-volume)")
     ev.add_argument("--labels", action="store_true",
                     help="masks are label masks (pixel values = class indices, or a palette "
                     "PNG): score every class")
@@ -176,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-image", metavar="CSV", help="also write per-image results to CSV")
     ev.add_argument("--batch-size", type=_batch_size, default=32)
     ev.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
+    ev.add_argument("--labels-volume", metavar="LABELS",
+                    help="with a volume --data: the label volume of the same geometry (voxel "
+                    "value > 0 = foreground; for a softmax model, = the scored class); reports "
+                    "per-slice and whole-volume (3-D) IoU/Dice")
+    _volume_options(ev)
 
     ins = sub.add_parser("inspect", help="print the model card and layer table",
                          description="Print the model's input (size, channels, order), its "
@@ -438,6 +497,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .io import find_images, read_raw, write_label_png, write_mask_png
     from .metrics import threshold_mask
 
+    if any(_is_volume(p) for p in args.inputs):
+        if len(args.inputs) != 1:
+            raise UnetCoreError("a volume is predicted on its own: give one volume (.sgy/.segy, "
+                                ".nii/.nii.gz, .dcm or a DICOM folder) per predict command")
+        return _predict_volume(args, Path(args.inputs[0]))
+    _no_volume_options(args, "predict input")
     images = find_images(args.inputs)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -547,6 +612,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_classes, evaluate_pairs
     from .io import open_dataset
 
+    if args.labels_volume is not None or _is_volume(args.data):
+        return _evaluate_volume(args)
+    _no_volume_options(args, "--data")
     if args.labels:
         for flag, value in (("--invert-masks", args.invert_masks), ("--min-area", args.min_area),
                             ("--select-metric", args.select_metric)):
@@ -637,6 +705,189 @@ def _report_classes(args: argparse.Namespace, seg, result) -> int:
     print(f"mean over {summary['mean_over']}; IoU/Dice: per-image means; pooled: all pixels "
           "of the set together")
     print(f"pixel accuracy {summary['pixel_accuracy']:.4f}")
+    return 0
+
+
+def _is_volume(path: str) -> bool:
+    from .volume import is_volume_path
+
+    try:
+        return is_volume_path(path)
+    except OSError:
+        return False
+
+
+def _no_volume_options(args: argparse.Namespace, what: str) -> None:
+    """Refuse volume options for image input (one line)."""
+    for flag, value, default in (("--axis", args.axis, None),
+                                 ("--inline-byte", args.inline_byte, 189),
+                                 ("--crossline-byte", args.crossline_byte, 193),
+                                 ("--time-index", args.time_index, None),
+                                 ("--window", args.window, None),
+                                 ("--labels-volume", getattr(args, "labels_volume", None), None)):
+        if value != default:
+            raise UnetCoreError(f"{flag} is for a volume input; the {what} is not one "
+                                "(accepted volumes: .sgy/.segy, .nii/.nii.gz, .dcm or a folder "
+                                "of .dcm files)")
+
+
+def _read_volume(args: argparse.Namespace, path: str | Path, *, labels: bool = False):
+    """The volume at ``path`` read with the volume options, and the axis to slice along."""
+    from .volume import DEFAULT_AXIS, read_volume
+
+    v = read_volume(path, inline_byte=args.inline_byte, crossline_byte=args.crossline_byte,
+                    time_index=args.time_index, window=None if labels else args.window)
+    axis = args.axis or DEFAULT_AXIS[v.format]
+    v.axis_index(axis)  # a one-line error naming the accepted axes
+    return v, axis
+
+
+def _volume_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="slice", file=sys.stderr, disable=None)
+
+    def progress(done: int, n: int) -> None:
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
+def _describe_volume(v, axis: str) -> str:
+    dims = "x".join(str(s) for s in v.shape)
+    h, w = v.slice_shape(axis)
+    return (f"{v.format} volume {dims} ({', '.join(v.axes)}): {v.n_slices(axis)} {axis} "
+            f"slices of {h}x{w}")
+
+
+def _predict_volume(args: argparse.Namespace, path: Path) -> int:
+    """predict on one volume: probabilities and mask written in the input's own format."""
+    import secrets
+    import shutil
+
+    import numpy as np
+
+    from .volume import output_name, volume_stem, write_volume
+    from .volume_predict import mask_volume, scaling_note, segment_volume
+
+    if args.all_classes:
+        raise UnetCoreError("--all-classes is for images; a volume's NAME_prob holds the "
+                            "chosen class (--class) and, for a K-class model, NAME_mask the "
+                            "argmax labels")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UnetCoreError(f"--out {_dn(out)}: exists and is not a folder")
+    v, axis = _read_volume(args, path)
+    name = volume_stem(path)
+    src = path.resolve()
+    for kind in ("prob", "mask"):
+        target = out / output_name(v, name, kind)
+        if target.resolve() == src:
+            raise UnetCoreError(f"refusing to overwrite input file {_dn(target)}; choose "
+                                "another --out folder")
+    seg = _segmenter(args)
+    card = seg.card
+    multi = seg.n_classes >= 2
+    cls = card.default_class
+    t = card.threshold if args.threshold is None else args.threshold
+    k = card.min_area if args.min_area is None else args.min_area
+    for key, note in v.notes.items():
+        print(f"note ({key}): {note}", file=sys.stderr)
+    bar, progress = _volume_bar(v.n_slices(axis), "predict")
+    if multi:
+        every = segment_volume(seg, v, axis, progress=progress, all_classes=True)
+        prob = np.ascontiguousarray(every[..., cls])
+        mask = mask_volume(v, every, axis, t)
+        del every
+    else:
+        prob = segment_volume(seg, v, axis, progress=progress, class_index=cls)
+        mask = mask_volume(v, prob, axis, t, k)
+    bar.close()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = out / f".partial-{secrets.token_hex(4)}"
+        stage.mkdir()
+    except OSError as exc:
+        raise UnetCoreError(f"--out {_dn(out)}: cannot create folder "
+                            f"({exc.strerror or type(exc).__name__})") from None
+    moved: list[Path] = []
+    try:
+        staged = [write_volume(v, prob, stage, name, "prob"),
+                  write_volume(v, mask, stage, name, "mask")]
+        for f in staged:
+            os.replace(f, out / f.name)
+            moved.append(out / f.name)
+    except OSError as exc:
+        for f in moved:
+            f.unlink(missing_ok=True)
+        raise UnetCoreError(f"--out {_dn(out)}: cannot write the {name} outputs "
+                            f"({exc.strerror or type(exc).__name__})") from None
+    except BaseException:
+        for f in moved:
+            f.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for line in _card_lines(seg.loaded):
+        print(line, file=sys.stderr)
+    print(f"volume input: {scaling_note(seg, v)}", file=sys.stderr)
+    if multi:
+        what = f"argmax labels ({_legend(card)})"
+    else:
+        what = f"threshold {t:g}" + (f", minimum area {k} px per slice" if k else "")
+    print(f"wrote {', '.join(_dn(f.name) for f in moved)} to {_dn(out)} "
+          f"({_describe_volume(v, axis)}; probabilities of {_class_label(card, cls)}; mask: "
+          f"{what}; {_backend_line(seg)})", file=sys.stderr)
+    return 0
+
+
+def _evaluate_volume(args: argparse.Namespace) -> int:
+    """evaluate a volume against a label volume: per-slice and whole-volume IoU/Dice."""
+    from .volume_predict import evaluate_volume, scaling_note
+
+    if args.labels_volume is None:
+        raise UnetCoreError(f"--data {_dn(args.data)} is a volume: give its label volume of "
+                            "the same geometry with --labels-volume LABELS")
+    if not _is_volume(args.data):
+        raise UnetCoreError(f"--labels-volume goes with a volume --data; {_dn(args.data)} is "
+                            "not one (accepted: .sgy/.segy, .nii/.nii.gz, .dcm or a folder "
+                            "of .dcm files)")
+    for flag, value in (("--labels", args.labels or None), ("--names", args.names),
+                        ("--select-metric", args.select_metric),
+                        ("--invert-masks", args.invert_masks)):
+        if value is not None:
+            raise UnetCoreError(f"{flag} is for folders of image/mask pairs, not a volume")
+    v, axis = _read_volume(args, args.data)
+    labels, _ = _read_volume(args, args.labels_volume, labels=True)
+    seg = _segmenter(args)
+    bar, progress = _volume_bar(v.n_slices(axis), "evaluate")
+    r = evaluate_volume(seg, v, labels, axis, args.threshold, min_area=args.min_area,
+                        class_index=seg.card.default_class, batch_size=args.batch_size,
+                        progress=progress)
+    bar.close()
+    summary = {"model": str(args.model), "data": str(args.data),
+               "labels_volume": str(args.labels_volume), "format": v.format,
+               "volume_input": scaling_note(seg, v), **r,
+               "backend": seg.backend.name}
+    if args.per_image:
+        _write_csv(args.per_image, r["slices"])
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"model {_dn(args.model)} on {_dn(args.data)}: {_describe_volume(v, axis)}; "
+          f"{_backend_line(seg)}")
+    print(f"preprocessing: {seg.card.preprocessing}; volume input: {scaling_note(seg, v)}")
+    area = f", minimum area {r['min_area']} px per slice" if r["min_area"] else ""
+    print(f"scoring {_class_label(seg.card, r['class_index'])} at threshold "
+          f"{r['threshold']:g}{area} against {_dn(args.labels_volume)}")
+    print(f"{axis + ' slice':>14}  {'IoU':>7}  {'Dice':>7}  {'truth vox':>10}  {'pred vox':>10}")
+    for row in r["slices"]:
+        print(f"{row['index']:>14}  {row['iou']:7.4f}  {row['dice']:7.4f}  "
+              f"{row['truth_voxels']:>10}  {row['pred_voxels']:>10}")
+    print(f"mean over {r['n_slices']} slices: IoU {r['mean_slice_iou']:.4f}  "
+          f"Dice {r['mean_slice_dice']:.4f}")
+    print(f"whole volume (3-D): IoU {r['iou']:.4f}  Dice {r['dice']:.4f}  (truth "
+          f"{r['truth_voxels']:,} voxels, predicted {r['pred_voxels']:,})")
     return 0
 
 

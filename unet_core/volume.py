@@ -183,3 +183,148 @@ class Volume:
 READERS: dict[str, Callable[..., Volume]] = {}
 #: format -> writer(volume, array (D0, D1, D2), path, kind) -> Path
 WRITERS: dict[str, Callable[..., Path]] = {}
+
+
+# --------------------------------------------------------------------------- dispatch
+
+#: format -> (engine module, the package it needs, how to install it, what the format is called)
+_MODULES: dict[str, tuple[str, str, str]] = {
+    "segy": ("segy", "segyio", "SEG-Y"),
+    "nifti": ("nifti", "nibabel", "NIfTI"),
+    "dicom": ("dicom", "pydicom", "DICOM"),
+}
+#: the file suffix of each output format
+_OUT_SUFFIX: dict[str, str] = {"segy": ".sgy", "nifti": ".nii.gz", "dicom": ".nii.gz"}
+#: the format results are written in, per input format (DICOM input -> NIfTI output)
+OUTPUT_FORMAT: dict[str, str] = {"segy": "segy", "nifti": "nifti", "dicom": "nifti"}
+KINDS: tuple[str, ...] = ("prob", "mask")
+
+
+def volume_format(path: str | Path) -> str:
+    """The format of a volume path: ``segy`` (.sgy, .segy), ``nifti`` (.nii, .nii.gz) or
+    ``dicom`` (.dcm, or a folder holding .dcm files); else a one-line error."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        if is_volume_path(p):
+            return "dicom"
+        raise UnetCoreError(f"{p.name}: a folder without .dcm files; accepted volumes: "
+                            ".sgy/.segy, .nii/.nii.gz, .dcm or a folder of .dcm files")
+    if name.endswith((".sgy", ".segy")):
+        return "segy"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith(".dcm"):
+        return "dicom"
+    raise UnetCoreError(f"{p.name}: not a volume; accepted: .sgy/.segy (SEG-Y), .nii/.nii.gz "
+                        "(NIfTI), .dcm or a folder of .dcm files (DICOM)")
+
+
+def _ensure_module(fmt: str) -> None:
+    """Import the format module of ``fmt`` (it registers its reader and writer), or a one-line
+    error saying what to install."""
+    import importlib
+
+    module, package, label = _MODULES[fmt]
+    try:
+        importlib.import_module(f"{__package__}.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == package:
+            raise UnetCoreError(f"{label} volumes need the {package} package; install it with "
+                                f"`pip install {package}`") from None
+        raise UnetCoreError(f"{label} volumes are not supported by this copy of unet_core (no "
+                            f"module unet_core.{module}); install the full engine") from None
+
+
+def _registered(registry: dict[str, Callable[..., Any]], fmt: str, what: str
+                ) -> Callable[..., Any]:
+    if fmt not in registry:
+        _ensure_module(fmt)
+    if fmt not in registry:
+        raise UnetCoreError(f"no {what} for {_MODULES[fmt][2]} volumes is registered; "
+                            f"accepted formats: {', '.join(sorted(registry)) or 'none'}")
+    return registry[fmt]
+
+
+def read_volume(path: str | Path, *, inline_byte: int = 189, crossline_byte: int = 193,
+                time_index: int | None = None, window: tuple[float, float] | None = None
+                ) -> Volume:
+    """Read a volume, dispatching on the path (:func:`volume_format`).
+
+    Options go to the reader of their format only: ``inline_byte``/``crossline_byte`` (SEG-Y
+    trace-header byte positions), ``time_index`` (the volume of a 4-D NIfTI), ``window``
+    (DICOM (centre, width) instead of the file's VOI LUT). An option given for another format
+    is a one-line error. The format module is imported on first use; a missing package is a
+    one-line error saying what to install.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UnetCoreError(f"{p.name}: no such file or folder")
+    fmt = volume_format(p)
+    options: dict[str, Any] = {}
+    if fmt == "segy":
+        options = {"inline_byte": int(inline_byte), "crossline_byte": int(crossline_byte)}
+    elif (inline_byte, crossline_byte) != (189, 193):
+        raise UnetCoreError(f"{p.name}: inline/crossline byte positions are for SEG-Y input; "
+                            f"this is {_MODULES[fmt][2]}")
+    if time_index is not None:
+        if fmt != "nifti":
+            raise UnetCoreError(f"{p.name}: a time index is for 4-D NIfTI input; this is "
+                                f"{_MODULES[fmt][2]}")
+        options["time_index"] = int(time_index)
+    if window is not None:
+        if fmt != "dicom":
+            raise UnetCoreError(f"{p.name}: a display window is for DICOM input; this is "
+                                f"{_MODULES[fmt][2]}")
+        options["window"] = (float(window[0]), float(window[1]))
+    reader = _registered(READERS, fmt, "reader")
+    return reader(p, **options)
+
+
+def output_name(volume: Volume, name: str, kind: str) -> str:
+    """``NAME_prob.sgy``/``NAME_mask.sgy`` for SEG-Y, ``NAME_KIND.nii.gz`` for NIfTI and DICOM."""
+    if kind not in KINDS:
+        raise UnetCoreError(f"unknown output kind {kind!r}; accepted: {', '.join(KINDS)}")
+    return f"{name}_{kind}{_OUT_SUFFIX[volume.format]}"
+
+
+def volume_stem(path: str | Path) -> str:
+    """An input's NAME for its outputs: the file name without .sgy/.segy/.nii/.nii.gz/.dcm, or
+    the folder name of a DICOM series."""
+    p = Path(path)
+    name = p.name
+    for ext in (".nii.gz", ".segy", ".sgy", ".nii", ".dcm"):
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def write_volume(volume: Volume, array: np.ndarray, out_dir: str | Path, name: str,
+                 kind: str) -> Path:
+    """Write a result cube in the input's own format and geometry; returns its path.
+
+    ``array`` is (D0, D1, D2) (:attr:`Volume.shape`): float32 probabilities (``kind="prob"``)
+    or uint8 0/1 / class labels (``kind="mask"``). SEG-Y input gives ``OUT/NAME_KIND.sgy``,
+    NIfTI and DICOM input ``OUT/NAME_KIND.nii.gz``. The file is written under a temporary name
+    in ``out_dir`` and renamed when complete, so a failure leaves nothing half-written.
+    """
+    import os
+    import secrets
+
+    arr = np.asarray(array)
+    if arr.shape != volume.shape:
+        raise UnetCoreError(f"a result of shape {arr.shape} does not fit {volume.source.name}; "
+                            f"accepted: {volume.shape}")
+    target_name = output_name(volume, name, kind)
+    writer = _registered(WRITERS, volume.format, "writer") if volume.format in WRITERS else \
+        _registered(WRITERS, OUTPUT_FORMAT[volume.format], "writer")
+    out = Path(out_dir)
+    target = out / target_name
+    tmp = out / f".tmp-{secrets.token_hex(4)}-{target_name}"
+    try:
+        writer(volume, arr, tmp, kind)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
