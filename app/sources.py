@@ -185,7 +185,14 @@ def decode_image(item: ImageItem) -> np.ndarray:
     """The item's image *as decoded* (:func:`unet_core.io.read_raw`): (H, W) or (H, W, C) in
     its native dtype, what the engine takes (a ``raw`` model sees 0..255, a BGR model gets its
     channels swapped by the card); raises the engine's ImageReadError."""
+    if item.origin == "volume":  # a volume's slice as the engine feeds it (app.volumes)
+        return _decode_npy(item.sha, item.data)
     return _decode_image(item.sha, item.name, app_max_pixels(), item.data)
+
+
+@st.cache_data(max_entries=32, max_size="96MB", show_spinner=False)
+def _decode_npy(sha: str, _data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(_data), allow_pickle=False)
 
 
 def display(image: np.ndarray, max_side: int | None = None) -> tuple[np.ndarray, int]:
@@ -267,7 +274,8 @@ def decode_labels(item: ImageItem, shape: tuple[int, ...], n_classes: int) -> np
 def remember(recent: OrderedDict[str, ImageItem], item: ImageItem, limit: int = RECENT_LIMIT,
              max_bytes: int = RECENT_MAX_BYTES) -> None:
     """Put a non-sample ``item`` first in ``recent`` (bounded to ``limit`` items)."""
-    if item.origin == "sample" or len(item.data) + len(item.mask_data or b"") > max_bytes:
+    if item.origin in ("sample", "volume") \
+            or len(item.data) + len(item.mask_data or b"") > max_bytes:
         return
     recent[item.key] = item
     recent.move_to_end(item.key)

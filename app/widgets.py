@@ -34,6 +34,7 @@ UPLOAD_OPTION = "Upload a model…"
 SAMPLE_SOURCE = "Bundled sample"
 UPLOAD_SOURCE = "Upload"
 RECENT_SOURCE = "Recent images"
+VOLUME_SOURCE = "Volume"
 
 
 # --------------------------------------------------------------------------- sidebar
@@ -294,11 +295,12 @@ def use_model_samples(card: ModelCard) -> None:
 
 def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
                     fresh_visit: bool) -> sources.ImageItem | None:
-    """Source radio (bundled sample, upload, recent images) and its picker; returns the
-    image chosen, or None. The source and the image carry over between pages."""
+    """Source radio (bundled sample, upload, recent images, a volume's slice) and its picker;
+    returns the image chosen, or None. The source and the image carry over between pages."""
     ss = st.session_state
     recent = dict(reversed(list(state.recent_images().items())))  # newest first
-    options = [SAMPLE_SOURCE, UPLOAD_SOURCE] + ([RECENT_SOURCE] if recent else [])
+    options = [SAMPLE_SOURCE, UPLOAD_SOURCE] + ([RECENT_SOURCE] if recent else []) \
+        + [VOLUME_SOURCE]
     current = ss.get("image_source")
     if current not in options or (fresh_visit and current == UPLOAD_SOURCE
                                   and ss.get("image_key") in recent):
@@ -320,6 +322,10 @@ def image_picker_ui(card: ModelCard, *, upload_key: str, with_masks: bool,
         return by_key[pick]
     if source == UPLOAD_SOURCE:
         return _upload_ui(card, upload_key, with_masks)
+    if source == VOLUME_SOURCE:
+        from app import volumes
+
+        return volumes.volume_picker_ui(card)
     if ss.get("recent_pick") not in recent:
         image_key = ss.get("image_key")
         ss["recent_pick"] = image_key if image_key in recent else next(iter(recent))

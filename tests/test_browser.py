@@ -64,6 +64,7 @@ from tools.browser import (
     move_threshold,
     open_page,
     pick_model,
+    pick_source,
     screenshot,
     selected,
     set_slider,
@@ -627,3 +628,83 @@ def test_onnx_models_open_every_page(server, open_at, models_dir, apple_photo, m
         cuts = cut_labels(page)
         problems += [f"{model}: {title} at {width} px: {cut}" for cut in dict.fromkeys(cuts)]
     assert not problems, "labels cut or spilling:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------
+# Volumes: the bundled SEG-Y cube, slice by slice
+# ---------------------------------------------------------------------------------------
+
+
+def _volume_scores(engine: Engine, model: str, axis: str, index: int, threshold: float
+                   ) -> dict[str, float]:
+    """The engine's scores of one slice of the bundled cube against its label cube
+    (``segment_volume`` at the card's settings, the app's default backend)."""
+    import dataclasses
+
+    from unet_core.inference import Segmenter
+    from unet_core.metrics import segmentation_metrics, threshold_mask
+    from unet_core.volume import read_volume
+    from unet_core.volume_predict import segment_volume
+
+    card = engine.card(model)
+    key = (model, f"cube:{axis}")
+    cube = read_volume(ROOT / "assets" / "volumes" / "salt_cube.sgy")
+    if key not in engine._probs:
+        seg = Segmenter(engine._loaded(model), tta=card.tta)
+        engine._probs[key] = segment_volume(seg, cube, axis, padding_mode=card.padding_mode)
+    prob = dataclasses.replace(cube, data=engine._probs[key]).slice(axis, index)
+    truth = read_volume(ROOT / "assets" / "volumes" / "salt_cube_mask.sgy").slice(axis, index)
+    got = segmentation_metrics(threshold_mask(prob, threshold, card.min_area), truth > 0)
+    return {ours: got[theirs] for ours, theirs in ENGINE_KEYS.items()}
+
+
+def _input_src(page: Any) -> str:
+    return page.locator('[data-testid="stImage"] img').first.get_attribute("src") or ""
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+def test_volume_cube_browses_slice_by_slice(server, open_at, engine, width):
+    """The bundled cube on Segment: the middle inline opens with the engine's scores for that
+    slice; moving the "Slice" slider redraws the image and the scores (the engine's for the
+    new slice); at 1400 px the whole volume is segmented and offered for download."""
+    if not (ROOT / "models" / "salt.keras").is_file():
+        pytest.skip("needs the bundled salt model")
+    page, _ = open_at(width)
+    goto(page, server, "segment")
+    pick_source(page, "Volume")
+    wait_threshold_view(page)
+    assert_no_exception(page, "Segment, Volume source")
+    problems = []
+    first = threshold_shown(page)
+    src = _input_src(page)
+    if slider_value(slider_thumb(page, "Slice")) != "12":
+        problems.append(f"the slice opens at {slider_value(slider_thumb(page, 'Slice'))}, "
+                        "not 12 (the middle of 24 inlines)")
+    want = _volume_scores(engine, "salt", "inline", 12, float(first.control or "nan"))
+    for key, text in first.metrics.items():
+        if abs(float(text) - want[key]) > 5e-4 + 1e-9:
+            problems.append(f"inline 12: {TV_METRICS[key]} shows {text}, engine {want[key]:.4f}")
+    screenshot(page, f"volume_segment_{width}")
+    set_slider(page, "Slice", 4, step=1)
+    wait_threshold_view(page)
+    page.wait_for_function(
+        "(old) => { const i = document.querySelector('[data-testid=\"stImage\"] img');"
+        " return i && i.src !== old; }", arg=src, timeout=30_000)
+    assert_no_exception(page, "after moving the slice")
+    later = threshold_shown(page)
+    want = _volume_scores(engine, "salt", "inline", 4, float(later.control or "nan"))
+    if set(later.metrics) != set(TV_METRICS):
+        problems.append(f"inline 4: scores shown {sorted(later.metrics)}")
+    for key, text in later.metrics.items():
+        if abs(float(text) - want[key]) > 5e-4 + 1e-9:
+            problems.append(f"inline 4: {TV_METRICS[key]} shows {text}, engine {want[key]:.4f}")
+    problems += [f"cut label: {t}" for t in cut_labels(page)]
+    screenshot(page, f"volume_segment_slice4_{width}")
+    if width == 1400:
+        page.get_by_role("button", name="Segment the whole volume").first.click()
+        page.get_by_text("Download salt_cube_mask.sgy").first.wait_for(timeout=120_000)
+        wait_idle(page)
+        assert_no_exception(page, "after segmenting the whole volume")
+        page.get_by_text("Download salt_cube_prob.sgy").first.scroll_into_view_if_needed()
+        screenshot(page, f"volume_whole_{width}")
+    assert not problems, "\n".join(problems)

@@ -493,6 +493,15 @@ def _source_option(page: Any, source: str) -> Any:
         has_text=_exact(source))
 
 
+def pick_source(page: Any, source: str) -> None:
+    """Pick the option ``source`` ("Bundled sample", "Upload", "Volume", ...) of the pages'
+    "Image source" radio and wait for the rerun."""
+    option = _source_option(page, source)
+    assert option.count(), f"no image source {source!r}"
+    option.first.click()
+    wait_idle(page)
+
+
 def upload(page: Any, label: str, files: list[Path], source: str = "Upload",
            retries: int = 1) -> int:
     """Upload ``files`` with the file uploader labelled ``label`` (e.g. "Upload images",

@@ -11,13 +11,14 @@ colour when it has colour, with the predicted mask of the class picked outlined 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import engine, sources, state, viz, widgets
+from app import engine, sources, state, viz, volumes, widgets
 from app.context import PageContext
 from app.errors import display_text, plain, run_safely
 from app.settings import activation_max_bytes
@@ -45,6 +46,14 @@ def render(ctx: PageContext) -> None:
     state.use_image(item)
     if not widgets.domain_gate_ui(item, bundle):
         return
+    if item.origin == "volume":  # a slice scaled by its cube's clip: the card's "unit" twin
+        ready = False
+        with run_safely(what="preparing the slice"):
+            bundle = volumes.bundle_for(item, bundle)
+            ctx = dataclasses.replace(ctx, bundle=bundle)
+            ready = True
+        if not ready:
+            return
     image = None
     with run_safely(what="reading the image"):
         image = sources.decode_image(item)

@@ -14,13 +14,14 @@ values = class indices, or a palette PNG) is scored per class.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import engine, sources, state, viz, widgets
+from app import engine, sources, state, viz, volumes, widgets
 from app.components.threshold_view import threshold_view
 from app.context import PageContext
 from app.errors import display_text, plain, run_safely
@@ -54,6 +55,15 @@ def render(ctx: PageContext) -> None:
     state.use_image(item)
     if not widgets.domain_gate_ui(item, bundle):
         return
+    whole = bundle  # a volume is segmented whole with the model as it is (the engine scales)
+    if item.origin == "volume":
+        ready = False
+        with run_safely(what="preparing the slice"):
+            bundle = volumes.bundle_for(item, bundle)
+            ctx = dataclasses.replace(ctx, bundle=bundle)
+            ready = True
+        if not ready:
+            return
 
     image = probs = None
     with run_safely(what="reading the image"):
@@ -158,6 +168,10 @@ def render(ctx: PageContext) -> None:
                             key="seg_dl_labels", on_click="ignore",
                             help="A palette PNG: pixel value = class index, coloured as "
                             "the legend.")
+    if item.origin == "volume":
+        volumes.whole_volume_ui(whole, padding=padding, tta=tta, backend=ctx.backend,
+                                threshold=float(threshold), min_area=int(min_area),
+                                class_index=int(class_index))
 
 
 class _Outputs:
