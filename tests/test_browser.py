@@ -27,6 +27,11 @@ the fly, and one headless Debian chromium (Playwright) with one browser context 
   Segment runs on ONNX Runtime (the apple photo for the apple model), Evaluate, Filters and
   Activations (with the overlay) draw. Screenshots ``onnx_<model>_<page>_<width>.png``.
 
+* Volumes: the bundled SEG-Y cube on Segment at both widths opens at the middle inline with
+  the engine's scores for that slice (``segment_volume``); moving "Slice" redraws the image and
+  the scores (the engine's for the new slice); at 1400 px "Segment the whole volume" offers
+  both outputs. Screenshots ``volume_*_<width>.png``.
+
 Needs ``/usr/bin/chromium`` (``make browser-deps``) and the ``playwright`` pip package
 (``requirements-dev.txt``); ``playwright install`` is never used. Run alone with
 ``.venv/bin/python -m pytest -m browser tests/test_browser.py``.

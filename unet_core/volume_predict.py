@@ -35,6 +35,7 @@ import numpy as np
 from .errors import UnetCoreError
 from .inference import Segmenter, labels_from_probs
 from .metrics import check_min_area, confusion_counts, dice, iou, threshold_mask
+from .model import ModelCard
 from .volume import Volume, check_voxels
 
 ProgressFn = Callable[[int, int], None]
@@ -55,24 +56,35 @@ amplitudes have no full scale, so ``unit`` means the clip too); ``raw`` keeps am
 ``minmax``/``zscore``/``meanstd`` apply per slice."""
 
 
-def _scaler(seg: Segmenter, volume: Volume
-            ) -> tuple[Segmenter, Callable[[np.ndarray], np.ndarray] | None]:
-    """The segmenter to use and a per-slice scaler (None: slices as read)."""
+def slice_scaling(card: ModelCard, volume: Volume
+                  ) -> tuple[str | None, Callable[[np.ndarray], np.ndarray] | None]:
+    """How a slice of ``volume`` reaches a model with ``card`` (see the module docstring):
+    (the normalisation to use instead of the card's, or None; a per-slice scaler, or None for
+    slices as read). The dashboard uses it to show exactly what :func:`segment_volume` feeds."""
     if volume.format == "dicom" and volume.channels == 1 and volume.stats.get("window"):
         from .dicom import windowed
 
         window = volume.stats["window"]
-        return seg, lambda x: np.asarray(windowed(x, window), dtype=np.float32)
-    if seg.card.normalisation not in CLIPPED or not volume.stats.get("clip"):
-        return seg, None
+        return None, lambda x: np.asarray(windowed(x, window), dtype=np.float32)
+    if card.normalisation not in CLIPPED or not volume.stats.get("clip"):
+        return None, None
     try:
         from .segy import scale_amplitudes
     except ImportError:  # the SEG-Y module (or segyio) is absent: same rule, local
         scale_amplitudes = _clip_scale
     stats = volume.stats
-    unit = copy.copy(seg)
-    unit.card = dataclasses.replace(seg.card, normalisation="unit")
-    return unit, lambda x: np.asarray(scale_amplitudes(x, stats), dtype=np.float32)
+    return "unit", lambda x: np.asarray(scale_amplitudes(x, stats), dtype=np.float32)
+
+
+def _scaler(seg: Segmenter, volume: Volume
+            ) -> tuple[Segmenter, Callable[[np.ndarray], np.ndarray] | None]:
+    """The segmenter to use and a per-slice scaler (None: slices as read)."""
+    normalisation, scale = slice_scaling(seg.card, volume)
+    if normalisation is None:
+        return seg, scale
+    runner = copy.copy(seg)
+    runner.card = dataclasses.replace(seg.card, normalisation=normalisation)
+    return runner, scale
 
 
 def scaling_note(seg: Segmenter, volume: Volume) -> str:
