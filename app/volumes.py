@@ -12,6 +12,7 @@ as ``segment_volume`` does, so the numbers shown are the engine's for that slice
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import types
@@ -444,3 +445,14 @@ def _reader(path: Path) -> Any:
     def build() -> bytes:
         return path.read_bytes()
     return build
+
+
+def slice_context(item: Any, ctx: Any) -> Any | None:
+    """The page context for a volume slice ``item``: its bundle swapped for the card's ``unit``
+    twin when the slice was scaled by its cube's clip (see :func:`bundle_for`); ``ctx``
+    unchanged for any other image; None (the error already shown) when that fails."""
+    if getattr(item, "origin", None) != "volume":
+        return ctx
+    with run_safely(what="preparing the slice"):
+        return dataclasses.replace(ctx, bundle=bundle_for(item, ctx.bundle))
+    return None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_volume import crops as _crops
 
 from unet_core import volume as vol
 from unet_core.cli import main
@@ -216,17 +217,6 @@ def test_evaluate_volume_bad_input(capsys, tiny_model_path, tmp_path, fake_segy)
 
 
 # ------------------------------------------------------------------ real formats (D/E modules)
-
-def _crops(n: int, h: int, w: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = []
-    for _ in range(n):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(5, 12)
-        img = 60 + 150 * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r) + rng.normal(0, 10, (h, w))
-        out.append(np.clip(img, 0, 255).astype(np.uint8))
-    return out
-
 
 def _fill(fmt: str, axis: str, images: list[np.ndarray]) -> Volume:
     """A volume of ``fmt`` whose displayed slices along ``axis`` are ``images``."""

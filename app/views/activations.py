@@ -11,7 +11,6 @@ colour when it has colour, with the predicted mask of the class picked outlined 
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -46,14 +45,10 @@ def render(ctx: PageContext) -> None:
     state.use_image(item)
     if not widgets.domain_gate_ui(item, bundle):
         return
-    if item.origin == "volume":  # a slice scaled by its cube's clip: the card's "unit" twin
-        ready = False
-        with run_safely(what="preparing the slice"):
-            bundle = volumes.bundle_for(item, bundle)
-            ctx = dataclasses.replace(ctx, bundle=bundle)
-            ready = True
-        if not ready:
-            return
+    ctx = volumes.slice_context(item, ctx)  # a clipped slice: the card's "unit" twin
+    if ctx is None:
+        return
+    bundle = ctx.bundle
     image = None
     with run_safely(what="reading the image"):
         image = sources.decode_image(item)

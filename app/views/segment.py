@@ -14,7 +14,6 @@ values = class indices, or a palette PNG) is scored per class.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -56,14 +55,10 @@ def render(ctx: PageContext) -> None:
     if not widgets.domain_gate_ui(item, bundle):
         return
     whole = bundle  # a volume is segmented whole with the model as it is (the engine scales)
-    if item.origin == "volume":
-        ready = False
-        with run_safely(what="preparing the slice"):
-            bundle = volumes.bundle_for(item, bundle)
-            ctx = dataclasses.replace(ctx, bundle=bundle)
-            ready = True
-        if not ready:
-            return
+    ctx = volumes.slice_context(item, ctx)  # a clipped slice: the card's "unit" twin
+    if ctx is None:
+        return
+    bundle = ctx.bundle
 
     image = probs = None
     with run_safely(what="reading the image"):
