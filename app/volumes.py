@@ -169,6 +169,23 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _slice_payload(sha: str, label_sha: str | None, axis: str, index: int, normalisation: str,
+                   labels_as_classes: bool, _volume: Any, _labels: Any, _card: Any
+                   ) -> tuple[bool, bytes, bytes | None]:
+    """(scaled to unit?, the slice as fed (.npy bytes), the label slice (.png bytes) or None),
+    cached by content hash, axis, index and the card's scaling (not re-encoded per rerun)."""
+    unit, scale = scaler(_card, _volume)
+    image = np.asarray(_volume.slice(axis, index))
+    if scale is not None:
+        image = scale(image)
+    mask_data = None
+    if _labels is not None:
+        lab = np.asarray(_labels.slice(axis, index))
+        mask_data = _png(np.clip(np.rint(lab), 0, 255) if labels_as_classes else (lab > 0) * 255)
+    return unit, _npy(image), mask_data
+
+
 def slice_item(ref: VolumeRef, volume: Any, labels: Any, card: Any, axis: str, index: int
                ) -> sources.ImageItem:
     """The slice ``index`` along ``axis`` as an image item (see the module docstring)."""
@@ -180,22 +197,14 @@ def slice_item(ref: VolumeRef, volume: Any, labels: Any, card: Any, axis: str, i
 
         raise UnetCoreError(f"{ref.name}: a {axis} slice is {h}x{w} pixels, over the "
                             f"dashboard's limit of {app_max_pixels():,} (UNET_MAX_PIXELS)")
-    unit, scale = scaler(card, volume)
-    image = np.asarray(volume.slice(axis, index))
-    if scale is not None:
-        image = scale(image)
+    unit, data, mask_data = _slice_payload(
+        ref.sha, ref.label_sha if labels is not None else None, axis, int(index),
+        card.normalisation, card.n_classes >= 2, volume, labels, card)
     stem = sources.safe_filename(volume_stem(ref.path), "volume")
     name = f"{stem}_{axis}_{int(index):04d}.npy"
-    mask_name = mask_data = None
-    if labels is not None:
-        lab = np.asarray(labels.slice(axis, index))
-        if card.n_classes >= 2:
-            mask_data = _png(np.clip(np.rint(lab), 0, 255))
-        else:
-            mask_data = _png((lab > 0) * 255)
-        mask_name = f"{stem}_mask_{axis}_{int(index):04d}.png"
+    mask_name = None if mask_data is None else f"{stem}_mask_{axis}_{int(index):04d}.png"
     return sources.make_item(
-        "volume", name, _npy(image), mask_name, mask_data,
+        "volume", name, data, mask_name, mask_data,
         key=f"volume:{ref.sha[:16]}:{axis}:{int(index)}:{'unit' if unit else 'asis'}",
         domain=_DOMAINS.get(volume.format, ""))
 
@@ -261,6 +270,13 @@ def _save(files: list[tuple[str, bytes]]) -> Path | None:
             tmp.replace(folder)
         return folder if len(files) > 1 else folder / names[0]
     return None
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _orthogonal_cached(sha: str, axis: str, index: int, _volume: Any
+                       ) -> list[tuple[np.ndarray, str]]:
+    """:func:`_orthogonal` cached by the volume's content hash (not redrawn on every rerun)."""
+    return _orthogonal(_volume, axis, index)
 
 
 def _orthogonal(volume: Any, axis: str, index: int) -> list[tuple[np.ndarray, str]]:
@@ -341,7 +357,7 @@ def volume_picker_ui(card: Any) -> sources.ImageItem | None:
         facts.append(scaling_note(types.SimpleNamespace(card=card), volume))  # type: ignore
     c1.caption(plain(" · ".join(facts), 1000))
     with c2:
-        cuts = _orthogonal(volume, axis, index)
+        cuts = _orthogonal_cached(ref.sha, axis, index, volume)
         with st.container(horizontal=True):
             for rgb, _cap in cuts:
                 h, w = rgb.shape[:2]  # fit a PREVIEW_PX box (a tall section stays small)
