@@ -1,4 +1,5 @@
-"""Command line: ``python -m unet_core predict|evaluate|inspect|train|ensemble|calibrate``.
+"""Command line: ``python -m unet_core predict|evaluate|inspect|explain|compare|train|ensemble|
+calibrate``.
 
 Every command has ``--help``. User errors (bad file, bad folder, bad model, bad option) print one
 line ``error: ...`` on stderr and exit with status 2; nothing is written over an input file.
@@ -8,7 +9,9 @@ architecture .json with ``--weights W.h5``, or an ONNX graph .onnx, e.g. from
 ``torch.onnx.export``, run as it is on ONNX Runtime), ``--card CARD.json`` (a card kept apart
 from the model), ``--trust-model`` (Keras safe_mode off) and the card overrides ``--fit``,
 ``--normalisation``, ``--channel-order``, ``--mean``/``--std`` and ``--class``, applied to the
-model card and checked like a card file.
+model card and checked like a card file; so does ``explain`` (Seg-Grad-CAM or gradient saliency
+of a region; Keras models). ``compare`` takes ``--model`` twice (each model with its own card)
+and reports paired bootstrap CIs and Wilcoxon p-values of B - A.
 """
 
 from __future__ import annotations
@@ -301,6 +304,73 @@ def build_parser() -> argparse.ArgumentParser:
                     "picked the card's, else tgs_metric)")
     ca.add_argument("--select-min-area", action=argparse.BooleanOptionalAction, default=True,
                     help=SELECT_MIN_AREA_HELP)
+
+    ex = sub.add_parser("explain", help="Seg-Grad-CAM: which pixels made the network call a "
+                        "region; writes NAME_cam.npy and NAME_cam.png",
+                        description="Explain a region of one image's prediction with "
+                        "Seg-Grad-CAM (Vinogradova et al. 2020): the score is the sum over the "
+                        "region of the pre-sigmoid logit of the class (its negative with "
+                        "--background); the map is ReLU(sum_k alpha_k A^k) of a conv layer "
+                        "(alpha_k: the mean gradient of channel k), cropped to the image and "
+                        "divided by its maximum. Writes OUT/NAME_cam.npy (float32 HxW in [0, 1]) "
+                        "and OUT/NAME_cam.png (the map in viridis over the image). Needs a "
+                        "Keras model (.keras / .h5): ONNX Runtime computes no gradients.")
+    _model_options(ex)
+    ex.add_argument("image", metavar="IMAGE", help="one image file")
+    ex.add_argument("--out", required=True, help="output folder (created if missing)")
+    ex.add_argument("--layer", metavar="NAME",
+                    help="conv layer to explain (default: the bottleneck, the lowest-resolution "
+                    "conv; see inspect for the names)")
+    ex.add_argument("--region", default="all", metavar="REGION",
+                    help="all (default), mask (the predicted mask), component (its largest "
+                    "connected component), component:X,Y (the one at that pixel), X,Y (one "
+                    "pixel) or X0,Y0,X1,Y1 (a box, X1 and Y1 exclusive); image pixels")
+    ex.add_argument("--background", action="store_true",
+                    help="explain the background: the score's negative")
+    ex.add_argument("--method", choices=("seg-grad-cam", "saliency"), default="seg-grad-cam",
+                    help="seg-grad-cam (default) or saliency (|d score / d input|)")
+    ex.add_argument("--threshold", type=_threshold,
+                    help="threshold of the mask / component regions (default: the model card's)")
+    ex.add_argument("--min-area", type=_min_area, help=MIN_AREA_HELP)
+    ex.add_argument("--padding", choices=PAD_MODES, help="default: the model card's")
+
+    co = sub.add_parser("compare", help="is model B better than model A on a data set?",
+                        description="Run two models on every DIR/images + DIR/masks pair (or a "
+                        ".zip), each with its own card (threshold, minimum area, input "
+                        "preprocessing), and score each image's IoU, Dice and TGS score for "
+                        "both. For each metric: mean of A, mean of B, mean paired difference "
+                        "B - A, its 95 % paired bootstrap confidence interval (BCa, seeded) and "
+                        "the Wilcoxon signed-rank p-value; and how many images B wins, ties and "
+                        "loses on IoU. A model compared with itself gives exactly 0.")
+    co.add_argument("--model", action="append", default=[], metavar="MODEL",
+                    help="give it twice: model A, then model B (.keras, .h5 or .onnx, each with "
+                    "its card next to it)")
+    co.add_argument("--data", required=True, help="folder with images/ and masks/, or a .zip")
+    co.add_argument("--json", action="store_true",
+                    help='print one JSON object: {"n", "metrics": {"iou": {"a", "b", "delta", '
+                    '"ci95", "p_value"}, "dice": ..., "tgs_score": ...}, "wins", "ties", '
+                    '"losses"}')
+    co.add_argument("--threshold", type=_threshold,
+                    help="one threshold for both models (default: each model card's)")
+    co.add_argument("--min-area", type=_min_area,
+                    help="one minimum-area rule for both models, pixels (0 = off; default: "
+                    "each model card's)")
+    co.add_argument("--class", dest="class_", metavar="K",
+                    help="class index or name to score (default: model A's card's)")
+    co.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    co.add_argument("--resamples", type=_batch_size, default=9999,
+                    help="bootstrap resamples (default 9999)")
+    co.add_argument("--per-image", metavar="CSV",
+                    help="also write per-image scores of both models and B - A to CSV")
+    co.add_argument("--names", help="text file of image names (one per line) to compare on "
+                    "only, e.g. a model's NAME.heldout.txt")
+    co.add_argument("--invert-masks", action=argparse.BooleanOptionalAction, default=None,
+                    help="score against the complement of each mask (default: the cards' "
+                    "truth_inverted)")
+    co.add_argument("--trust-model", action="store_true",
+                    help="load both models with Keras safe_mode off (only for files you trust)")
+    co.add_argument("--batch-size", type=_batch_size, default=32)
+    co.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
     return p
 
 
@@ -1028,6 +1098,161 @@ def cmd_calibrate(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _load_path(args: argparse.Namespace, path: str):
+    """:func:`_load` for one model path of a multi-model command (no --card, --weights or
+    --class: those name one model)."""
+    return _load(argparse.Namespace(**{**vars(args), "model": path, "card": None,
+                                       "weights": None, "class_": None}))
+
+
+def _p_text(p: float) -> str:
+    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .compare import METRIC_LABELS, METRICS, check_comparable, compare_pairs, reading
+    from .inference import Segmenter
+    from .io import open_dataset
+
+    if len(args.model) != 2:
+        raise UnetCoreError(f"compare needs exactly two models, got {len(args.model)}; "
+                            "accepted: --model A --model B")
+    path_a, path_b = args.model
+    seg_a = Segmenter(_load_path(args, path_a), backend=args.backend)
+    if Path(path_a).resolve() == Path(path_b).resolve():
+        seg_b = seg_a  # one model against itself: predicted once
+    else:
+        seg_b = Segmenter(_load_path(args, path_b), backend=args.backend)
+    check_comparable(seg_a.card, seg_b.card)
+    cls = (None if args.class_ is None
+           else _resolve_class(seg_a.card, args.class_, Path(path_a).name))
+    with open_dataset(args.data) as root:
+        pairs = _pairs(args, root)
+        bar = tqdm(total=len(pairs), desc="compare", unit="img", file=sys.stderr,
+                   disable=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        cmp = compare_pairs(seg_a, seg_b, pairs, threshold=args.threshold,
+                            min_area=args.min_area, class_index=cls, seed=args.seed,
+                            n_resamples=args.resamples, progress=progress,
+                            invert_masks=args.invert_masks, batch_size=args.batch_size)
+        bar.close()
+    if cmp.soft_masks:
+        print(f"warning: {len(cmp.soft_masks)} mask(s) not cleanly binary (more than two "
+              "values), thresholded at half scale", file=sys.stderr)
+    if args.per_image:
+        _write_csv(args.per_image, cmp.rows())
+    if args.json:
+        print(json.dumps(cmp.summary()))
+        return 0
+    for side, path, seg, t, k in (("A", path_a, seg_a, cmp.threshold_a, cmp.min_area_a),
+                                  ("B", path_b, seg_b, cmp.threshold_b, cmp.min_area_b)):
+        print(f"{side}: {_dn(path)}  threshold {t:g}, minimum area {k} px; input "
+              f"{seg.card.input_spec}, {seg.card.preprocessing}; {_backend_line(seg)}")
+    scored = (f"; scoring {_class_label(seg_a.card, cmp.class_index)}"
+              if seg_a.n_classes >= 2 else "")
+    inverted = "; masks inverted (they mark the other class)" if cmp.invert_masks else ""
+    print(f"data: {_dn(args.data)}: n = {cmp.n} images{scored}{inverted}")
+    if cmp.shared_predictions:
+        print("A and B are the same model with the same settings: predicted once")
+    print(f"{'metric':<10} {'A':>8} {'B':>8} {'B - A':>9}  {'95 % CI of B - A':<22} "
+          f"{'p (Wilcoxon)':>12}")
+    for m in METRICS:
+        r = cmp.metrics[m]
+        ci = f"[{r.ci95[0]:+.4f}, {r.ci95[1]:+.4f}]"
+        print(f"{METRIC_LABELS[m]:<10} {r.a:8.4f} {r.b:8.4f} {r.delta:+9.4f}  {ci:<22} "
+              f"{_p_text(r.p_value):>12}")
+    print(f"IoU image by image: B better on {cmp.wins}, tie on {cmp.ties}, A better on "
+          f"{cmp.losses} (wins / ties / losses)")
+    notes = dict.fromkeys([*cmp.notes, *(n for m in METRICS for n in cmp.metrics[m].notes)])
+    for note in notes:
+        print(f"note: {note}")
+    how = ("" if cmp.shared_predictions else
+           f" (bootstrap: {cmp.n_resamples} resamples, seed {cmp.seed})")
+    print(f"reading: {reading(cmp, 'iou')}{how}")
+    return 0
+
+
+def _save_atomically(path: Path, write) -> None:
+    """``write(file object)`` into a temporary file next to ``path``, then rename it."""
+    tmp = path.with_name(f".tmp-{os.getpid()}{path.suffix}")  # short: names may be 255 bytes
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from .explain import GradCam, cam_overlay_rgb, parse_region
+    from .io import read_raw
+
+    if _is_volume(args.image):
+        raise UnetCoreError(f"{_dn(args.image)}: explain takes one 2-D image; accepted: an "
+                            "image file (a volume's slice: predict it, or use the dashboard)")
+    region = parse_region(args.region)
+    src = Path(args.image)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UnetCoreError(f"--out {_dn(out)}: exists and is not a folder")
+    targets = [out / _output_name(src.stem, s) for s in ("_cam.npy", "_cam.png")]
+    if any(t.resolve() == src.resolve() for t in targets):
+        raise UnetCoreError(f"refusing to overwrite input file {_dn(src)}; choose another "
+                            "--out folder")
+    image = read_raw(src)
+    cam = GradCam(_load(args), padding_mode=args.padding)
+    prob = None
+    if region.kind in ("mask", "component") and cam.segmenter.network_size(
+            *image.shape[:2]) is not None:
+        from .inference import Segmenter
+
+        # the mask predict writes: the card's TTA included
+        prob = Segmenter(cam.loaded, padding_mode=args.padding,
+                         backend="tensorflow").predict_proba(image)
+    kw = {"threshold": args.threshold, "min_area": args.min_area,
+          "background": args.background, "prob": prob}
+    if args.method == "saliency":
+        result = cam.saliency(image, region, **kw)
+        layer_line = "layer: input (gradient saliency |d score / d input|)"
+    else:
+        name = args.layer or cam.default_layer
+        result = cam.explain(image, region, layers=[name], **kw)[name]
+        stride = cam.layer_resolution(name)
+        at = f", stride {stride[0]}" if stride and stride[0] == stride[1] else (
+            f", stride {stride[0]}x{stride[1]}" if stride else "")
+        why = " (default: the bottleneck" + at + ")" if args.layer is None else (
+            f" ({at[2:]})" if at else "")
+        layer_line = f"layer: {name}{why}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _save_atomically(targets[0], lambda fh: np.save(fh, result.cam.astype(np.float32)))
+        overlay = cam_overlay_rgb(image, result.cam)
+        _save_atomically(targets[1], lambda fh: Image.fromarray(overlay).save(fh, format="PNG"))
+    except OSError as exc:
+        raise _write_failed(out, targets[0].name, exc) from None
+    card = cam.card
+    side = "background of " if result.background else ""
+    print(layer_line)
+    print(f"region: {result.region.describe()} ({int(result.mask.sum()):,} px); "
+          f"{side}{_class_label(card, result.class_index)}")
+    summed = "pre-sigmoid logit" if cam.exact_logit else "log-odds"
+    print(f"score: {result.score:.6g} (sum of the {summed} over the region"
+          f"{', negated' if result.background else ''}); peak {result.peak:.6g}")
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {_dn(targets[0])} and {_dn(targets[1])}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1043,6 +1268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ensemble(args, argv)
         if args.command == "calibrate":
             return cmd_calibrate(args, argv)
+        if args.command == "compare":
+            return cmd_compare(args)
+        if args.command == "explain":
+            return cmd_explain(args)
         return cmd_train(args, argv)
     except UnetCoreError as exc:
         print(f"error: {_dn(exc, 2000)}", file=sys.stderr)
