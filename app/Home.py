@@ -31,7 +31,7 @@ import streamlit as st  # noqa: E402
 from app import uploads, widgets  # noqa: E402
 from app.context import PageContext  # noqa: E402
 from app.errors import run_safely  # noqa: E402
-from app.views import activations, evaluate, filters, model, segment  # noqa: E402
+from app.views import activations, compare, evaluate, explain, filters, model, segment  # noqa: E402
 from unet_core.onnx_graph import is_onnx  # noqa: E402
 
 st.set_page_config(page_title="U-Net Explorer", layout="wide")
@@ -43,8 +43,10 @@ if uploads.live_session_ids() is not None:  # a real server (not AppTest): sweep
     uploads.start_sweeper()
 
 VIEWS = [("Model", "model", model.render), ("Segment", "segment", segment.render),
-         ("Evaluate", "evaluate", evaluate.render), ("Filters", "filters", filters.render),
-         ("Activations", "activations", activations.render)]
+         ("Evaluate", "evaluate", evaluate.render), ("Compare", "compare", compare.render),
+         ("Filters", "filters", filters.render),
+         ("Activations", "activations", activations.render),
+         ("Explain", "explain", explain.render)]
 
 context: dict[str, PageContext] = {}
 

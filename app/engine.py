@@ -648,3 +648,161 @@ def _label_thumbnail(image_path: str, mtime_ns: int, mask_key: tuple[str, int] |
         truth = None
     return viz.label_thumbnail_rgb(image, labels, truth, max(2, bundle.card.n_classes),
                                    max_side=max_side)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@st.cache_resource(show_spinner=False)
+def comparison_store() -> LRU:
+    """Process-wide cache of Comparisons (two models on a data set) by (both model keys, data
+    fingerprint, backends, thresholds, minimum areas, class, mask inversion, seed): 8 entries,
+    64 MB."""
+    return LRU(8, max_bytes=COMPARISON_CACHE_BYTES)
+
+
+#: Byte bound of the comparison cache.
+COMPARISON_CACHE_BYTES = 64 * 2**20
+
+#: Colours of the disagreement map (Okabe-Ito: orange and blue differ in hue and lightness for
+#: colour-blind readers, light gray is neutral): only A, only B, both; neither is the image.
+ONLY_A_COLOR = (230, 159, 0)
+ONLY_B_COLOR = (0, 114, 178)
+BOTH_COLOR = (221, 221, 221)
+
+
+def disagreement_legend() -> str:
+    """The caption of :func:`disagreement_rgb` images."""
+    return ("orange = only A · blue = only B · light gray = both · the dimmed image = neither")
+
+
+def disagreement_rgb(image: np.ndarray, dmap: np.ndarray, max_side: int | None = None
+                     ) -> np.ndarray:
+    """uint8 (h, w, 3): the image (gray or colour, as decoded) dimmed, with the pixels of a
+    disagreement map (uint8 (H, W): 0 neither, 1 only A, 2 only B, 3 both;
+    :func:`unet_core.compare.disagreement_map`) painted in :data:`ONLY_A_COLOR`,
+    :data:`ONLY_B_COLOR` and :data:`BOTH_COLOR`. ``max_side``: shown at every k-th pixel so it
+    fits (a small image is enlarged by an integer factor up to it). Display only."""
+    from app import viz
+    from unet_core.preprocess import display_image
+
+    img = display_image(np.asarray(image))
+    k = 1 if max_side is None else viz.display_stride(img.shape, max_side)
+    small, d = img[::k, ::k], np.asarray(dmap)[::k, ::k]
+    if max_side is not None:
+        factor = max(1, int(max_side) // max(small.shape[0], small.shape[1], 1))
+        if factor > 1:
+            small = np.repeat(np.repeat(small, factor, axis=0), factor, axis=1)
+            d = np.repeat(np.repeat(d, factor, axis=0), factor, axis=1)
+    out = viz.as_rgb(small) * 0.45
+    for value, color in ((1, ONLY_A_COLOR), (2, ONLY_B_COLOR), (3, BOTH_COLOR)):
+        out[d == value] = np.asarray(color, dtype=np.float32) / 255.0
+    return viz.to_uint8(out)
+
+
+def disagreement_thumbnail(image_path: Path, bundle_a: ModelBundle, bundle_b: ModelBundle, *,
+                           backend_a: str, backend_b: str, threshold_a: float,
+                           threshold_b: float, min_area_a: int, min_area_b: int,
+                           class_index: int, max_side: int = 160) -> np.ndarray:
+    """uint8 RGB thumbnail of a data-set image with the disagreement map of two models
+    (:func:`disagreement_rgb`), each run as its card says (padding, TTA) at its threshold and
+    minimum area. Cached per (file and its time, both models and cards, settings); the class
+    probabilities under it per (file, model, padding, TTA, backend)."""
+    return _disagreement_thumbnail(
+        str(image_path), image_path.stat().st_mtime_ns, bundle_a.key, bundle_b.key,
+        backend_a, backend_b, float(threshold_a), float(threshold_b), int(min_area_a),
+        int(min_area_b), int(class_index), int(max_side), bundle_a, bundle_b)
+
+
+@st.cache_data(max_entries=64, max_size="16MB", show_spinner=False)
+def _disagreement_thumbnail(image_path: str, mtime_ns: int, key_a: str, key_b: str,
+                            backend_a: str, backend_b: str, threshold_a: float,
+                            threshold_b: float, min_area_a: int, min_area_b: int, k: int,
+                            max_side: int, _a: ModelBundle, _b: ModelBundle) -> np.ndarray:
+    from unet_core.compare import disagreement_map
+    from unet_core.metrics import threshold_mask
+
+    masks = []
+    image = None
+    for bundle, key, backend, t, area in ((_a, key_a, backend_a, threshold_a, min_area_a),
+                                          (_b, key_b, backend_b, threshold_b, min_area_b)):
+        card = bundle.card
+        image, probs = _file_probability(image_path, mtime_ns, key, card.padding_mode,
+                                         bool(card.tta), backend, bundle)
+        masks.append(threshold_mask(class_map(probs, k), t, area))
+    return disagreement_rgb(image, disagreement_map(masks[0], masks[1]), max_side)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def get_grad_cam(model_key: str, padding: str, _loaded: LoadedModel) -> Any:
+    """One :class:`~unet_core.explain.GradCam` (one gradient model over the Keras model's
+    weights, outputting every selectable conv layer's maps and the logits) at a time. Keyed
+    on the bundle's ``key`` (file *and* card: the card says how images are scaled) and the
+    padding mode (a GradCam prepares images with its own); one model at a time, like
+    :func:`get_probe`."""
+    from unet_core.explain import GradCam
+
+    LOG.info("gradient model: %s padding %s", model_key, padding)
+    return GradCam(_loaded, padding_mode=padding)
+
+
+_EXPLAIN_PASSES: dict[tuple[str, str, str], int] = {}
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)  # every layer's full-size map each
+def _explanations(model_key: str, image_sha: str, padding: str, region_key: str,
+                  class_index: int, background: bool, method: str, mask_key: str,
+                  _grad_cam: Any, _image: np.ndarray, _region: Any, _prob: np.ndarray | None,
+                  _threshold: float | None, _min_area: int | None) -> dict[str, Any]:
+    LOG.info("gradient pass: model %s image %s padding %s region %s class %d%s method %s",
+             model_key, image_sha[:12], padding, region_key, class_index,
+             " (background)" if background else "", method)
+    kw = dict(class_index=class_index, background=background, prob=_prob,
+              threshold=_threshold, min_area=_min_area)
+    if method == "saliency":
+        out = {"input": _grad_cam.saliency(_image, _region, **kw)}
+    else:
+        out = dict(_grad_cam.explain(_image, _region, **kw))
+    for exp in out.values():  # shared between sessions: read-only
+        exp.cam.setflags(write=False)
+        exp.mask.setflags(write=False)
+    with _PASSES_LOCK:
+        key = (model_key, image_sha, padding)
+        _EXPLAIN_PASSES[key] = _EXPLAIN_PASSES.get(key, 0) + 1
+    return out
+
+
+def explanations(bundle: ModelBundle, item: ImageItem, image: np.ndarray, padding: str,
+                 grad_cam: Any, region: Any, *, class_index: int, background: bool,
+                 method: str, prob: np.ndarray | None, threshold: float, min_area: int,
+                 tta: bool, backend: str) -> dict[str, Any]:
+    """Every layer's :class:`~unet_core.explain.Explanation` of ``region`` (method
+    "seg-grad-cam"; {"input": …} for "saliency") from ONE gradient pass, cached per (model
+    and card, image sha256, padding, region, class, background, method) and, for the
+    predicted-mask regions, the threshold, minimum area and the probabilities' TTA and
+    backend: switching layers costs no pass.
+
+    ``prob``: float32 (H, W) probability map of ``class_index`` (the Segment page's, from
+    :func:`class_probabilities`): the predicted mask / component regions are cut from it.
+    A region that is empty or outside the image raises its one-line UnetCoreError before
+    any pass."""
+    from unet_core.explain import region_mask
+
+    masked = region.kind in ("mask", "component")
+    # A region that is empty or outside the image is refused here, in one line, at no pass.
+    region_mask(region, image.shape[:2], prob if masked else None, threshold, min_area)
+    mask_key = f"t{float(threshold):.4f}:a{int(min_area)}:tta{bool(tta)}:{backend}" \
+        if masked else ""
+    return _explanations(bundle.key, item.sha, padding, region.key(), int(class_index),
+                         bool(background), str(method), mask_key, grad_cam, image, region,
+                         prob if masked else None, float(threshold) if masked else None,
+                         int(min_area) if masked else None)
+
+
+def explain_pass_count(bundle: ModelBundle, item: ImageItem, padding: str) -> int:
+    """How many gradient passes this (model and card, image, padding) has cost so far."""
+    with _PASSES_LOCK:
+        return _EXPLAIN_PASSES.get((bundle.key, item.sha, padding), 0)

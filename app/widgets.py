@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -470,3 +471,52 @@ def legend_style(table: Any, n_classes: int) -> Any:
     fmt.update({c: "{:.3f}" for c in table.columns
                 if c in ("IoU", "Dice", "pooled IoU", "pooled Dice")})
     return table.style.apply(paint, subset=["colour"]).format(fmt).hide(axis="index")
+
+
+# --------------------------------------------------------------------------- data sets
+
+#: The data sources of :func:`data_source_ui` (radio ``eval_source``).
+DATA_SOURCES = ["Bundled samples", "Folder on the server", "Upload a .zip"]
+
+
+def data_source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
+    """The data-set source controls of the Evaluate and Compare pages (one choice for both:
+    keys ``eval_source``, ``eval_sample_set``, ``eval_folder``, ``eval_zip``); returns
+    (folder, label, uploaded zip)."""
+    from app.settings import ASSETS, data_root, domain_of_sample_set
+
+    if st.session_state.get("eval_source") not in DATA_SOURCES:
+        st.session_state["eval_source"] = DATA_SOURCES[0]
+    source = st.radio("Data source", DATA_SOURCES, key="eval_source", horizontal=True,
+                      persist_state="session")
+    if source == DATA_SOURCES[0]:
+        sets = sources.ordered_sets(card.domain)
+        if not sets:
+            st.warning(f"No bundled samples in {ASSETS}.")
+            return None, "", None
+        chosen = select_ui("Sample set", sets, "eval_sample_set", sets[0])
+        domain = domain_of_sample_set(chosen)
+        if domain and card.domain.lower().strip() not in state.UNKNOWN_DOMAINS \
+                and domain != card.domain.lower().strip():
+            st.warning(f"The {chosen} samples are {domain} images; this model segments "
+                       f"{segments_text(card)} in {plain(card.domain)} images.")
+        return ASSETS / chosen, f"bundled samples: {chosen}", None
+    if source == DATA_SOURCES[1]:
+        root = data_root()
+        candidates = sources.data_folder_candidates(root)
+        text = st.text_input("Folder path", key="eval_folder", persist_state="session",
+                             placeholder=candidates[0] if candidates else str(root),
+                             help="A folder holding images/ and masks/ (same file names). "
+                             "Relative paths are inside the data root.")
+        st.caption(f"Allowed data root: {plain(root)}"
+                   + (f" · e.g. {plain(', '.join(candidates[:6]))}" if candidates else ""))
+        if text.strip():
+            with run_safely(what="opening the folder"):
+                folder = sources.resolve_data_folder(text, root)
+                return folder, f"folder: {folder.relative_to(root.resolve())}", None
+        return None, "", None
+    up = st.file_uploader(
+        "Upload a .zip of images/ + masks/", type=["zip"], key="eval_zip",
+        help="Layout: images/NAME + masks/NAME (masks matched by file name); one top folder "
+        "is fine.")
+    return None, (f"zip: {up.name}" if up is not None else ""), up

@@ -14,14 +14,14 @@ import streamlit as st
 from app import engine, sources, state, viz, widgets
 from app.context import InferenceSettings, PageContext
 from app.errors import display_text, plain, run_safely
-from app.settings import ASSETS, app_max_pixels, data_root, domain_of_sample_set
+from app.settings import app_max_pixels
 from unet_core.errors import DataSetError, UnetCoreError
 from unet_core.evaluate import Evaluation, evaluate_classes, evaluate_pairs
 from unet_core.io import Pair, find_pairs
 from unet_core.metrics import ClassResult
 from unet_core.model import ModelCard
 
-SOURCES = ["Bundled samples", "Folder on the server", "Upload a .zip"]
+SOURCES = widgets.DATA_SOURCES
 #: How the masks of a K-class model's data set are read (radio ``eval_masks``).
 MASK_KINDS = {"auto": "Auto (from the first mask)",
               "binary": "Binary: white = the class picked",
@@ -129,45 +129,6 @@ def _evaluate(ctx: PageContext, folder: Path, label: str, extra: str, settings: 
     return EvalState(bundle.key, label, pairs, evaluation, settings, holder, kind, class_index)
 
 
-def _source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
-    """The data source controls; returns (folder, label, uploaded zip)."""
-    if st.session_state.get("eval_source") not in SOURCES:
-        st.session_state["eval_source"] = SOURCES[0]
-    source = st.radio("Data source", SOURCES, key="eval_source", horizontal=True,
-                      persist_state="session")
-    if source == SOURCES[0]:
-        sets = sources.ordered_sets(card.domain)
-        if not sets:
-            st.warning(f"No bundled samples in {ASSETS}.")
-            return None, "", None
-        chosen = widgets.select_ui("Sample set", sets, "eval_sample_set", sets[0])
-        domain = domain_of_sample_set(chosen)
-        if domain and card.domain.lower().strip() not in state.UNKNOWN_DOMAINS \
-                and domain != card.domain.lower().strip():
-            st.warning(f"The {chosen} samples are {domain} images; this model segments "
-                       f"{widgets.segments_text(card)} in {plain(card.domain)} images.")
-        return ASSETS / chosen, f"bundled samples: {chosen}", None
-    if source == SOURCES[1]:
-        root = data_root()
-        candidates = sources.data_folder_candidates(root)
-        text = st.text_input("Folder path", key="eval_folder", persist_state="session",
-                             placeholder=candidates[0] if candidates else str(root),
-                             help="A folder holding images/ and masks/ (same file names). "
-                             "Relative paths are inside the data root.")
-        st.caption(f"Allowed data root: {plain(root)}"
-                   + (f" · e.g. {plain(', '.join(candidates[:6]))}" if candidates else ""))
-        if text.strip():
-            with run_safely(what="opening the folder"):
-                folder = sources.resolve_data_folder(text, root)
-                return folder, f"folder: {folder.relative_to(root.resolve())}", None
-        return None, "", None
-    up = st.file_uploader(
-        "Upload a .zip of images/ + masks/", type=["zip"], key="eval_zip",
-        help="Layout: images/NAME + masks/NAME (masks matched by file name); one top folder "
-        "is fine.")
-    return None, (f"zip: {up.name}" if up is not None else ""), up
-
-
 def _run(ctx: PageContext, folder: Path | None, label: str, zip_upload: Any,
          settings: InferenceSettings, class_index: int, masks: str) -> None:
     ss = st.session_state
@@ -231,7 +192,7 @@ def render(ctx: PageContext) -> None:
 
     c_src, c_opts = st.columns([2, 1])
     with c_src:
-        folder, label, zip_upload = _source_ui(card)
+        folder, label, zip_upload = widgets.data_source_ui(card)
     # What the evaluation depends on: the sidebar's settings but the minimum area, which is
     # re-derived from the stored counts.
     settings = dataclasses.replace(ctx.settings, min_area=0)
