@@ -87,8 +87,8 @@ from tools.browser import (
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
 
 #: Page titles (sidebar links) -> url path; "" is the default page.
-PAGES = {"Model": "", "Segment": "segment", "Evaluate": "evaluate", "Filters": "filters",
-         "Activations": "activations"}
+PAGES = {"Model": "", "Segment": "segment", "Evaluate": "evaluate", "Compare": "compare",
+         "Filters": "filters", "Activations": "activations", "Explain": "explain"}
 WIDTHS = {800: NARROW, 1400: WIDE}
 #: threshold view data-metric key -> engine (unet_core.metrics.segmentation_metrics) key
 ENGINE_KEYS = {"iou": "iou", "dice": "dice", "precision": "precision", "recall": "recall",

@@ -508,8 +508,9 @@ def _results(ctx: PageContext, a: engine.ModelBundle, b: engine.ModelBundle,
     iou = cmp.metrics["iou"]
     sentence = reading(cmp, "iou")
     st.markdown(f"**{plain(sentence[:1].upper() + sentence[1:])}**"
-                + ("." if iou.excludes_zero or cmp.shared_predictions or n == 1 else
-                   f": on these {n} images the difference could be chance."))
+                + ("." if iou.excludes_zero or cmp.shared_predictions or n == 1
+                   or iou.p_value < 0.05  # the reading already says what the ranks show
+                   else f": on these {n} images the difference could be chance."))
     rows = []
     for m in METRICS:
         s = cmp.metrics[m]
