@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from app import engine, sources, state, uploads
-from app.context import InferenceSettings
+from app.context import InferenceSettings, PageContext
 from app.errors import display_text, plain, run_safely
 from app.settings import (
     BACKEND_LABELS,
@@ -520,3 +520,14 @@ def data_source_ui(card: ModelCard) -> tuple[Path | None, str, Any]:
         help="Layout: images/NAME + masks/NAME (masks matched by file name); one top folder "
         "is fine.")
     return None, (f"zip: {up.name}" if up is not None else ""), up
+
+
+def open_in_segment(ctx: PageContext, pair: Any) -> None:
+    """Make ``pair`` (a :class:`unet_core.io.Pair`: image and mask) the image in use and switch
+    to the Segment page (the galleries' "Open in Segment" buttons on Evaluate and Compare)."""
+    with run_safely(what="opening the image in Segment"):
+        item = sources.item_from_pair(pair, domain=ctx.bundle.card.domain)
+        state.use_image(item)
+        st.session_state["image_source"] = RECENT_SOURCE
+        st.session_state["recent_pick"] = item.key
+        st.switch_page(ctx.pages["segment"])

@@ -134,8 +134,10 @@ def model_b_ui(ctx: PageContext) -> engine.ModelBundle | None:
 def default_model_b(entries: list[engine.ModelEntry], a_label: str | None,
                     card_a: ModelCard) -> str:
     """The label of the model B offered first: another model than A, preferably one whose
-    card has A's classes (one that :func:`check_comparable` accepts), then A's domain; the
-    upload option when A is the only model."""
+    card has A's classes (one that :func:`check_comparable` accepts), then A's domain; when
+    no other card has A's classes, model A itself (a sanity check that draws, rather than a
+    refusal on arrival; a cardless model's classes are unknown until it loads); when A is an
+    upload, a cardless model, else the upload option."""
     from unet_core.model import load_card
 
     def rank(entry: engine.ModelEntry) -> tuple[int, int]:
@@ -152,9 +154,14 @@ def default_model_b(entries: list[engine.ModelEntry], a_label: str | None,
         return (0, int(card.domain.lower().strip() != card_a.domain.lower().strip()))
 
     others = [e for e in entries if e.label != a_label]
-    if not others:
-        return widgets.UPLOAD_OPTION
-    return min(others, key=rank).label  # min is stable: the sidebar's order among equals
+    best = min(others, key=rank) if others else None  # min is stable: the sidebar's order
+    if best is not None and rank(best)[0] == 0:
+        return best.label
+    if a_label is not None:  # no other card with A's classes: A itself (never a refusal)
+        return a_label
+    if best is not None and rank(best)[0] == 1:  # A is an upload: a cardless model, or
+        return best.label
+    return widgets.UPLOAD_OPTION  # an upload
 
 
 def _upload_b() -> engine.ModelBundle | None:
@@ -605,15 +612,5 @@ def _most_disagreeing(ctx: PageContext, a: engine.ModelBundle, b: engine.ModelBu
                 caption=f"{viz.fit_title(display_text(cmp.names[i]), 22)} · IoU A {ia:.3f} · "
                 f"B {ib:.3f}")
         if tile.button("Open in Segment", key=f"cmp_open_{i}"):
-            _open_in_segment(ctx, pair)
-
-
-def _open_in_segment(ctx: PageContext, pair: Pair) -> None:
-    """Make ``pair`` (image and mask) the image in use and switch to the Segment page."""
-    with run_safely(what="opening the image in Segment"):
-        item = sources.item_from_pair(pair, domain=ctx.bundle.card.domain)
-        state.use_image(item)
-        st.session_state["image_source"] = widgets.RECENT_SOURCE
-        st.session_state["recent_pick"] = item.key
-        st.switch_page(ctx.pages["segment"])
+            widgets.open_in_segment(ctx, pair)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import engine, sources, state, viz, widgets
+from app import engine, sources, viz, widgets
 from app.context import InferenceSettings, PageContext
 from app.errors import display_text, plain, run_safely
 from app.settings import app_max_pixels
@@ -348,17 +348,7 @@ def _gallery_ui(ctx: PageContext, result: EvalState, names: list[str], order: np
             st.image(thumbnail(pair), width=160,
                      caption=f"{viz.fit_title(display_text(name), 22)} · {scores[int(idx)]}")
         if tile.button("Open in Segment", key=f"eval_open_{int(idx)}"):
-            _open_in_segment(ctx, pair)
-
-
-def _open_in_segment(ctx: PageContext, pair: Pair) -> None:
-    """Make ``pair`` (image and mask) the image in use and switch to the Segment page."""
-    with run_safely(what="opening the image in Segment"):
-        item = sources.item_from_pair(pair, domain=ctx.bundle.card.domain)
-        state.use_image(item)
-        st.session_state["image_source"] = widgets.RECENT_SOURCE
-        st.session_state["recent_pick"] = item.key
-        st.switch_page(ctx.pages["segment"])
+            widgets.open_in_segment(ctx, pair)
 
 
 def _class_results(ctx: PageContext, result: EvalState) -> None:
