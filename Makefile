@@ -14,8 +14,9 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.dev: requirements-dev.txt requirements-ray.txt $(VENV)/.runtime
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt \
+	  -r requirements-ray.txt
 	touch $@
 
 ## run: start the product (the dashboard) on the bundled models and samples

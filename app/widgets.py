@@ -152,8 +152,11 @@ def sidebar_backend_ui(onnx: bool = False) -> str:
                              format_func=lambda b: BACKEND_LABELS.get(b, b), disabled=True,
                              help=ONNX_BACKEND_HELP)
         return "onnxruntime"
+    # the int8 backend is a batch-job option (calibrated and checked once, minutes on a first
+    # use), so the dashboard offers the fp32 ones
     return str(st.sidebar.selectbox(
-        "Inference backend", list(BACKENDS), key="backend", persist_state="session",
+        "Inference backend", [b for b in BACKENDS if b != "onnxruntime-int8"], key="backend",
+        persist_state="session",
         format_func=lambda b: BACKEND_LABELS.get(b, b),
         help="Auto runs ONNX Runtime on an export of the model (built once, cached on disk, "
              "checked against Keras) and falls back to TensorFlow when that is unavailable. "

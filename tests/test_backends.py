@@ -102,8 +102,9 @@ def test_unwritable_cache_falls_back_or_says_why(loaded, monkeypatch, tmp_path):
 
 
 def test_backend_names_and_env(loaded, monkeypatch):
-    assert BACKENDS == ("auto", "onnxruntime", "tensorflow")
-    with pytest.raises(UnetCoreError, match="accepted: auto, onnxruntime, tensorflow"):
+    assert BACKENDS == ("auto", "onnxruntime", "tensorflow", "onnxruntime-int8")
+    with pytest.raises(UnetCoreError,
+                       match="accepted: auto, onnxruntime, tensorflow, onnxruntime-int8"):
         check_backend("torch")
     monkeypatch.setenv("UNET_BACKEND", "tensorflow")
     assert make_backend(loaded).name == "tensorflow"

@@ -13,10 +13,16 @@ Two backends run the same weights:
   is compared with Keras on a fixed random sample; the maximum absolute difference is stored next
   to the export (``KEY.json``) and reported as :attr:`OnnxBackend.max_abs_diff`.
 
+``onnxruntime-int8`` (opt-in, never chosen by ``auto``) runs that export -- or a user's ``.onnx``
+graph -- statically quantised to int8, calibrated on the model's validation split or on images
+the user gives, cached as ``KEY_int8.onnx`` + ``KEY_int8.json`` and refused when its IoU on the
+calibration images moves by more than 0.005 (see :mod:`unet_core.quantize`).
+
 ``auto`` (the default) picks ``onnxruntime`` for a model loaded from a file when it is installed,
 the export succeeds and the difference is below :data:`MAX_ABS_DIFF`; otherwise ``tensorflow``,
 with the reason kept in :attr:`Backend.note`. Environment: ``UNET_BACKEND`` overrides the default
-choice, ``UNET_CACHE_DIR`` moves the export cache, ``UNET_THREADS`` caps ONNX Runtime's threads.
+choice, ``UNET_CACHE_DIR`` moves the export cache, ``UNET_THREADS`` caps ONNX Runtime's threads,
+``UNET_INT8_CALIBRATION`` names a folder of int8 calibration images.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from . import budget
 from .errors import UnetCoreError
 from .model import LoadedModel
 
-BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorflow")
+BACKENDS: tuple[str, ...] = ("auto", "onnxruntime", "tensorflow", "onnxruntime-int8")
 MAX_ABS_DIFF = 1e-3  # an export whose probabilities differ more than this from Keras is not used
 _EXPORT_FORMAT = 2  # bump when the export recipe changes, to invalidate old cache entries
 
@@ -369,8 +375,97 @@ class OnnxGraphBackend(Backend):
         return to_probabilities(y) if self._logits else y
 
 
-def make_backend(loaded: LoadedModel, name: str | None = None) -> Backend:
+class OnnxInt8Backend(Backend):
+    """The model's fp32 ONNX graph (the cached export, or the user's ``.onnx`` file) statically
+    quantised to int8 by ONNX Runtime, calibrated, checked and cached as
+    :mod:`unet_core.quantize` says. ``backend(x)``: float32 (N, H, W, C) -> float32
+    (N, H, W, K) probabilities.
+
+    Attributes:
+        path: the int8 graph (``KEY_int8.onnx`` under :func:`cache_dir`).
+        info: its record (``KEY_int8.json``): ``iou_fp32``, ``iou_int8``, ``delta``, ``n``,
+            ``reference``, ``verdict``, ``calibration``, ``versions``, ``cached``.
+
+    Raises UnetCoreError (one line) when no calibration data is available, quantisation fails,
+    or the guard refuses the graph (then, or when a refusal is already recorded).
+    """
+
+    name = "onnxruntime-int8"
+
+    def __init__(self, loaded: LoadedModel, calibration: str | os.PathLike | None = None,
+                 folder: Path | None = None) -> None:
+        from . import quantize as q
+        from .onnx_graph import as_graph, is_onnx
+
+        folder = folder or cache_dir()
+        graph = as_graph(loaded) if is_onnx(loaded) else None
+        self._graph = graph
+        self._logits = loaded.card.output == "logits"
+        calib = q.calibration_set(loaded, calibration)
+        base = f"graph {graph.key}" if graph is not None else model_key(loaded)
+        key = q.int8_key(base, loaded, calib)
+        entry = q.read_entry(folder, key)
+        if entry is not None and entry[1]["verdict"] == "refused":
+            raise UnetCoreError(q.refusal(loaded.name, entry[1]) + f" (check recorded "
+                                f"{entry[1].get('created', '')})")
+        if entry is None:
+            from .inference import Segmenter
+
+            seg = Segmenter(loaded, backend="onnxruntime")  # the fp32 graph, checked
+            fp32 = seg.backend
+            if graph is not None:
+                io = q.GraphIO(graph.path, graph.input_name, graph.to_input, graph.batch)
+            else:
+                io = q.GraphIO(fp32.path, fp32._session.get_inputs()[0].name,
+                               lambda x: np.ascontiguousarray(x, dtype=np.float32), None)
+            path, info = q.build_int8(loaded, seg, io, calib, self._runner, folder, key)
+            info = {**info, "cached": False}
+        else:
+            path, info = entry[0], {**entry[1], "cached": True}
+        self.path, self.info = path, info
+        try:
+            self._session = _session(path)
+        except Exception as exc:  # noqa: BLE001 - a damaged cache entry
+            path.unlink(missing_ok=True)
+            raise UnetCoreError(f"{loaded.name}: the cached int8 graph {path.name} cannot be "
+                                f"loaded ({type(exc).__name__}); run again to rebuild it"
+                                ) from None
+        self.note = (f"int8 graph {'reused from cache' if info['cached'] else 'built'}; "
+                     f"IoU {info['iou_int8']:.4f} int8 vs {info['iou_fp32']:.4f} fp32 on "
+                     f"{info['n']} calibration images (vs {info['reference']})")
+
+    def _runner(self, path: Path) -> Backend:
+        """A backend running the graph file ``path`` with this backend's input/output rules."""
+        return _SessionBackend(self.name, _session(path), self._run_graph)
+
+    def _run_graph(self, session: Any, x: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W, C) through ``session`` -> (N, H, W, K) probabilities."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._graph is None:
+            return _run(session, x, self._logits)
+        y = as_nhwk(self._graph.output_nhwk(self._graph.run(session, x)[0]), x.shape)
+        return to_probabilities(y) if self._logits else y
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._run_graph(self._session, x)
+
+
+class _SessionBackend(Backend):
+    """A session and the function that runs a batch through it, as a backend."""
+
+    def __init__(self, name: str, session: Any, run: Any) -> None:
+        self.name, self._session, self._fn = name, session, run
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._fn(self._session, x)
+
+
+def make_backend(loaded: LoadedModel, name: str | None = None, *,
+                 calibration: str | os.PathLike | None = None) -> Backend:
     """The backend ``name`` (None: :func:`default_backend`) for a loaded model.
+
+    ``onnxruntime-int8`` is only ever chosen by name (``calibration``: a folder of images to
+    calibrate on, see :class:`OnnxInt8Backend`).
 
     ``auto`` falls back to TensorFlow (reason in ``.note``) when ONNX Runtime is missing, the
     export fails or its output differs from Keras by more than :data:`MAX_ABS_DIFF`. An explicit
@@ -379,6 +474,19 @@ def make_backend(loaded: LoadedModel, name: str | None = None) -> Backend:
     """
     from .onnx_graph import is_onnx
 
+    if (name or default_backend()) == "onnxruntime-int8":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise UnetCoreError(f"the int8 backend needs {exc.name}, which is not installed; "
+                                "install onnxruntime and onnx, or use --backend tensorflow"
+                                ) from None
+        try:
+            return OnnxInt8Backend(loaded, calibration)
+        except OSError as exc:
+            raise UnetCoreError(f"cannot write the int8 cache {cache_dir()}: "
+                                f"{exc.strerror or exc}; set UNET_CACHE_DIR") from None
     if is_onnx(loaded):
         if name == "tensorflow":
             raise UnetCoreError(f"{loaded.name} is an ONNX model: it runs on ONNX Runtime; "

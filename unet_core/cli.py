@@ -38,8 +38,14 @@ EXIT_USER_ERROR = 2
 #: the longest file name most file systems accept, in bytes
 MAX_NAME_BYTES = 255
 BACKEND_HELP = ("inference backend: auto (default: ONNX Runtime on a cached export, checked "
-                "against Keras; TensorFlow if that is unavailable), onnxruntime or tensorflow; "
-                "env UNET_BACKEND sets the default. A .onnx model always runs on ONNX Runtime")
+                "against Keras; TensorFlow if that is unavailable), onnxruntime, tensorflow or "
+                "onnxruntime-int8 (opt-in: the export quantised to int8, calibrated on the "
+                "model's validation split or --int8-calibration, refused when its IoU moves by "
+                "more than 0.005); env UNET_BACKEND sets the default. A .onnx model always runs "
+                "on ONNX Runtime")
+INT8_CALIBRATION_HELP = ("with --backend onnxruntime-int8: a folder of calibration images (or "
+                         "DIR/images + DIR/masks), at most 200 used (default: "
+                         "$UNET_INT8_CALIBRATION, else the model's validation split)")
 
 
 def _threshold(text: str) -> float:
@@ -139,6 +145,22 @@ SELECT_MIN_AREA_HELP = ("also pick a minimum-area rule on validation, 0 unless i
                         "(default: on)")
 
 
+def _engine_options(p: argparse.ArgumentParser, *, batch_size: bool) -> None:
+    """--engine local|ray and the Ray options (unet_core.ray_engine)."""
+    g = p.add_argument_group("engine (--engine ray: a Ray Data pipeline, this machine or a "
+                             "cluster; pip install -r requirements-ray.txt)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default): this process; ray: read/decode in Ray tasks, "
+                   "predict in a pool of actors (each loads the model once), same outputs")
+    g.add_argument("--address", metavar="auto|ray://HOST:PORT",
+                   help="join this Ray cluster (default: start a local Ray with every core)")
+    g.add_argument("--workers", type=_batch_size, metavar="N",
+                   help="predicting actors (default: one per CPU, one CPU left for reading)")
+    if batch_size:
+        g.add_argument("--batch-size", type=_batch_size, default=32,
+                       help="images per Ray batch (default 32)")
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     """The model options shared by predict, evaluate and inspect."""
     p.add_argument("--model", required=True,
@@ -202,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="flip test-time augmentation (default: the model card's)")
     pr.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
+    pr.add_argument("--int8-calibration", metavar="DIR", help=INT8_CALIBRATION_HELP)
+    _engine_options(pr, batch_size=True)
     _volume_options(pr)
 
     ev = sub.add_parser("evaluate", help="score a model on a folder (or .zip) of pairs",
@@ -233,10 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-image", metavar="CSV", help="also write per-image results to CSV")
     ev.add_argument("--batch-size", type=_batch_size, default=32)
     ev.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
+    ev.add_argument("--int8-calibration", metavar="DIR", help=INT8_CALIBRATION_HELP)
     ev.add_argument("--labels-volume", metavar="LABELS",
                     help="with a volume --data: the label volume of the same geometry (voxel "
                     "value > 0 = foreground; for a softmax model, = the scored class); reports "
                     "per-slice and whole-volume (3-D) IoU/Dice")
+    ev.add_argument("--metrics", metavar="TABLE.parquet",
+                    help="--engine ray: also write the per-image (per-slice) metrics as Parquet")
+    _engine_options(ev, batch_size=False)
     _volume_options(ev)
 
     ins = sub.add_parser("inspect", help="print the model card and layer table",
@@ -493,7 +521,8 @@ def _segmenter(args: argparse.Namespace):
     from .inference import Segmenter
 
     return Segmenter(_load(args), padding_mode=getattr(args, "padding", None),
-                     tta=getattr(args, "tta", None), backend=getattr(args, "backend", None))
+                     tta=getattr(args, "tta", None), backend=getattr(args, "backend", None),
+                     int8_calibration=getattr(args, "int8_calibration", None))
 
 
 def _backend_line(seg) -> str:
@@ -563,10 +592,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .inference import labels_from_probs
-    from .io import find_images, read_raw, write_label_png, write_mask_png
+    from .inference import labels_from_probs, predict_files
+    from .io import find_images, write_label_png, write_mask_png
     from .metrics import threshold_mask
 
+    _check_engine(args)
     if any(_is_volume(p) for p in args.inputs):
         if len(args.inputs) != 1:
             raise UnetCoreError("a volume is predicted on its own: give one volume (.sgy/.segy, "
@@ -608,13 +638,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UnetCoreError(f"--out {_dn(out)}: cannot create folder "
                             f"({exc.strerror or type(exc).__name__})") from None
+    if args.engine == "ray":
+        return _predict_ray(args, images, seg, out, cls, t, k, multi)
     failures = 0
-    for p in tqdm(images, desc="predict", unit="img", disable=len(images) < 2, file=sys.stderr):
-        try:
-            probs = seg.predict_classes(read_raw(p))
-        except UnetCoreError as exc:
+    # decoded ahead in threads, same-size images batched (values as one at a time)
+    for p, probs in tqdm(predict_files(seg, images), total=len(images), desc="predict",
+                         unit="img", disable=len(images) < 2, file=sys.stderr):
+        if isinstance(probs, UnetCoreError):
             failures += 1
-            tqdm.write(f"error: {_on_file(exc, p)}", file=sys.stderr)
+            tqdm.write(f"error: {_on_file(probs, p)}", file=sys.stderr)
             continue
         prob = np.ascontiguousarray(probs[..., cls], dtype=np.float32)
         target = _output_name(p.stem, "_prob.npy")
@@ -627,8 +659,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 write_label_png(out / target, labels_from_probs(probs))
         except OSError as exc:
             raise _write_failed(out, target, exc) from None
-    done = len(images) - failures
-    if done:  # how the outputs were made (nothing to describe when none was)
+    _predict_summary(seg, out, len(images) - failures, cls, t, k, multi)
+    return 1 if failures else 0
+
+
+def _predict_summary(seg, out: Path, done: int, cls: int, t: float, k: int, multi: bool, *,
+                     described: bool | None = None, tail: str = "") -> None:
+    """predict's closing lines on stderr: how the outputs were made (when some were made, or
+    ``described``), the class legend, and what was written where."""
+    card = seg.card
+    if done if described is None else described:
         for line in _card_lines(seg.loaded):
             print(line, file=sys.stderr)
         if multi:
@@ -637,8 +677,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     what = "mask(s), label map(s)" if multi else "mask(s)"
     scored = f"{_class_label(card, cls)}; " if multi else ""
     print(f"wrote {done} {what} and probability map(s) to {_dn(out)} ({scored}threshold {t:g}; "
-          f"{area}{_backend_line(seg)})", file=sys.stderr)
-    return 1 if failures else 0
+          f"{area}{_backend_line(seg)}){tail}", file=sys.stderr)
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """Refuse the Ray options without --engine ray, and --engine ray without Ray installed."""
+    if args.engine == "ray":
+        from .ray_engine import require_ray
+
+        require_ray()
+        return
+    for flag, value in (("--address", args.address), ("--workers", args.workers),
+                        ("--metrics", getattr(args, "metrics", None))):
+        if value is not None:
+            raise UnetCoreError(f"{flag} goes with --engine ray (accepted: --engine local|ray)")
+
+
+def _predict_ray(args: argparse.Namespace, images: list, seg, out: Path, cls: int, t: float,
+                 k: int, multi: bool) -> int:
+    """predict --engine ray over image files (unet_core.ray_engine): same outputs as local."""
+    from .ray_engine import METRICS_TABLE, predict_images
+
+    done, skipped, failed, _ = predict_images(args, images, seg, out, class_index=cls,
+                                              threshold=t, min_area=k, multi=multi)
+    _predict_summary(seg, out, done, cls, t, k, multi, described=bool(done or skipped),
+                     tail=f" with engine ray; {skipped} already complete, skipped; {failed} "
+                     f"failed; per-image metrics: {METRICS_TABLE}")
+    return 1 if failed else 0
 
 
 def _pairs(args: argparse.Namespace, root: Path) -> list:
@@ -682,6 +747,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_classes, evaluate_pairs
     from .io import open_dataset
 
+    _check_engine(args)
     if args.labels_volume is not None or _is_volume(args.data):
         return _evaluate_volume(args)
     _no_volume_options(args, "--data")
@@ -691,6 +757,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             if value is not None:
                 raise UnetCoreError(f"{flag} is for binary masks; with --labels every class "
                                     "of the argmax label map is scored")
+        if args.engine == "ray":
+            raise UnetCoreError("--labels with --engine ray: not supported; accepted: "
+                                "--engine local for label masks, --engine ray for binary masks")
     seg = _segmenter(args)
     card = seg.card
     with open_dataset(args.data) as root:
@@ -708,11 +777,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             bar.close()
             return _report_classes(args, seg, result)
         invert = card.truth_inverted if args.invert_masks is None else args.invert_masks
-        ev = evaluate_pairs(seg, pairs, padding_mode=args.padding, threshold=args.threshold,
-                            select_metric=args.select_metric, batch_size=args.batch_size,
-                            progress=progress, invert_masks=invert, min_area=args.min_area,
-                            class_index=card.default_class)
-        bar.close()
+        failed: list[str] = []
+        if args.engine == "ray":
+            from .ray_engine import evaluate_pairs_ray
+
+            bar.close()
+            ev, failed, _ = evaluate_pairs_ray(args, seg, pairs, invert=invert,
+                                               metrics_path=args.metrics)
+        else:
+            ev = evaluate_pairs(seg, pairs, padding_mode=args.padding,
+                                threshold=args.threshold, select_metric=args.select_metric,
+                                batch_size=args.batch_size, progress=progress,
+                                invert_masks=invert, min_area=args.min_area,
+                                class_index=card.default_class)
+            bar.close()
     summary = {"model": str(args.model), "data": str(args.data), **ev.summary(),
                "backend": seg.backend.name, "masks_inverted": bool(invert)}
     if ev.soft_masks:
@@ -722,9 +800,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"values), thresholded at half scale: {shown}{more}", file=sys.stderr)
     if args.per_image:
         _write_csv(args.per_image, ev.sweep.per_image(ev.threshold))
+    if failed:
+        print(f"error: {len(failed)} of {len(pairs)} image(s) failed and are not scored "
+              "(each reported above)", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
-        return 0
+        return 1 if failed else 0
     scored = (f"; scoring {_class_label(card, ev.class_index)} against binary masks"
               if seg.n_classes >= 2 else "")
     print(f"model {_dn(args.model)} on {_dn(args.data)}: {summary['n']} images; "
@@ -743,7 +824,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"Dice {summary['dice_at_best_threshold']:.4f}")
     print(f"best mean IoU {summary['best_iou']:.4f} at threshold "
           f"{summary['best_iou_threshold']:.2f}")
-    return 0
+    return 1 if failed else 0
 
 
 def _report_classes(args: argparse.Namespace, seg, result) -> int:
@@ -863,16 +944,32 @@ def _predict_volume(args: argparse.Namespace, path: Path) -> int:
     k = card.min_area if args.min_area is None else args.min_area
     for key, note in v.notes.items():
         print(f"note ({key}): {note}", file=sys.stderr)
-    bar, progress = _volume_bar(v.n_slices(axis), "predict")
-    if multi:
-        every = segment_volume(seg, v, axis, progress=progress, all_classes=True)
-        prob = np.ascontiguousarray(every[..., cls])
-        mask = mask_volume(v, every, axis, t)
+    if args.engine == "ray":
+        from .ray_engine import slice_probs
+
+        done = [out / output_name(v, name, kind) for kind in ("prob", "mask")]
+        if all(f.is_file() for f in done):
+            print(f"{', '.join(_dn(f.name) for f in done)} already in {_dn(out)}: complete, "
+                  "skipped (engine ray; delete them to predict again)", file=sys.stderr)
+            return 0
+        every, failed = slice_probs(args, seg, v, axis, class_index=cls, all_classes=multi)
+        if failed:
+            raise UnetCoreError(f"{_dn(path.name)}: {len(failed)} slice(s) failed (reported "
+                                "above); nothing written")
+        prob = np.ascontiguousarray(every[..., cls]) if multi else every
+        mask = mask_volume(v, every, axis, t) if multi else mask_volume(v, prob, axis, t, k)
         del every
     else:
-        prob = segment_volume(seg, v, axis, progress=progress, class_index=cls)
-        mask = mask_volume(v, prob, axis, t, k)
-    bar.close()
+        bar, progress = _volume_bar(v.n_slices(axis), "predict")
+        if multi:
+            every = segment_volume(seg, v, axis, progress=progress, all_classes=True)
+            prob = np.ascontiguousarray(every[..., cls])
+            mask = mask_volume(v, every, axis, t)
+            del every
+        else:
+            prob = segment_volume(seg, v, axis, progress=progress, class_index=cls)
+            mask = mask_volume(v, prob, axis, t, k)
+        bar.close()
     try:
         out.mkdir(parents=True, exist_ok=True)
         stage = out / f".partial-{secrets.token_hex(4)}"
@@ -898,6 +995,12 @@ def _predict_volume(args: argparse.Namespace, path: Path) -> int:
         raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    if args.engine == "ray":
+        from .ray_engine import slice_rows, write_parquet
+
+        table = out / f"{name}_metrics.parquet"
+        write_parquet(table, slice_rows(v, prob, mask, axis))
+        moved.append(table)
     for line in _card_lines(seg.loaded):
         print(line, file=sys.stderr)
     print(f"volume input: {scaling_note(seg, v)}", file=sys.stderr)
@@ -930,11 +1033,23 @@ def _evaluate_volume(args: argparse.Namespace) -> int:
     v, axis = _read_volume(args, args.data)
     labels, _ = _read_volume(args, args.labels_volume, labels=True)
     seg = _segmenter(args)
-    bar, progress = _volume_bar(v.n_slices(axis), "evaluate")
-    r = evaluate_volume(seg, v, labels, axis, args.threshold, min_area=args.min_area,
-                        class_index=seg.card.default_class, batch_size=args.batch_size,
-                        progress=progress)
-    bar.close()
+    if args.engine == "ray":
+        from .ray_engine import score_volume, slice_probs, write_parquet
+
+        cls = seg._class(seg.card.default_class)
+        probs, failed = slice_probs(args, seg, v, axis, class_index=cls, all_classes=False)
+        if failed:
+            raise UnetCoreError(f"{_dn(args.data)}: {len(failed)} slice(s) failed (reported "
+                                "above); not scored")
+        r = score_volume(seg, v, labels, axis, probs, args.threshold, args.min_area, cls)
+        if args.metrics:
+            write_parquet(Path(args.metrics), r["slices"])
+    else:
+        bar, progress = _volume_bar(v.n_slices(axis), "evaluate")
+        r = evaluate_volume(seg, v, labels, axis, args.threshold, min_area=args.min_area,
+                            class_index=seg.card.default_class, batch_size=args.batch_size,
+                            progress=progress)
+        bar.close()
     summary = {"model": str(args.model), "data": str(args.data),
                "labels_volume": str(args.labels_volume), "format": v.format,
                "volume_input": scaling_note(seg, v), **r,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -116,13 +116,16 @@ class Segmenter:
             image (default :data:`MAX_NETWORK_PIXELS`, 1024 x 1024); a larger padded image is
             predicted in overlapping tiles (see :meth:`tile_size`). ``None``: never tile.
         backend: inference backend name (None: the default, see :mod:`unet_core.backends`).
+        int8_calibration: folder of calibration images for the ``onnxruntime-int8`` backend
+            (None: ``$UNET_INT8_CALIBRATION``, else the model's validation split).
     """
 
     def __init__(self, loaded: LoadedModel, *, padding_mode: str | None = None,
                  tta: bool | None = None, fit: str | None = None, batch_size: int = 16,
                  tile_overlap: int = 32, max_batch_pixels: int = 2**22,
                  max_network_pixels: int | None = MAX_NETWORK_PIXELS,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None,
+                 int8_calibration: str | os.PathLike | None = None) -> None:
         self.loaded = loaded
         self.card = loaded.card
         self.model = loaded.model
@@ -154,7 +157,7 @@ class Segmenter:
         per_mpx = self.forward_bytes(1024, 1024)
         if per_mpx:
             self.forward_pixels = max(1, int(budget.max_forward_mb() * 2**20 / per_mpx * 2**20))
-        self.backend = make_backend(loaded, backend)
+        self.backend = make_backend(loaded, backend, calibration=int8_calibration)
 
     @property
     def n_classes(self) -> int:
@@ -439,3 +442,70 @@ def labels_from_probs(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         return (probs[..., 0] > threshold).astype(np.uint8)
     dtype = np.uint8 if probs.shape[-1] <= 256 else np.uint16
     return np.argmax(probs, axis=-1).astype(dtype)
+
+
+def predict_files(seg: Segmenter, paths: Sequence[os.PathLike], *,
+                  batch_size: int | None = None, workers: int = 2, prefetch: int = 32
+                  ) -> Iterator[tuple[os.PathLike, np.ndarray | UnetCoreError]]:
+    """Class probabilities of image files, in their order: (path, float32 (H, W, K)) or
+    (path, the UnetCoreError that file raised).
+
+    Files are decoded ahead in ``workers`` threads (at most ``prefetch`` waiting), and
+    consecutive images go ``batch_size`` (default: the segmenter's) at a time through
+    :meth:`Segmenter.predict_batch_classes` (images that reach the network at one size share a
+    forward pass; a batch holds at most ``max_batch_pixels`` decoded pixels). A batch that
+    fails is predicted image by image, so each error names its own file. The values are those
+    of :meth:`Segmenter.predict_classes` image by image (ONNX Runtime's per-image CPU results
+    do not depend on the batch, checked bit for bit on the bundled models).
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from .io import read_raw
+
+    step = max(1, batch_size or seg.batch_size)
+
+    def read(path: os.PathLike) -> np.ndarray | UnetCoreError:
+        try:
+            return read_raw(path)
+        except UnetCoreError as exc:
+            return exc
+
+    def run(chunk: list[tuple[os.PathLike, np.ndarray]]
+            ) -> Iterator[tuple[os.PathLike, np.ndarray | UnetCoreError]]:
+        try:
+            probs = seg.predict_batch_classes([im for _, im in chunk])
+        except UnetCoreError:
+            for path, im in chunk:  # again one at a time: the error names its file
+                try:
+                    yield path, seg.predict_classes(im)
+                except UnetCoreError as exc:
+                    yield path, exc
+            return
+        yield from zip((p for p, _ in chunk), probs, strict=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: list[tuple[os.PathLike, Future]] = []
+        todo = iter(paths)
+        chunk: list[tuple[os.PathLike, np.ndarray]] = []
+        pixels = 0
+        while True:
+            while len(pending) < prefetch:
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                pending.append((nxt, pool.submit(read, nxt)))
+            if not pending:
+                break
+            path, fut = pending.pop(0)
+            image = fut.result()
+            if isinstance(image, UnetCoreError):
+                yield from run(chunk)  # keep the order: what came before goes first
+                chunk, pixels = [], 0
+                yield path, image
+                continue
+            chunk.append((path, image))
+            pixels += int(np.prod(image.shape[:2]))
+            if len(chunk) >= step or pixels >= seg.max_batch_pixels:
+                yield from run(chunk)
+                chunk, pixels = [], 0
+        yield from run(chunk)
