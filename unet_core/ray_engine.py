@@ -814,30 +814,9 @@ def score_volume(seg: Any, volume: Any, labels_volume: Any, axis: str, probs: np
                  threshold: float | None, min_area: int | None, class_index: int
                  ) -> dict[str, Any]:
     """:func:`~unet_core.volume_predict.evaluate_volume`'s scoring of an already predicted
-    probability cube (same rules, same JSON-ready dict)."""
-    from .metrics import confusion_counts, dice, iou
-    from .volume_predict import _check_labels, mask_volume
+    probability cube (the same function: same rules, same JSON-ready dict)."""
+    from . import volume_predict
 
-    truth_data = _check_labels(volume, labels_volume)
-    k = seg._class(class_index)
-    t = seg.card.threshold if threshold is None else float(threshold)
-    area = seg.card.min_area if min_area is None else min_area
-    pred = mask_volume(volume, probs, axis, t, area).astype(bool)
-    truth = truth_data > 0 if seg.n_classes == 1 else truth_data == k
-    a = volume.axis_index(axis)
-    rows = []
-    for i in range(volume.shape[a]):
-        p, g = np.take(pred, i, axis=a), np.take(truth, i, axis=a)
-        tp, fp, fn, _ = confusion_counts(p, g)
-        rows.append({"index": i, "iou": iou(p, g), "dice": dice(p, g),
-                     "truth_voxels": tp + fn, "pred_voxels": tp + fp})
-    tp, fp, fn, _ = confusion_counts(pred, truth)
-    return {
-        "axis": axis, "n_slices": len(rows), "shape": list(volume.shape), "threshold": t,
-        "min_area": int(area), "class_index": k, "class_name": seg.card.class_name(k),
-        "slices": rows,
-        "mean_slice_iou": float(np.mean([r["iou"] for r in rows])),
-        "mean_slice_dice": float(np.mean([r["dice"] for r in rows])),
-        "iou": iou(pred, truth), "dice": dice(pred, truth),
-        "truth_voxels": tp + fn, "pred_voxels": tp + fp,
-    }
+    return volume_predict.score_volume(seg, volume, labels_volume, axis, probs,
+                                       threshold=threshold, min_area=min_area,
+                                       class_index=class_index)

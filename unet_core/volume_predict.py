@@ -202,12 +202,24 @@ def evaluate_volume(seg: Segmenter, volume: Volume, labels_volume: Volume, axis:
     ``mean_slice_iou``/``mean_slice_dice`` (mean over slices), and ``iou``/``dice``,
     ``truth_voxels``, ``pred_voxels`` of the whole volume (3-D).
     """
+    _check_labels(volume, labels_volume)
+    k = seg._class(class_index)
+    probs = segment_volume(seg, volume, axis, batch_size=batch_size, progress=progress,
+                           class_index=k)
+    return score_volume(seg, volume, labels_volume, axis, probs, threshold=threshold,
+                        min_area=min_area, class_index=k)
+
+
+def score_volume(seg: Segmenter, volume: Volume, labels_volume: Volume, axis: str,
+                 probs: np.ndarray, *, threshold: float | None = None,
+                 min_area: int | None = None, class_index: int | None = None
+                 ) -> dict[str, Any]:
+    """:func:`evaluate_volume`'s scoring of an already predicted probability cube ``probs``
+    (float32, the volume's shape, of ``class_index``): same rules, same JSON-ready dict."""
     truth_data = _check_labels(volume, labels_volume)
     k = seg._class(class_index)
     t = seg.card.threshold if threshold is None else float(threshold)
     area = seg.card.min_area if min_area is None else min_area
-    probs = segment_volume(seg, volume, axis, batch_size=batch_size, progress=progress,
-                           class_index=k)
     pred = mask_volume(volume, probs, axis, t, area).astype(bool)
     truth = truth_data > 0 if seg.n_classes == 1 else truth_data == k
     a = volume.axis_index(axis)
