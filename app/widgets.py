@@ -122,18 +122,29 @@ def _sidebar_upload(sb: Any) -> engine.ModelBundle | None:
     if card_up is not None:
         files.append((card_up.name, card_up.getvalue()))
     with run_safely(sb, "loading the uploaded model"):
-        folder = uploads.session_dir() / "models"
-        if not sources.model_upload_dir(files, folder).exists():  # a new upload: check the disk
-            uploads.reserve(sum(len(d) for _, d in files), files[0][0])
-        up = sources.save_model_upload(files, folder)
-        with sb.spinner("Checking the model in a separate process…"):
-            engine.vet_upload(up.path, up.weights, up.name)
-        with sb.spinner(f"Loading {plain(files[0][0])}…"):
-            bundle = engine.open_model(up.path, up.name, up.name, uploaded=True,
-                                       weights=up.weights)
-        bundle.label = f"{bundle.card.name} (uploaded)"
-        return bundle
+        return open_uploaded_model(save_model_files(files), sb)
     return None
+
+
+def save_model_files(files: list[tuple[str, bytes]]) -> sources.ModelUpload:
+    """An uploaded model's files (name, bytes) saved in this session's folder; a new upload
+    first reserves its bytes in the session's disk budget."""
+    folder = uploads.session_dir() / "models"
+    if not sources.model_upload_dir(files, folder).exists():  # a new upload: check the disk
+        uploads.reserve(sum(len(d) for _, d in files), files[0][0])
+    return sources.save_model_upload(files, folder)
+
+
+def open_uploaded_model(up: sources.ModelUpload, container: Any = st,
+                        noun: str = "the model") -> engine.ModelBundle:
+    """Vet an uploaded model in a child process (cached per content), then load it (safe
+    mode, never trusted), labelled '<card name> (uploaded)'."""
+    with container.spinner(f"Checking {noun} in a separate process…"):
+        engine.vet_upload(up.path, up.weights, up.name)
+    with container.spinner(f"Loading {plain(up.name)}…"):
+        bundle = engine.open_model(up.path, up.name, up.name, uploaded=True, weights=up.weights)
+    bundle.label = f"{bundle.card.name} (uploaded)"
+    return bundle
 
 
 ONNX_BACKEND_HELP = ("An ONNX model runs as it is on ONNX Runtime: the file itself, in its own "

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from app import viz
+from app.components import mount_command
 
 __all__ = ["COMPONENT_NAME", "Pick", "parse_pick", "pick_to_controls", "region_picker"]
 
@@ -38,23 +39,8 @@ ASSETS = Path(__file__).resolve().with_name("region_picker")
 Pick = tuple[str, int | None, int | None, tuple[int, int, int, int] | None, str]
 
 
-def _read_asset(name: str) -> str:
-    return (ASSETS / name).read_text(encoding="utf-8")
-
-
-_MOUNT: Any = None
-
-
-def _mount() -> Any:
-    """The component's mounting command (registered on first use)."""
-    global _MOUNT
-    if _MOUNT is None:
-        import streamlit as st
-
-        _MOUNT = st.components.v2.component(
-            COMPONENT_NAME, js=_read_asset("region_picker.js"),
-            css=_read_asset("region_picker.css"), isolate_styles=True)
-    return _MOUNT
+#: The component's mounting command (registered on first use).
+_mount = mount_command(COMPONENT_NAME, ASSETS, "region_picker")
 
 
 def _int(value: Any) -> int | None:

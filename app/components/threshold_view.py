@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from app import viz
+from app.components import mount_command
 from unet_core.metrics import DEFAULT_THRESHOLDS, SweepAccumulator, check_min_area
 
 __all__ = ["COMPONENT_NAME", "threshold_payload", "threshold_view"]
@@ -212,23 +213,8 @@ def threshold_payload(image: np.ndarray, prob: np.ndarray, truth: np.ndarray | N
 # ------------------------------------------------------------------------------- component
 
 
-def _read_asset(name: str) -> str:
-    return (ASSETS / name).read_text(encoding="utf-8")
-
-
-_MOUNT: Any = None
-
-
-def _mount() -> Any:
-    """The component's mounting command (registered on first use)."""
-    global _MOUNT
-    if _MOUNT is None:
-        import streamlit as st
-
-        _MOUNT = st.components.v2.component(
-            COMPONENT_NAME, js=_read_asset("threshold_view.js"),
-            css=_read_asset("threshold_view.css"), isolate_styles=True)
-    return _MOUNT
+#: The component's mounting command (registered on first use).
+_mount = mount_command(COMPONENT_NAME, ASSETS, "threshold_view")
 
 
 def _grid(value: float) -> float:

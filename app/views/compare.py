@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import engine, sources, state, uploads, viz, volumes, widgets
+from app import engine, sources, state, viz, volumes, widgets
 from app.context import PageContext
 from app.errors import display_text, plain, run_safely
 from app.settings import (
@@ -183,31 +183,18 @@ def _upload_b() -> engine.ModelBundle | None:
     if not files:
         kept = ss.get(_UPLOADED_B)
         if kept is not None and kept.path.is_file():
-            return _open_upload(kept)
+            return widgets.open_uploaded_model(kept, noun="model B")
         st.info("Upload model B: a Keras model (.keras or .h5, or architecture .json + "
                 f"weights .h5) or an ONNX model (.onnx); up to {max_upload_mb()} MB each.")
         return None
     if card_up is not None:
         files.append((card_up.name, card_up.getvalue()))
     with run_safely(what="loading the uploaded model B"):
-        folder = uploads.session_dir() / "models"
-        if not sources.model_upload_dir(files, folder).exists():  # new upload: check the disk
-            uploads.reserve(sum(len(d) for _, d in files), files[0][0])
-        up = sources.save_model_upload(files, folder)
-        bundle = _open_upload(up)
+        up = widgets.save_model_files(files)
+        bundle = widgets.open_uploaded_model(up, noun="model B")
         ss[_UPLOADED_B] = up
         return bundle
     return None
-
-
-def _open_upload(up: sources.ModelUpload) -> engine.ModelBundle:
-    """Vet (cached per content) and load an uploaded model."""
-    with st.spinner("Checking model B in a separate process…"):
-        engine.vet_upload(up.path, up.weights, up.name)
-    with st.spinner(f"Loading {plain(up.name)}…"):
-        bundle = engine.open_model(up.path, up.name, up.name, uploaded=True, weights=up.weights)
-    bundle.label = f"{bundle.card.name} (uploaded)"
-    return bundle
 
 
 # --------------------------------------------------------------------------- thresholds
